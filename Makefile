@@ -1,0 +1,33 @@
+# kosmos_ros: one entry point for set-up, the demo, tests and benchmarks.
+#   make run     build the environment if needed, then run the node on the embedded sample
+#   make test    build the environment if needed, then run every test
+# DISTRO=kilted selects ROS 2 Kilted (default: jazzy). PYTEST_ARGS passes options to pytest.
+
+DISTRO ?= jazzy
+export KOSMOS_ROS_DISTRO := $(DISTRO)
+PYTHON ?= python3
+IN_ENV := tools/in-env
+
+.PHONY: setup test run lint bench bench-gpu lock clean
+
+setup:
+	@$(PYTHON) tools/bootstrap.py
+
+test: setup
+	@$(IN_ENV) python -m pytest kosmos_ros/test $(PYTEST_ARGS)
+
+run: setup
+	@$(IN_ENV) python -m kosmos_ros.demo $(RUN_ARGS)
+
+lint: setup
+	@$(IN_ENV) python -m pytest kosmos_ros/test/test_lint.py $(PYTEST_ARGS)
+
+bench: setup
+	@$(IN_ENV) python benchmarks/run_benchmarks.py $(BENCH_ARGS)
+
+lock:
+	@rm -f env/constraints-$(DISTRO).txt
+	@$(PYTHON) tools/bootstrap.py --lock
+
+clean:
+	rm -rf build/$(DISTRO) install/$(DISTRO) log/$(DISTRO)

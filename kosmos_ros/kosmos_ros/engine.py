@@ -1,0 +1,372 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The grounding engine: frames and queries in, text, phrases and pixel boxes out.
+
+Steps, each timed: preprocess (frame to pixel values), vision (encoder and projection, once
+per frame, reusable by any number of queries), generate (one batched greedy pass for many
+queries on one or several frames), postprocess (decode, parse, score, map boxes to pixels).
+
+Results equal the reference pipeline's (``processor(...)``, ``model.generate(...)``,
+``batch_decode``, ``post_process_generation``) for the same model; tests check it one query at
+a time, with cached vision features and batched.
+
+Box scores: the geometric mean of the probabilities the model gave to a box's two location
+tokens, from its raw logits (before any logits processor). For boxes the model generated this
+is its confidence when it generated them; for boxes given as regions in the prompt it is how
+likely the model found them given the text before them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+from kosmos_ros.boxes import normalized_to_pixels
+from kosmos_ros.datatypes import (GroundedBox, GroundedPhrase, GroundingResult, PixelBox,
+                                  Query, Task, Timings)
+from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
+                                 greedy_decode, InferenceCancelled)
+from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
+from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame
+from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
+from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
+                                parse_grounded_text)
+from kosmos_ros.preprocess import Preprocessor
+from kosmos_ros.prompts import build_prompt
+
+__all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
+
+StageCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Generation and safety limits of the engine.
+
+    Attributes:
+        max_new_tokens: default generation budget per query.
+        min_new_tokens: generate at least this many tokens (benchmarks fix the work with it).
+        num_beams: 1 for greedy decoding (batched); more for beam search (one query at a time).
+        no_repeat_ngram_size: forbid repeating n-grams of this size (0: off).
+        max_prompt_tokens: longest accepted prompt text, in tokens (image tokens excluded).
+        max_batch_size: most queries decoded together.
+        max_pixels: largest accepted frame, in pixels.
+        logits_processors: extra ``transformers`` logits processors applied at every step.
+    """
+
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    num_beams: int = 1
+    no_repeat_ngram_size: int = 0
+    max_prompt_tokens: int = 256
+    max_batch_size: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    logits_processors: tuple[Any, ...] = ()
+
+
+@dataclass
+class EncodedImage:
+    """Vision features of one frame, reusable by any number of queries."""
+
+    width: int
+    height: int
+    embeds: torch.Tensor
+    preprocess_s: float = 0.0
+    vision_s: float = 0.0
+    _timings_reported: bool = field(default=False, repr=False)
+
+
+@dataclass
+class _Prepared:
+    encoded: EncodedImage
+    query: Query
+    prompt_ids: list[int]
+    image_mask: list[bool]
+    max_new_tokens: int
+    score_positions: list[int]
+
+
+class GroundingEngine:
+    """Run KOSMOS-2 grounding tasks on frames. Not thread-safe: one worker owns it."""
+
+    def __init__(self, loaded: LoadedModel, options: EngineOptions | None = None):
+        self.loaded = loaded
+        self.options = options or EngineOptions()
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        self.device = loaded.device
+        self.dtype = loaded.dtype
+        self.preprocessor = Preprocessor(loaded.processor.image_processor)
+        tok = self.tokenizer
+        self.num_image_tokens = int(self.model.config.latent_query_num)
+        first_image_id = tok.unk_token_id + 1
+        self._image_ids = list(range(first_image_id, first_image_id + self.num_image_tokens))
+        self._image_prefix = ' '.join(['<image>'] * (self.num_image_tokens + 1) + ['</image>'])
+        self._eoi_id = tok.convert_tokens_to_ids('</image>')
+        self._location_ids = LocationTokenIds(
+            object_start=tok.convert_tokens_to_ids('<object>'),
+            object_end=tok.convert_tokens_to_ids('</object>'),
+            delimiter=tok.convert_tokens_to_ids('</delimiter_of_multi_objects/>'),
+            first_patch=tok.convert_tokens_to_ids('<patch_index_0000>'),
+            num_patches=int(getattr(self.processor, 'num_patch_index_tokens', 1024)))
+        text_config = self.model.config.text_config
+        self.max_positions = int(text_config.max_position_embeddings)
+        gen = self.model.generation_config
+        self._settings = DecodeSettings(
+            eos_token_id=int(gen.eos_token_id if gen.eos_token_id is not None
+                             else tok.eos_token_id),
+            pad_token_id=int(gen.pad_token_id if gen.pad_token_id is not None
+                             else tok.pad_token_id),
+            padding_idx=int(text_config.pad_token_id),
+            min_new_tokens=self.options.min_new_tokens,
+            no_repeat_ngram_size=self.options.no_repeat_ngram_size,
+            logits_processors=tuple(self.options.logits_processors))
+        self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
+
+    @classmethod
+    def load(cls, model_options: ModelOptions | None = None,
+             options: EngineOptions | None = None) -> GroundingEngine:
+        """Load the model (raises ModelLoadError) and wrap it in an engine."""
+        return cls(load_model(model_options or ModelOptions()), options)
+
+    def with_options(self, **changes: Any) -> GroundingEngine:
+        """Return an engine sharing this model with some options changed."""
+        return GroundingEngine(self.loaded, replace(self.options, **changes))
+
+    def describe(self) -> str:
+        return self.loaded.describe()
+
+    # -- preprocessing and vision ------------------------------------------------------------
+
+    def encode(self, frames: Sequence[Frame]) -> list[EncodedImage]:
+        """Preprocess frames and run the vision encoder once for all of them."""
+        if not frames:
+            return []
+        for frame in frames:
+            if frame.width * frame.height > self.options.max_pixels:
+                raise ImageError(f'image of {frame.width}x{frame.height} pixels exceeds the '
+                                 f'limit of {self.options.max_pixels} pixels')
+        started = time.perf_counter()
+        with self._guard('preprocessing'):
+            pixels = self.preprocessor(frames, self.device, self.dtype)
+        preprocess_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with self._guard('the vision encoder'), torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixels)
+            embeds = out.pooler_output if hasattr(out, 'pooler_output') else out
+            self._sync()
+        vision_s = time.perf_counter() - started
+        n = len(frames)
+        return [EncodedImage(f.width, f.height, embeds[i], preprocess_s / n, vision_s / n)
+                for i, f in enumerate(frames)]
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        ids = self._prompt_cache.get(prompt)
+        if ids is None:
+            text = f'{self.tokenizer.bos_token}{self._image_prefix} {prompt.strip()}'
+            ids = self.tokenizer(text, add_special_tokens=False)['input_ids']
+            ids[2:2 + self.num_image_tokens] = self._image_ids
+            self._prompt_cache[prompt] = ids
+            if len(self._prompt_cache) > 256:
+                self._prompt_cache.popitem(last=False)
+        else:
+            self._prompt_cache.move_to_end(prompt)
+        return list(ids)
+
+    def prepare(self, query: Query, width: int, height: int) -> tuple[list[int], int]:
+        """Validate a query for a width x height frame; return its prompt ids and budget.
+
+        Raises PromptError or RegionError with the reason; nothing runs on the model.
+        """
+        limit = self.options.max_prompt_tokens
+        if isinstance(query.prompt, str) and len(query.prompt) > 32 * limit:
+            raise PromptError(f'prompt is {len(query.prompt)} characters, far over the limit of '
+                              f'{limit} tokens')
+        prompt = build_prompt(query, width, height)
+        ids = self._tokenize(prompt)
+        text_tokens = len(ids) - self.num_image_tokens - 3
+        if text_tokens > limit:
+            raise PromptError(f'prompt is {text_tokens} tokens; the limit is {limit} tokens '
+                              '(max_prompt_tokens)')
+        budget = self.options.max_new_tokens if query.max_new_tokens is None \
+            else int(query.max_new_tokens)
+        if budget < 1:
+            raise PromptError(f'max_new_tokens must be at least 1, got {budget}')
+        if len(ids) + budget > self.max_positions:
+            raise PromptError(f'prompt of {len(ids)} tokens plus {budget} new tokens exceeds '
+                              f'the model limit of {self.max_positions} positions')
+        return ids, budget
+
+    def _prepared(self, encoded: EncodedImage, query: Query) -> _Prepared:
+        ids, budget = self.prepare(query, encoded.width, encoded.height)
+        mask = [False, False] + [True] * self.num_image_tokens + [False] * (
+            len(ids) - self.num_image_tokens - 2)
+        scored = [p for box in locate_box_tokens(ids, self._location_ids) for p in box[:2]]
+        return _Prepared(encoded, query, ids, mask, budget, scored)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, requests: Sequence[tuple[EncodedImage, Query]],
+            should_stop: Callable[[], bool] | None = None,
+            on_stage: StageCallback | None = None) -> list[GroundingResult]:
+        """Answer queries on encoded frames; queries are validated first, then batched."""
+        prepared = [self._prepared(enc, q) for enc, q in requests]
+        results: list[GroundingResult] = []
+        size = max(1, self.options.max_batch_size)
+        for start in range(0, len(prepared), size):
+            chunk = prepared[start:start + size]
+            if on_stage:
+                on_stage('generating')
+            started = time.perf_counter()
+            decoded = self._decode(chunk, should_stop)
+            generate_s = time.perf_counter() - started
+            if on_stage:
+                on_stage('postprocessing')
+            for item, row in zip(chunk, decoded):
+                t0 = time.perf_counter()
+                enc = item.encoded
+                timings = Timings(generate=generate_s)
+                if not enc._timings_reported:
+                    timings.preprocess, timings.vision = enc.preprocess_s, enc.vision_s
+                    enc._timings_reported = True
+                result = self._postprocess(item, row, timings)
+                timings.postprocess = time.perf_counter() - t0
+                results.append(result)
+        return results
+
+    def ground(self, frame: Frame, query: Query,
+               should_stop: Callable[[], bool] | None = None,
+               on_stage: StageCallback | None = None) -> GroundingResult:
+        """Run one query on one frame (validating the query before any model work)."""
+        return self.ground_many(frame, [query], should_stop, on_stage)[0]
+
+    def ground_many(self, frame: Frame, queries: Sequence[Query],
+                    should_stop: Callable[[], bool] | None = None,
+                    on_stage: StageCallback | None = None) -> list[GroundingResult]:
+        """Run several queries on one frame: one vision pass, one batched generation."""
+        for query in queries:
+            self.prepare(query, frame.width, frame.height)
+        if on_stage:
+            on_stage('encoding')
+        encoded = self.encode([frame])[0]
+        return self.run([(encoded, q) for q in queries], should_stop, on_stage)
+
+    def caption(self, frame: Frame, detailed: bool = False, **kw: Any) -> GroundingResult:
+        task = Task.DETAILED_CAPTION if detailed else Task.CAPTION
+        return self.ground(frame, Query(task, max_new_tokens=kw.get('max_new_tokens')))
+
+    def find(self, frame: Frame, phrase: str, **kw: Any) -> GroundingResult:
+        return self.ground(frame, Query(Task.FIND, phrase,
+                                        max_new_tokens=kw.get('max_new_tokens')))
+
+    def ask(self, frame: Frame, question: str, regions: Sequence[PixelBox] = (),
+            **kw: Any) -> GroundingResult:
+        return self.ground(frame, Query(Task.QUESTION, question, tuple(regions),
+                                        kw.get('max_new_tokens')))
+
+    def raw(self, frame: Frame, prompt: str, regions: Sequence[PixelBox] = (),
+            **kw: Any) -> GroundingResult:
+        return self.ground(frame, Query(Task.RAW, prompt, tuple(regions),
+                                        kw.get('max_new_tokens')))
+
+    def close(self) -> None:
+        """Drop the model and free its GPU memory."""
+        self.model = None
+        self.loaded.model = None
+        self._prompt_cache.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def _guard(self, what: str):
+        engine = self
+
+        class _Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                if exc is None or isinstance(exc, (InferenceCancelled, PromptError,
+                                                   ImageError)):
+                    return False
+                if isinstance(exc, torch.cuda.OutOfMemoryError) or (
+                        isinstance(exc, RuntimeError) and 'out of memory' in str(exc)):
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    raise OutOfMemoryError(f'out of memory in {what} on {engine.device}; '
+                                           'caches were freed, retry with fewer or smaller '
+                                           'queries') from None
+                if isinstance(exc, (RuntimeError, ValueError, IndexError, TypeError)):
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+                    raise InferenceError(f'{what} failed: {type(exc).__name__}: {first}') \
+                        from exc
+                return False
+        return _Guard()
+
+    def _decode(self, chunk: list[_Prepared],
+                should_stop: Callable[[], bool] | None) -> list[DecodedRow]:
+        rows = [DecodeRow(p.prompt_ids, p.image_mask, p.encoded.embeds, p.max_new_tokens,
+                          p.score_positions) for p in chunk]
+        with self._guard('generation'), torch.inference_mode():
+            if self.options.num_beams > 1:
+                out = []
+                for row in rows:
+                    if should_stop is not None and should_stop():
+                        raise InferenceCancelled('cancelled before generation')
+                    out.append(beam_decode(self.model, row, self._settings,
+                                           self.options.num_beams, self.device))
+            else:
+                out = greedy_decode(self.model.text_model, rows, self._settings, self.device,
+                                    should_stop)
+            self._sync()
+        return out
+
+    def _postprocess(self, item: _Prepared, row: DecodedRow, timings: Timings) -> GroundingResult:
+        full = item.prompt_ids + row.tokens
+        decoded = self.tokenizer.decode(full, skip_special_tokens=True)
+        caption = caption_part(decoded)
+        text, parsed = parse_grounded_text(caption)
+        n_prompt = len(item.prompt_ids)
+
+        def prob(position: int) -> float:
+            if position >= n_prompt:
+                return row.token_probs[position - n_prompt]
+            return row.prompt_probs.get(position, float('nan'))
+
+        start = max((i + 1 for i, t in enumerate(full) if t == self._eoi_id), default=0)
+        located = [(a + start, b + start, ca, cb)
+                   for a, b, ca, cb in locate_box_tokens(full[start:], self._location_ids)]
+        used = [False] * len(located)
+        width, height = item.encoded.width, item.encoded.height
+        phrases = []
+        for phrase in parsed:
+            boxes = []
+            for cells, normalized in zip(phrase.cells, phrase.normalized_boxes()):
+                score = 0.0
+                for k, (pa, pb, ca, cb) in enumerate(located):
+                    if not used[k] and (ca, cb) == cells:
+                        used[k] = True
+                        p1, p2 = prob(pa), prob(pb)
+                        if math.isfinite(p1) and math.isfinite(p2):
+                            score = math.sqrt(max(p1, 0.0) * max(p2, 0.0))
+                        break
+                boxes.append(GroundedBox(normalized_to_pixels(normalized, width, height),
+                                         normalized, cells, score))
+            phrases.append(GroundedPhrase(phrase.text, phrase.start, phrase.end, tuple(boxes)))
+        return GroundingResult(task=item.query.task, prompt=item.query.prompt, text=text,
+                               phrases=tuple(phrases), image_size=(width, height),
+                               raw_text=caption, num_generated_tokens=len(row.tokens),
+                               timings=timings)

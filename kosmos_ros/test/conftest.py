@@ -1,0 +1,53 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: loopback-only DDS, offline Hugging Face, the tiny model, photographs."""
+
+import os
+import random
+
+# Every DDS packet stays on loopback, each run in its own domain; nothing reaches a model hub.
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+if os.environ.get('ROS_DISTRO', 'jazzy') == 'jazzy':
+    os.environ['ROS_LOCALHOST_ONLY'] = '1'
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+os.environ['HF_HUB_OFFLINE'] = '1'
+os.environ['TRANSFORMERS_VERBOSITY'] = 'error'
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def tiny_model_dir(tmp_path_factory):
+    """Build a tiny random KOSMOS-2 with the real tokenizer (save_pretrained)."""
+    from kosmos_ros.tiny_model import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp('tiny_kosmos2'))
+
+
+@pytest.fixture(scope='session')
+def model_options(tiny_model_dir):
+    from kosmos_ros.loading import ModelOptions
+    return ModelOptions(model=str(tiny_model_dir), local_files_only=True, device='cpu')
+
+
+@pytest.fixture(scope='session')
+def engine(model_options):
+    """Load the engine on the tiny model through the code users run."""
+    from kosmos_ros.engine import EngineOptions, GroundingEngine
+    return GroundingEngine.load(model_options, EngineOptions(max_new_tokens=24))
+
+
+@pytest.fixture(scope='session')
+def reference(tiny_model_dir):
+    """Load the reference pipeline of the model card (AutoProcessor, AutoModel...)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    processor = AutoProcessor.from_pretrained(tiny_model_dir, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, local_files_only=True)
+    return processor, model.eval()
+
+
+@pytest.fixture(scope='session')
+def photos():
+    """Return real photographs shipped with scikit-image, as RGB uint8 arrays."""
+    from kosmos_ros.samples import load_photo, PHOTO_NAMES
+    return {name: load_photo(name) for name in PHOTO_NAMES}

@@ -1,0 +1,263 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The engine equals the reference pipeline: one at a time, with cached features, batched."""
+
+import math
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from kosmos_ros.datatypes import PixelBox, Query, Task
+from kosmos_ros.decoding import InferenceCancelled
+from kosmos_ros.errors import InferenceError, OutOfMemoryError
+from kosmos_ros.images import frame_from_array
+from kosmos_ros.prompts import build_prompt
+
+NEW_TOKENS = 24
+STEERED = ('<phrase> a cat</phrase><object><patch_index_0044><patch_index_0863></object> and'
+           '<phrase> two cups</phrase><object><patch_index_0100><patch_index_0300>'
+           '</delimiter_of_multi_objects/><patch_index_0520><patch_index_0990></object> on')
+
+
+class Steer(LogitsProcessor):
+    """Push generation along a target token sequence, then let the model continue.
+
+    Stateless: at each step it finds how much of the target the row already ends with and
+    favours the next target token, so it behaves the same in any pipeline and batch.
+    """
+
+    def __init__(self, target_ids):
+        self.target = list(target_ids)
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for b, row in enumerate(input_ids.tolist()):
+            done = 0
+            for m in range(min(len(self.target), len(row)), 0, -1):
+                if row[-m:] == self.target[:m]:
+                    done = m
+                    break
+            if done < len(self.target):
+                scores[b, self.target[done]] += 1000.0
+        return scores
+
+
+def region_for(image):
+    h, w = image.shape[:2]
+    return PixelBox(0.1 * w, 0.2 * h, 0.6 * w, 0.9 * h)
+
+
+def queries_for(image):
+    return [
+        Query(Task.CAPTION),
+        Query(Task.DETAILED_CAPTION),
+        Query(Task.FIND, 'the animal'),
+        Query(Task.QUESTION, 'What is in the picture?'),
+        Query(Task.QUESTION, 'What is [this object]?', (region_for(image),)),
+        Query(Task.RAW, '<grounding><phrase> It</phrase> is', (region_for(image),)),
+    ]
+
+
+def run_reference(reference, image, query, processors=(), new_tokens=NEW_TOKENS):
+    """Run the model card pipeline, as users run it today."""
+    processor, model = reference
+    h, w = image.shape[:2]
+    prompt = build_prompt(query, w, h)
+    bboxes = None
+    if query.regions:
+        bboxes = [tuple(float(v) for v in (r.x1 / w, r.y1 / h, r.x2 / w, r.y2 / h))
+                  for r in query.regions]
+        # The processor strips our object tokens' source: give it the bare phrase prompt.
+        prompt = prompt.split('<object>')[0] + prompt.split('</object>', 1)[1]
+    inputs = processor(text=prompt, images=image, bboxes=bboxes, return_tensors='pt')
+    kwargs = {}
+    if processors:
+        kwargs['logits_processor'] = LogitsProcessorList(processors)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=new_tokens, output_logits=True,
+                             return_dict_in_generate=True, **kwargs)
+    text = processor.batch_decode(out.sequences, skip_special_tokens=True)[0]
+    caption, entities = processor.post_process_generation(text)
+    generated = out.sequences[0, inputs['input_ids'].shape[1]:].tolist()
+    probs = [float(torch.softmax(step[0].float(), -1)[tok])
+             for step, tok in zip(out.logits, generated)]
+    return caption, entities, generated, probs
+
+
+def assert_same(result, expected):
+    caption, entities, _, _ = expected
+    assert result.text == caption
+    assert result.entities() == entities
+
+
+@pytest.fixture(scope='module')
+def frames(photos):
+    return {name: frame_from_array(image) for name, image in photos.items()}
+
+
+@pytest.fixture(scope='module')
+def steered_engine(engine):
+    target = engine.tokenizer(STEERED, add_special_tokens=False)['input_ids']
+    return engine.with_options(logits_processors=(Steer(target),)), Steer(target)
+
+
+@pytest.mark.parametrize('name', ['coffee', 'chelsea', 'astronaut', 'rocket', 'motorcycle_left'])
+def test_one_at_a_time_equals_reference(engine, reference, photos, frames, name):
+    for query in queries_for(photos[name]):
+        expected = run_reference(reference, photos[name], query)
+        result = engine.ground(frames[name], query)
+        assert_same(result, expected)
+        assert result.num_generated_tokens == len(expected[2])
+
+
+def test_cached_features_and_batches_equal_reference(engine, reference, photos, frames):
+    names = ['coffee', 'chelsea', 'astronaut', 'motorcycle_left']
+    expected = {(n, i): run_reference(reference, photos[n], q)
+                for n in names for i, q in enumerate(queries_for(photos[n]))}
+    # Cached: one vision pass per frame, then every query one by one.
+    for n in names:
+        encoded = engine.encode([frames[n]])[0]
+        for i, q in enumerate(queries_for(photos[n])):
+            assert_same(engine.run([(encoded, q)])[0], expected[(n, i)])
+    # Batched: all frames encoded together, all queries of all frames decoded together.
+    encoded = engine.encode([frames[n] for n in names])
+    requests = [(encoded[k], q) for k, n in enumerate(names)
+                for q in queries_for(photos[n])]
+    batched = engine.with_options(max_batch_size=len(requests)).run(requests)
+    for result, key in zip(batched, [(n, i) for n in names
+                                     for i in range(len(queries_for(photos[n])))]):
+        assert_same(result, expected[key])
+
+
+def test_steered_outputs_give_phrases_boxes_and_model_scores(steered_engine, reference, photos,
+                                                             frames):
+    """Steer generation into phrases with boxes; text, boxes and scores match the reference."""
+    engine, steer = steered_engine
+    image = photos['coffee']
+    h, w = image.shape[:2]
+    query = Query(Task.CAPTION)
+    caption, entities, generated, probs = run_reference(reference, image, query, [steer])
+    result = engine.ground(frames['coffee'], query)
+    assert result.text == caption and result.entities() == entities
+    names = [p.text for p in result.phrases]
+    assert names[:2] == ['a cat', 'two cups']
+    cat, cups = result.phrases[0], result.phrases[1]
+    assert len(cups.boxes) == 2
+    assert result.text[cat.start:cat.end] == 'a cat'
+    # Boxes in pixels of the 600x400 frame, on the 32x32 grid.
+    box = cat.boxes[0]
+    assert box.patch_indices == (44, 863)
+    assert (box.pixels.x1, box.pixels.y1, box.pixels.x2, box.pixels.y2) == (
+        0.390625 * w, 0.046875 * h, 0.984375 * w, 0.828125 * h)
+    # Scores: geometric mean of the reference model's own probabilities of the two tokens.
+    cells = [engine.tokenizer.convert_tokens_to_ids(f'<patch_index_{i:04d}>') for i in (44, 863)]
+    at = [generated.index(cells[0]), generated.index(cells[1])]
+    expected_score = math.sqrt(probs[at[0]] * probs[at[1]])
+    assert box.score == pytest.approx(expected_score, rel=1e-4)
+    assert 0.0 < box.score < 1.0
+    assert cat.score == box.score
+    scores = [b.score for p in result.phrases for b in p.boxes]
+    assert len(set(scores)) == len(scores), 'scores must come from the model, not a constant'
+
+
+def test_steered_batches_equal_reference(steered_engine, reference, photos, frames):
+    engine, steer = steered_engine
+    names = ['coffee', 'chelsea', 'rocket']
+    requests, expected = [], []
+    for n in names:
+        encoded = engine.encode([frames[n]])[0]
+        for q in queries_for(photos[n])[:4]:
+            requests.append((encoded, q))
+            expected.append(run_reference(reference, photos[n], q, [steer]))
+    results = engine.with_options(max_batch_size=5).run(requests)
+    for result, exp in zip(results, expected):
+        assert_same(result, exp)
+        assert result.phrases, 'steering must yield phrases'
+
+
+def test_region_boxes_are_scored_by_teacher_forcing(engine, reference, photos, frames):
+    processor, model = reference
+    image = photos['chelsea']
+    query = Query(Task.QUESTION, 'What is [this object]?', (region_for(image),))
+    result = engine.ground(frames['chelsea'], query)
+    region_phrase = result.phrases[0]
+    assert region_phrase.text == 'this object'
+    ids, _ = engine.prepare(query, image.shape[1], image.shape[0])
+    with torch.no_grad():
+        inputs = processor(text=build_prompt(Query(Task.QUESTION, 'What is [this object]?'),
+                                             image.shape[1], image.shape[0]),
+                           images=image, return_tensors='pt')
+        pixel = inputs['pixel_values']
+        full = torch.tensor([ids])
+        mask = torch.zeros_like(full, dtype=torch.bool)
+        mask[0, 2:66] = True
+        logits = model(pixel_values=pixel, input_ids=full, attention_mask=torch.ones_like(full),
+                       image_embeds_position_mask=mask).logits[0]
+    first = engine.tokenizer.convert_tokens_to_ids('<patch_index_0000>')
+    positions = [i for i, t in enumerate(ids) if first <= t < first + 1024]
+    p = [float(torch.softmax(logits[i - 1].float(), -1)[ids[i]]) for i in positions]
+    assert region_phrase.boxes[0].score == pytest.approx(math.sqrt(p[0] * p[1]), rel=1e-3)
+
+
+def test_timings_and_sizes(engine, frames):
+    result = engine.ground(frames['rocket'], Query(Task.CAPTION, max_new_tokens=5))
+    t = result.timings
+    assert t.preprocess > 0 and t.vision > 0 and t.generate > 0 and t.postprocess > 0
+    assert t.total == pytest.approx(t.preprocess + t.vision + t.generate + t.postprocess)
+    assert result.image_size == (640, 427)
+    assert result.num_generated_tokens <= 5
+
+
+def test_convenience_methods(engine, frames):
+    f = frames['chelsea']
+    assert engine.caption(f, max_new_tokens=3).task is Task.CAPTION
+    assert engine.caption(f, detailed=True, max_new_tokens=3).task is Task.DETAILED_CAPTION
+    assert engine.find(f, 'a cat', max_new_tokens=3).text.startswith('a cat')
+    assert engine.ask(f, 'Why?', max_new_tokens=3).text.startswith('Question: Why? Answer:')
+    assert engine.raw(f, '<grounding> A', max_new_tokens=3).task is Task.RAW
+
+
+def test_beam_search_equals_reference(engine, reference, photos, frames):
+    processor, model = reference
+    image = photos['astronaut']
+    beams = engine.with_options(num_beams=3)
+    result = beams.ground(frames['astronaut'], Query(Task.CAPTION, max_new_tokens=10))
+    inputs = processor(text='<grounding>An image of', images=image, return_tensors='pt')
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=10, num_beams=3)
+    text = processor.batch_decode(ids, skip_special_tokens=True)[0]
+    assert result.text == processor.post_process_generation(text)[0]
+
+
+def test_cancellation_stops_generation(engine, frames):
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(InferenceCancelled, match='cancelled'):
+        engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=20), should_stop=stop)
+    assert len(calls) == 3
+
+
+def test_model_failures_become_typed_errors(engine, frames, monkeypatch):
+    """Simulated faults (no GPU in CI): out of memory and a crash inside the text model."""
+    text_model = engine.model.text_model
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 1 GiB')
+
+    monkeypatch.setattr(text_model, 'forward', oom)
+    with pytest.raises(OutOfMemoryError, match='out of memory in generation'):
+        engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=2))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('shape mismatch in attention')
+
+    monkeypatch.setattr(text_model, 'forward', broken)
+    with pytest.raises(InferenceError, match='generation failed: RuntimeError: shape mismatch'):
+        engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=2))
+    monkeypatch.undo()
+    assert engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=2)).text

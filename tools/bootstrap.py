@@ -50,7 +50,7 @@ ROS_WHEELS = (
     'ament-cmake-gtest', 'gmock-vendor', 'gtest-vendor', 'ament-flake8', 'ament-pep257',
 )
 # Wheels that only some distros have (Kilted dropped python_cmake_module).
-DISTRO_WHEELS = {'jazzy': ('python-cmake-module',), 'kilted': ()}
+DISTRO_WHEELS = {'jazzy': ('python-cmake-module',), 'kilted': ('ament-cmake-ros-core',)}
 # Interface packages the workspace builds; kosmos_ros itself is an ament_python package.
 WORKSPACE_PACKAGES = ('kosmos_ros_interfaces', 'kosmos_ros')
 FALLBACK_VISION_MSGS = 'test_support/vision_msgs'

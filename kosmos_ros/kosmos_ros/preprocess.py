@@ -21,6 +21,7 @@ no rescale) fall back to the reference processor, so results never silently diff
 from __future__ import annotations
 
 from typing import Any, Sequence
+import warnings
 
 import numpy as np
 import torch
@@ -89,7 +90,9 @@ class Preprocessor:
         """Resize one frame to (1, C, H, W) holding 8-bit values (uint8 or rounded float)."""
         out_h, out_w = self.out_hw
         in_h, in_w = frame.height, frame.width
-        x = torch.from_numpy(frame.array).permute(2, 0, 1).unsqueeze(0)
+        with warnings.catch_warnings():  # read-only message buffers are never written to
+            warnings.simplefilter('ignore', UserWarning)
+            x = torch.from_numpy(frame.array).permute(2, 0, 1).unsqueeze(0)
         # uint8 on the CPU for camera-sized frames (torch's fast path, Pillow's fixed point);
         # rounded float32 passes on CUDA and for small frames (closer to Pillow when enlarging).
         use_uint8 = device.type == 'cpu' and in_h * in_w > 4 * out_h * out_w

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from kosmos_ros.datatypes import PixelBox, Query, Task
 from kosmos_ros.decoding import InferenceCancelled
@@ -14,33 +14,9 @@ from kosmos_ros.errors import InferenceError, OutOfMemoryError
 from kosmos_ros.images import frame_from_array
 from kosmos_ros.prompts import build_prompt
 
+from helpers import steer_for  # noqa: I100
+
 NEW_TOKENS = 24
-STEERED = ('<phrase> a cat</phrase><object><patch_index_0044><patch_index_0863></object> and'
-           '<phrase> two cups</phrase><object><patch_index_0100><patch_index_0300>'
-           '</delimiter_of_multi_objects/><patch_index_0520><patch_index_0990></object> on')
-
-
-class Steer(LogitsProcessor):
-    """Push generation along a target token sequence, then let the model continue.
-
-    Stateless: at each step it finds how much of the target the row already ends with and
-    favours the next target token, so it behaves the same in any pipeline and batch.
-    """
-
-    def __init__(self, target_ids):
-        self.target = list(target_ids)
-
-    def __call__(self, input_ids, scores):
-        scores = scores.clone()
-        for b, row in enumerate(input_ids.tolist()):
-            done = 0
-            for m in range(min(len(self.target), len(row)), 0, -1):
-                if row[-m:] == self.target[:m]:
-                    done = m
-                    break
-            if done < len(self.target):
-                scores[b, self.target[done]] += 1000.0
-        return scores
 
 
 def region_for(image):
@@ -98,8 +74,8 @@ def frames(photos):
 
 @pytest.fixture(scope='module')
 def steered_engine(engine):
-    target = engine.tokenizer(STEERED, add_special_tokens=False)['input_ids']
-    return engine.with_options(logits_processors=(Steer(target),)), Steer(target)
+    steer = steer_for(engine.tokenizer)
+    return engine.with_options(logits_processors=(steer,)), steer
 
 
 @pytest.mark.parametrize('name', ['coffee', 'chelsea', 'astronaut', 'rocket', 'motorcycle_left'])

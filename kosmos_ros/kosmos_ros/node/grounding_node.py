@@ -1,0 +1,499 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The managed node ``kosmos_grounding``: messages in, engine calls, messages out.
+
+Lifecycle: configure validates parameters and loads the model (a failure is a failed
+transition, logged with its reason); activate subscribes to the cameras and starts continuous
+grounding; deactivate stops both; cleanup frees the model and its GPU memory. The service and
+the action ``~/ground`` exist in every state and answer ``success: false`` with the reason
+when the node is not active.
+
+Threads: image callbacks store the newest message and return; service and action callbacks are
+coroutines that await the worker's answer, so no executor thread waits for inference.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from kosmos_ros_interfaces.action import Ground as GroundAction
+from kosmos_ros_interfaces.msg import Grounding
+from kosmos_ros_interfaces.srv import Ground
+import numpy as np
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
+
+from kosmos_ros.datatypes import GroundingResult, Query, Task
+from kosmos_ros.decoding import InferenceCancelled
+from kosmos_ros.drawing import annotate
+from kosmos_ros.engine import EngineOptions, GroundingEngine
+from kosmos_ros.errors import (InferenceError, KosmosError, ModelLoadError, OutOfMemoryError,
+                               PromptError)
+from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
+from kosmos_ros.loading import ModelOptions
+from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
+                                         image_msg, regions_from_bboxes)
+from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_value, NodeParams, Spec,
+                                    SPECS)
+from kosmos_ros.node.worker import ContinuousSettings, InferenceWorker, QueryJob
+from kosmos_ros.prompts import build_prompt
+
+NODE_NAME = 'kosmos_grounding'
+
+
+def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
+    notes = []
+    if spec.choices:
+        notes.append('one of: ' + ', '.join(spec.choices))
+    if spec.reload:
+        notes.append('changes need a reload: cleanup, set, configure')
+    desc = ParameterDescriptor(name=name, description=spec.description,
+                               additional_constraints='; '.join(notes))
+    if spec.low is not None and isinstance(spec.default, int) and \
+            not isinstance(spec.default, bool):
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                           step=0)]
+    elif spec.low is not None and isinstance(spec.default, float):
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                        to_value=float(spec.high), step=0.0)]
+    return desc
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float('nan')
+
+
+class GroundingNode(LifecycleNode):
+    """KOSMOS-2 grounding on camera images, as a managed node."""
+
+    def __init__(self, node_name: str = NODE_NAME, *, logits_processors: tuple = (),
+                 **kwargs: Any):
+        """Create the node; ``logits_processors`` are extra engine processors (tests)."""
+        super().__init__(node_name, **kwargs)
+        self._logits_processors = tuple(logits_processors)
+        self._state = 'unconfigured'
+        self._lock = threading.Lock()
+        self._params: NodeParams | None = None
+        self._engine: GroundingEngine | None = None
+        self._worker: InferenceWorker | None = None
+        self._outputs: dict[str, dict[str, Any]] = {}
+        self._image_subs: list[Any] = []
+        self._stale_queries = 0
+        self._last_diag_counts: dict[str, dict[str, int]] = {}
+        self._last_diag_time = time.monotonic()
+        for name, spec in SPECS.items():
+            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._images_group = ReentrantCallbackGroup()
+        self._queries_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Ground, '~/ground', self._on_service,
+                            callback_group=self._queries_group)
+        self._action = ActionServer(
+            self, GroundAction, '~/ground', execute_callback=self._on_action,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+            callback_group=self._queries_group)
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
+                                             self._publish_diagnostics,
+                                             callback_group=self._timer_group)
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _read_params(self) -> NodeParams:
+        values = {name: self.get_parameter(name).value for name in SPECS}
+        cameras = []
+        for cam in values['cameras']:
+            for key, spec in CAMERA_SPECS.items():
+                full = f'{cam}.{key}'
+                if not self.has_parameter(full):
+                    self.declare_parameter(full, spec.default, _descriptor(full, spec))
+            topic = self.get_parameter(f'{cam}.topic').value or f'{cam}/image_raw'
+            transport = self.get_parameter(f'{cam}.transport').value
+            problem = check_value(f'{cam}.transport', CAMERA_SPECS['transport'], transport)
+            if problem:
+                raise ValueError(problem)
+            cameras.append(CameraConfig(cam, topic, transport))
+        return NodeParams(values, tuple(cameras))
+
+    def _spec_of(self, name: str) -> Spec | None:
+        if name in SPECS:
+            return SPECS[name]
+        key = name.rsplit('.', 1)[-1]
+        return CAMERA_SPECS.get(key) if '.' in name else None
+
+    def _validate_parameters(self, params: list[Any]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        for name, value in changes.items():
+            spec = self._spec_of(name)
+            if spec is None:
+                continue
+            if spec.reload and self._state not in ('unconfigured', 'configuring'):
+                return SetParametersResult(
+                    successful=False, reason=f'{name} needs a reload: deactivate and cleanup '
+                    f'the node, set it, then configure (node is {self._state})')
+            problem = check_value(name, spec, value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        if {'task', 'prompt', 'rate_hz'} & changes.keys() and self._params is not None:
+            task = changes.get('task', self.get_parameter('task').value)
+            prompt = changes.get('prompt', self.get_parameter('prompt').value)
+            rate = changes.get('rate_hz', self.get_parameter('rate_hz').value)
+            if rate > 0:
+                try:
+                    build_prompt(Query(Task.parse(task), prompt), 640, 480)
+                except (PromptError, ValueError) as exc:
+                    return SetParametersResult(successful=False,
+                                               reason=f'continuous task {task!r}: {exc}')
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Any]) -> None:
+        if self._params is None:
+            return
+        values = dict(self._params.values)
+        values.update({p.name: p.value for p in params if p.name in SPECS})
+        self._params = NodeParams(values, self._params.cameras)
+        if self._worker is not None and self._engine is not None:
+            engine_keys = {'max_new_tokens', 'num_beams', 'no_repeat_ngram_size',
+                           'max_prompt_tokens', 'max_batch_size', 'max_image_pixels'}
+            if engine_keys & {p.name for p in params}:
+                self._engine = self._engine.with_options(**self._engine_options())
+                self._worker.set_engine(self._engine)
+            self._worker.set_settings(self._continuous_settings())
+
+    def _engine_options(self) -> dict[str, Any]:
+        p = self._params
+        return dict(max_new_tokens=p.max_new_tokens, num_beams=p.num_beams,
+                    no_repeat_ngram_size=p.no_repeat_ngram_size,
+                    max_prompt_tokens=p.max_prompt_tokens, max_batch_size=p.max_batch_size,
+                    max_pixels=p.max_image_pixels, logits_processors=self._logits_processors)
+
+    def _continuous_settings(self) -> ContinuousSettings:
+        p = self._params
+        query = Query(p.task_enum, p.prompt)
+        try:
+            build_prompt(query, 640, 480)
+        except PromptError as exc:
+            if p.rate_hz > 0:
+                self.get_logger().error(f'continuous grounding is off: {exc}')
+            query = None
+        return ContinuousSettings(rate_hz=float(p.rate_hz), query=query)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state = 'configuring'
+        try:
+            self._params = self._read_params()
+            p = self._params
+            options = ModelOptions(model=p.model, revision=p.revision or None,
+                                   local_files_only=p.local_files_only, dtype=p.dtype,
+                                   quantization=p.quantization, device=p.device,
+                                   attn_implementation=p.attn_implementation)
+            self.get_logger().info(f'loading {p.model} (device {p.device}, dtype {p.dtype}, '
+                                   f'quantization {p.quantization})')
+            started = time.monotonic()
+            self._engine = GroundingEngine.load(options, EngineOptions(**self._engine_options()))
+        except (ModelLoadError, ValueError, InvalidParameterValueException) as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            self._params = None
+            self._state = 'unconfigured'
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f'loaded {self._engine.describe()} in '
+                               f'{time.monotonic() - started:.1f} s')
+        for cam in p.cameras:
+            self._outputs[cam.name] = {
+                'detections': self.create_lifecycle_publisher(
+                    Detection2DArray, f'{cam.name}/detections', 10),
+                'grounding': self.create_lifecycle_publisher(
+                    Grounding, f'{cam.name}/grounding', 10),
+                'debug_image': self.create_lifecycle_publisher(
+                    Image, f'{cam.name}/debug_image', 1),
+            }
+        self._worker = InferenceWorker(self._engine, [c.name for c in p.cameras],
+                                       self._on_continuous_result, self._on_camera_error,
+                                       p.max_image_pixels, self._continuous_settings())
+        self._state = 'inactive'
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._params
+        reliability = (ReliabilityPolicy.RELIABLE if p.image_qos_reliability == 'reliable'
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p.image_qos_depth),
+                         reliability=reliability)
+        for cam in p.cameras:
+            msg_type = CompressedImage if cam.transport == 'compressed' else Image
+            self._image_subs.append(self.create_subscription(
+                msg_type, cam.subscribed_topic,
+                lambda msg, name=cam.name: self._on_image(name, msg), qos,
+                callback_group=self._images_group))
+            self.get_logger().info(f'camera {cam.name}: {cam.transport} images on '
+                                   f'{self.resolve_topic_name(cam.subscribed_topic)}')
+        self._worker.set_paused(False)
+        self._state = 'active'
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state = 'inactive'
+        if self._worker is not None:
+            self._worker.set_paused(True)
+        for sub in self._image_subs:
+            self.destroy_subscription(sub)
+        self._image_subs = []
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Stop the worker, free the model and GPU memory, drop publishers."""
+        self._state = 'unconfigured'
+        for sub in self._image_subs:
+            self.destroy_subscription(sub)
+        self._image_subs = []
+        if self._worker is not None:
+            if not self._worker.stop(timeout=10.0):
+                self.get_logger().warning('inference worker did not stop within 10 s')
+            self._worker = None
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        for pubs in self._outputs.values():
+            for pub in pubs.values():
+                self.destroy_lifecycle_publisher(pub)
+        self._outputs = {}
+        self._params = None
+
+    def stop_worker(self) -> None:
+        """Stop inference before the node is destroyed (bounded time)."""
+        if self._worker is not None:
+            self._worker.stop(timeout=10.0)
+
+    # -- camera input and continuous output --------------------------------------------------
+
+    def _on_image(self, camera: str, msg: Any) -> None:
+        encoding = getattr(msg, 'encoding', None)
+        if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
+            self.get_logger().warning(
+                f'camera {camera}: refusing images of unsupported encoding {encoding!r} '
+                f'(supported: {", ".join(SUPPORTED_ENCODINGS)})', throttle_duration_sec=5.0)
+            if self._worker is not None:
+                self._worker.count_refused(camera)
+            return
+        stamp = msg.header.stamp
+        seconds = stamp.sec + stamp.nanosec * 1e-9
+        if seconds == 0.0:  # drivers that do not stamp: fall back to the node clock
+            seconds = self.get_clock().now().nanoseconds * 1e-9
+        worker = self._worker
+        if worker is not None:
+            worker.offer_frame(camera, msg, seconds)
+
+    def _on_camera_error(self, camera: str, reason: str) -> None:
+        self.get_logger().warning(f'camera {camera}: {reason}', throttle_duration_sec=5.0)
+
+    def _on_continuous_result(self, camera: str, msg: Any, result: GroundingResult,
+                              frame: Frame, latency: float) -> None:
+        pubs = self._outputs.get(camera)
+        if not pubs:
+            return
+        header = msg.header
+        pubs['detections'].publish(detections_msg(result, header))
+        pubs['grounding'].publish(grounding_msg(result, header, camera))
+        debug = pubs['debug_image']
+        if debug.get_subscription_count() > 0:
+            debug.publish(image_msg(annotate(frame.to_rgb(), result), header))
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def _fail(self, response: Any, message: str) -> Any:
+        response.success = False
+        response.message = message
+        return response
+
+    def _check_request(self, request: Any) -> tuple[Query, str, Any, bool]:
+        """Validate what can be checked without the model; raise ValueError with the reason."""
+        if self._state != 'active' or self._worker is None:
+            raise ValueError(f'node is not active (state: {self._state}); activate it first')
+        try:
+            task = Task(int(request.task))
+        except ValueError:
+            raise ValueError(f'unknown task {request.task}; expected 0 (caption) to 4 (raw)') \
+                from None
+        regions = regions_from_bboxes(request.regions)
+        budget = int(request.max_new_tokens) or None
+        query = Query(task, request.prompt, regions, budget)
+        has_image = request.image.width > 0 or request.image.height > 0 or \
+            len(request.image.data) > 0
+        if has_image:
+            return query, request.camera, request.image, False
+        cameras = [c.name for c in self._params.cameras]
+        camera = request.camera or cameras[0]
+        if camera not in cameras:
+            raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(cameras)}')
+        msg, stamp = self._worker.latest(camera)
+        if msg is None:
+            topic = next(c.subscribed_topic for c in self._params.cameras if c.name == camera)
+            raise ValueError(f'no frame received yet from camera {camera!r} (topic '
+                             f'{self.resolve_topic_name(topic)})')
+        max_age = float(self._params.max_frame_age)
+        age = self.get_clock().now().nanoseconds * 1e-9 - stamp
+        if max_age > 0 and age > max_age:
+            self._stale_queries += 1
+            raise ValueError(f'newest frame of camera {camera!r} is {age:.2f} s old '
+                             f'(max_frame_age {max_age:g} s)')
+        return query, camera, msg, True
+
+    async def _answer(self, request: Any, on_stage=None, cancelled=lambda: False):
+        """Run one request on the worker; return (result, error message, header, camera)."""
+        try:
+            query, camera, msg, from_camera = self._check_request(request)
+        except (ValueError, KosmosError) as exc:
+            return None, str(exc), None, ''
+        future = Future(executor=self.executor)
+        future.add_done_callback(lambda f: None)  # wakes the executor when set
+
+        def done(result, error, frame):
+            if not future.done():
+                future.set_result((result, error))
+
+        self._worker.submit(QueryJob(query, camera, msg, done, cancelled, on_stage,
+                                     from_camera))
+        result, error = await future
+        if error is not None:
+            return None, self._describe_error(error), msg.header, camera
+        return result, '', msg.header, camera
+
+    @staticmethod
+    def _describe_error(error: Exception) -> str:
+        if isinstance(error, InferenceCancelled):
+            return f'cancelled: {error}'
+        if isinstance(error, OutOfMemoryError):
+            return f'model failure (out of memory): {error}'
+        if isinstance(error, InferenceError):
+            return f'model failure: {error}'
+        if isinstance(error, KosmosError):
+            return str(error)
+        return f'internal error: {type(error).__name__}: {error}'
+
+    async def _on_service(self, request: Ground.Request, response: Ground.Response):
+        result, error, header, camera = await self._answer(request)
+        if result is None:
+            return self._fail(response, error)
+        response.success = True
+        response.grounding = grounding_msg(result, header, camera)
+        response.detections = detections_msg(result, header)
+        return response
+
+    async def _on_action(self, goal_handle: Any) -> GroundAction.Result:
+        accepted = time.monotonic()
+
+        def stage(name: str) -> None:
+            feedback = GroundAction.Feedback(stage=name)
+            feedback.elapsed = duration_msg(time.monotonic() - accepted)
+            goal_handle.publish_feedback(feedback)
+
+        stage('queued')
+        result, error, header, camera = await self._answer(
+            goal_handle.request, stage, lambda: goal_handle.is_cancel_requested)
+        out = GroundAction.Result()
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+            return self._fail(out, error or 'cancelled')
+        if result is None:
+            goal_handle.abort()
+            return self._fail(out, error)
+        out.success = True
+        out.grounding = grounding_msg(result, header, camera)
+        out.detections = detections_msg(result, header)
+        goal_handle.succeed()
+        return out
+
+    # -- diagnostics -------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        period = max(1e-3, now - self._last_diag_time)
+        self._last_diag_time = now
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_fully_qualified_name()
+        engine, worker, params = self._engine, self._worker, self._params
+        model = DiagnosticStatus(name=f'{name}: model', hardware_id=name)
+        values = {'state': self._state,
+                  'stale queries refused': str(self._stale_queries)}
+        if engine is not None:
+            model.level, model.message = DiagnosticStatus.OK, 'loaded'
+            opts = engine.loaded.options
+            values.update({'model': opts.model, 'device': str(engine.device),
+                           'dtype': str(engine.dtype).replace('torch.', ''),
+                           'quantization': opts.quantization})
+            if engine.device.type == 'cuda':
+                import torch
+                values['gpu memory allocated MiB'] = \
+                    f'{torch.cuda.memory_allocated(engine.device) / 2**20:.0f}'
+                values['gpu memory reserved MiB'] = \
+                    f'{torch.cuda.memory_reserved(engine.device) / 2**20:.0f}'
+        else:
+            model.level, model.message = DiagnosticStatus.WARN, 'no model loaded'
+        if worker is not None:
+            values['pending queries'] = str(worker.pending_jobs())
+            values['worker busy'] = str(worker.busy)
+        model.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array.status.append(model)
+        if worker is not None and params is not None:
+            timeout = float(params.camera_timeout)
+            for cam, stats in worker.snapshot().items():
+                before = self._last_diag_counts.get(cam, {})
+                status = DiagnosticStatus(name=f'{name}: camera {cam}', hardware_id=cam,
+                                          level=DiagnosticStatus.OK, message='ok')
+                rx = stats['last_received_wall']
+                silent = (now - rx) if rx is not None else None
+                stale = silent is None or silent > timeout
+                if timeout > 0 and self._state == 'active' and stale:
+                    status.level = DiagnosticStatus.WARN
+                    status.message = ('no image received yet' if silent is None else
+                                      f'no image for {silent:.1f} s')
+                    self.get_logger().warning(f'camera {cam}: {status.message}',
+                                              throttle_duration_sec=max(timeout, 1.0))
+                lat = stats['latencies']
+                last = stats['last_result_wall']
+                frames = stats['frames_in'] - before.get('frames_in', 0)
+                inferences = stats['inferences'] - before.get('inferences', 0)
+                status.values = [KeyValue(key=k, value=v) for k, v in {
+                    'input rate Hz': f'{frames / period:.2f}',
+                    'inference rate Hz': f'{inferences / period:.2f}',
+                    'latency p50 ms': f'{_percentile(lat, 50) * 1e3:.1f}',
+                    'latency p95 ms': f'{_percentile(lat, 95) * 1e3:.1f}',
+                    'frames in': str(stats['frames_in']),
+                    'inferences': str(stats['inferences']),
+                    'dropped superseded': str(stats['superseded']),
+                    'skipped by rate limit': str(stats['throttled']),
+                    'errors': str(stats['errors']),
+                    'last result age s': 'never' if last is None else f'{now - last:.2f}',
+                }.items()]
+                self._last_diag_counts[cam] = {k: stats[k] for k in ('frames_in', 'inferences')}
+                array.status.append(status)
+        self._diagnostics.publish(array)

@@ -1,0 +1,146 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The node's parameters: declared once from one table, typed, validated on every set.
+
+Parameters marked ``reload`` configure the model or the cameras; they can be changed only while
+the node is unconfigured (``cleanup``, set, ``configure``). The others apply at runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Any
+
+from kosmos_ros.datatypes import Task
+from kosmos_ros.loading import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS
+
+TASK_NAMES = tuple(t.name.lower() for t in Task)
+DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
+TRANSPORTS = ('raw', 'compressed')
+RELIABILITIES = ('best_effort', 'reliable')
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default, description, limits and whether it needs a reload."""
+
+    default: Any
+    description: str
+    reload: bool = False
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+SPECS: dict[str, Spec] = {
+    # Model (reload).
+    'model': Spec(DEFAULT_MODEL, 'Hugging Face hub id or local folder of KOSMOS-2 '
+                  '(safetensors weights only).', reload=True),
+    'revision': Spec('', 'Hub revision (branch, tag or commit); empty for the default.',
+                     reload=True),
+    'local_files_only': Spec(False, 'Load from the local folder or Hugging Face cache only; '
+                             'never touch the network.', reload=True),
+    'device': Spec('auto', "'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
+                   reload=True),
+    'dtype': Spec('auto', 'Weights dtype; auto is float16 on CUDA and float32 on the CPU.',
+                  reload=True, choices=DTYPE_NAMES),
+    'quantization': Spec('none', 'bitsandbytes quantization on CUDA: none, 8bit or 4bit.',
+                         reload=True, choices=QUANTIZATIONS),
+    'attn_implementation': Spec('sdpa', 'Attention kernels: sdpa or eager.', reload=True,
+                                choices=ATTENTION),
+    # Cameras (reload).
+    'cameras': Spec(['camera'], 'Camera names. Camera NAME subscribes NAME.topic and publishes '
+                    'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True),
+    'image_qos_reliability': Spec('best_effort', 'Image subscription reliability; best_effort '
+                                  'also accepts reliable publishers.', reload=True,
+                                  choices=RELIABILITIES),
+    'image_qos_depth': Spec(1, 'Image subscription queue depth (the node only ever uses the '
+                            'newest frame).', reload=True, low=1, high=100),
+    # Continuous grounding (runtime).
+    'rate_hz': Spec(1.0, 'Continuous grounding per camera, in inferences per second of message '
+                    'time (header stamps); 0 means on-demand only.', low=0.0, high=100.0),
+    'task': Spec('caption', 'Continuous task: caption, detailed_caption, find, question or raw.',
+                 choices=TASK_NAMES),
+    'prompt': Spec('', 'Continuous prompt: the phrase (find), the question (question) or the '
+                   'full prompt (raw); unused by the caption tasks.'),
+    'max_new_tokens': Spec(64, 'Tokens to generate at most per query (requests may ask for '
+                           'another budget).', low=1, high=1024),
+    'num_beams': Spec(1, 'Beam search width; 1 is greedy decoding, which batches.', low=1,
+                      high=8),
+    'no_repeat_ngram_size': Spec(0, 'Forbid repeating n-grams of this size; 0 is off.', low=0,
+                                 high=16),
+    'max_prompt_tokens': Spec(256, 'Longest accepted prompt, in tokens.', low=1, high=1024),
+    'max_batch_size': Spec(8, 'Most queries and frames decoded together.', low=1, high=64),
+    'max_frame_age': Spec(2.0, 'Seconds (node clock minus frame stamp) after which a camera '
+                          'frame is too old to answer a query; 0 disables the check.', low=0.0,
+                          high=3600.0),
+    'camera_timeout': Spec(5.0, 'Warn when a camera has sent nothing for this many seconds; 0 '
+                           'disables the warning.', low=0.0, high=3600.0),
+    'max_image_pixels': Spec(50_000_000, 'Largest accepted image, in pixels.', low=1,
+                             high=1_000_000_000),
+    'diagnostics_period': Spec(1.0, 'Seconds between /diagnostics messages.', low=0.1,
+                               high=60.0),
+    'autostart': Spec(True, 'Configure and activate on start-up (no lifecycle manager '
+                      'needed).', reload=True),
+}
+
+CAMERA_SPECS: dict[str, Spec] = {
+    'topic': Spec('', 'Image topic of the camera; default NAME/image_raw.', reload=True),
+    'transport': Spec('raw', "'raw' (sensor_msgs/Image on TOPIC) or 'compressed' "
+                      '(sensor_msgs/CompressedImage on TOPIC/compressed).', reload=True,
+                      choices=TRANSPORTS),
+}
+
+
+def check_value(name: str, spec: Spec, value: Any) -> str | None:
+    """Return why ``value`` is invalid for ``name``, or None when it is valid."""
+    if spec.choices and value not in spec.choices:
+        return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f'{name} must be a finite number; got {value}'
+        if spec.low is not None and value < spec.low:
+            return f'{name} must be at least {spec.low:g}; got {value}'
+        if spec.high is not None and value > spec.high:
+            return f'{name} must be at most {spec.high:g}; got {value}'
+    if name == 'cameras':
+        names = list(value)
+        if not names:
+            return 'cameras must name at least one camera'
+        if len(set(names)) != len(names):
+            return f'cameras must be unique; got {names}'
+        for cam in names:
+            if not cam or not all(c.isalnum() or c == '_' for c in cam) or cam[0].isdigit():
+                return (f'camera name {cam!r} must be letters, digits and underscores, not '
+                        'starting with a digit')
+    return None
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    topic: str
+    transport: str
+
+    @property
+    def subscribed_topic(self) -> str:
+        return self.topic + '/compressed' if self.transport == 'compressed' else self.topic
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Typed snapshot of the node's parameters."""
+
+    values: dict[str, Any]
+    cameras: tuple[CameraConfig, ...]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def task_enum(self) -> Task:
+        return Task.parse(self.values['task'])

@@ -1,0 +1,350 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The inference worker: one thread owns the engine (and the GPU); everything else queues.
+
+Image callbacks only store the newest message of their camera (a frame not yet taken is
+replaced, never queued) and wake the worker when the camera is due. Queries queue with a
+completion callback. Each cycle the worker takes every pending query (up to the batch size)
+and the newest frame of each due camera, converts those frames (only now), runs the vision
+encoder once per distinct frame and decodes all queries together.
+
+A camera is due when continuous grounding is on and its newest frame is at least
+``1 / rate_hz`` seconds of message time after the frame it last grounded (or time went
+backwards, as when a bag loops). This module does not import rclpy; the node adapts it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+import threading
+import time
+from typing import Any, Callable
+
+from kosmos_ros.datatypes import GroundingResult, Query
+from kosmos_ros.decoding import InferenceCancelled
+from kosmos_ros.engine import EncodedImage, GroundingEngine
+from kosmos_ros.errors import ImageError, KosmosError
+from kosmos_ros.images import Frame, frame_from_message
+
+
+def stamp_seconds(msg: Any) -> float:
+    stamp = msg.header.stamp
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+@dataclass
+class ContinuousSettings:
+    """What continuous grounding runs; replaced as a whole when parameters change."""
+
+    rate_hz: float
+    query: Query | None  # None when the configured task and prompt are invalid
+
+
+@dataclass
+class CameraState:
+    """Per camera: the newest message and counters. Guarded by the worker's lock."""
+
+    name: str
+    latest: Any = None
+    latest_stamp: float = 0.0
+    latest_taken: bool = True
+    last_grounded_stamp: float | None = None
+    last_received_wall: float | None = None
+    frames_in: int = 0
+    superseded: int = 0
+    throttled: int = 0
+    inferences: int = 0
+    errors: int = 0
+    last_result_wall: float | None = None
+    latencies: deque = field(default_factory=lambda: deque(maxlen=200))
+    encoded_msg: Any = None
+    encoded: EncodedImage | None = None
+
+
+@dataclass
+class QueryJob:
+    """A service or action request waiting for the worker."""
+
+    query: Query
+    camera: str
+    message: Any  # the image message to ground (camera frame or the request's image)
+    done: Callable[[GroundingResult | None, Exception | None, Frame | None], None]
+    cancelled: Callable[[], bool] = lambda: False
+    on_stage: Callable[[str], None] | None = None
+    from_camera: bool = True
+
+
+ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float], None]
+ErrorCallback = Callable[[str, str], None]
+
+
+class InferenceWorker:
+    """Owns the engine on one thread; safe to call from any executor thread."""
+
+    def __init__(self, engine: GroundingEngine, cameras: list[str],
+                 on_result: ContinuousCallback, on_error: ErrorCallback,
+                 max_pixels: int, settings: ContinuousSettings):
+        self.engine = engine
+        self.cameras = {name: CameraState(name) for name in cameras}
+        self._on_result = on_result
+        self._on_error = on_error
+        self._max_pixels = max_pixels
+        self._settings = settings
+        self._lock = threading.Condition()
+        self._jobs: deque[QueryJob] = deque()
+        self._stop = threading.Event()
+        self._paused = True
+        self._busy = False
+        self.cycles = 0
+        self._thread = threading.Thread(target=self._loop, name='kosmos_inference',
+                                        daemon=True)
+        self._thread.start()
+
+    # -- called from executor threads --------------------------------------------------------
+
+    def set_settings(self, settings: ContinuousSettings) -> None:
+        with self._lock:
+            self._settings = settings
+            self._lock.notify()
+
+    def set_engine(self, engine: GroundingEngine) -> None:
+        with self._lock:
+            self.engine = engine
+
+    def set_paused(self, paused: bool) -> None:
+        """Paused: no continuous grounding (queries are refused by the node meanwhile)."""
+        with self._lock:
+            self._paused = paused
+            self._lock.notify()
+
+    def offer_frame(self, camera: str, msg: Any, stamp: float) -> None:
+        """Store the newest message of ``camera`` (message time ``stamp``); wake if due."""
+        now = time.monotonic()
+        with self._lock:
+            state = self.cameras[camera]
+            if not state.latest_taken:
+                if self._due(state):
+                    state.superseded += 1
+                else:
+                    state.throttled += 1
+            state.latest, state.latest_stamp, state.latest_taken = msg, stamp, False
+            state.last_received_wall = now
+            state.frames_in += 1
+            if self._due(state):
+                self._lock.notify()
+
+    def count_refused(self, camera: str) -> None:
+        """Count a frame the node refused before offering it (e.g. its encoding)."""
+        with self._lock:
+            self.cameras[camera].errors += 1
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Copy the counters of every camera (for diagnostics)."""
+        with self._lock:
+            return {name: {
+                'frames_in': s.frames_in, 'superseded': s.superseded, 'throttled': s.throttled,
+                'inferences': s.inferences, 'errors': s.errors,
+                'last_received_wall': s.last_received_wall,
+                'last_result_wall': s.last_result_wall, 'latencies': list(s.latencies),
+            } for name, s in self.cameras.items()}
+
+    def latest(self, camera: str) -> tuple[Any, float]:
+        """Return the newest message of ``camera`` and its stamp (None if none yet)."""
+        with self._lock:
+            state = self.cameras[camera]
+            return state.latest, state.latest_stamp
+
+    def submit(self, job: QueryJob) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            self._lock.notify()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread (cancelling a running generation); True if it ended in time."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        self._fail_pending(RuntimeError('the node is shutting down'))
+        return not alive
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def pending_jobs(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def _due(self, state: CameraState) -> bool:
+        rate = self._settings.rate_hz
+        if self._paused or rate <= 0 or self._settings.query is None:
+            return False
+        if state.latest is None or state.latest_taken:
+            return False
+        last = state.last_grounded_stamp
+        if last is None or state.latest_stamp < last:  # first frame, or time went backwards
+            return True
+        return state.latest_stamp - last >= 1.0 / rate - 1e-6
+
+    def _take_work(self) -> tuple[list[QueryJob], list[tuple[str, Any]], Query | None]:
+        with self._lock:
+            while not self._stop.is_set():
+                due = [s for s in self.cameras.values() if self._due(s)]
+                if self._jobs or due:
+                    break
+                self._lock.wait(0.5)
+            if self._stop.is_set():
+                return [], [], None
+            size = max(1, self.engine.options.max_batch_size)
+            jobs = [self._jobs.popleft() for _ in range(min(size, len(self._jobs)))]
+            frames = []
+            for state in due[:max(0, size - len(jobs))]:
+                frames.append((state.name, state.latest))
+                state.latest_taken = True
+                state.last_grounded_stamp = state.latest_stamp
+            self._busy = True
+            return jobs, frames, self._settings.query
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            jobs, frames, continuous = self._take_work()
+            if not jobs and not frames:
+                continue
+            try:
+                self._cycle(jobs, frames, continuous)
+            except Exception as exc:  # keep serving: report to every waiting caller
+                for job in jobs:
+                    job.done(None, exc, None)
+                for camera, _ in frames:
+                    self._count_error(camera, f'inference failed: {exc}')
+            finally:
+                self._busy = False
+                self.cycles += 1
+
+    def _frame(self, msg: Any, cache: dict) -> Frame:
+        key = id(msg)
+        if key not in cache:
+            try:
+                cache[key] = frame_from_message(msg, self._max_pixels)
+            except ImageError as exc:
+                cache[key] = exc
+        value = cache[key]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def _cycle(self, jobs: list[QueryJob], frames: list[tuple[str, Any]],
+               continuous: Query | None) -> None:
+        engine = self.engine
+        started = time.monotonic()
+        converted: dict[int, Any] = {}
+        requests, owners = [], []  # owners: ('job', job) or ('camera', name, msg)
+        to_encode: dict[int, Frame] = {}
+        for job in jobs:
+            if job.cancelled():
+                job.done(None, InferenceCancelled('cancelled while queued'), None)
+                continue
+            if job.on_stage:
+                job.on_stage('preprocessing')
+            try:
+                frame = self._frame(job.message, converted)
+                engine.prepare(job.query, frame.width, frame.height)
+            except KosmosError as exc:
+                job.done(None, exc, None)
+                continue
+            to_encode[id(job.message)] = frame
+            owners.append(('job', job, frame))
+            requests.append(job.query)
+        for camera, msg in frames:
+            try:
+                frame = self._frame(msg, converted)
+                engine.prepare(continuous, frame.width, frame.height)
+            except KosmosError as exc:
+                self._count_error(camera, str(exc))
+                continue
+            to_encode[id(msg)] = frame
+            owners.append(('camera', camera, frame, msg))
+            requests.append(continuous)
+        if not requests:
+            return
+        encoded = self._encode(to_encode, jobs, frames)
+        pairs = []
+        for owner, query in zip(owners, requests):
+            msg = owner[1].message if owner[0] == 'job' else owner[3]
+            pairs.append((encoded[id(msg)], query))
+        only_jobs = [o[1] for o in owners if o[0] == 'job']
+        all_jobs = len(only_jobs) == len(owners)
+
+        def should_stop() -> bool:
+            if self._stop.is_set():
+                return True
+            return all_jobs and all(j.cancelled() for j in only_jobs)
+
+        for job in only_jobs:
+            if job.on_stage:
+                job.on_stage('generating')
+        try:
+            results = engine.run(pairs, should_stop=should_stop)
+        except (KosmosError, InferenceCancelled) as exc:
+            for owner in owners:
+                if owner[0] == 'job':
+                    owner[1].done(None, exc, None)
+                else:
+                    self._count_error(owner[1], str(exc))
+            return
+        for owner, result in zip(owners, results):
+            if owner[0] == 'job':
+                job = owner[1]
+                if job.cancelled():
+                    job.done(None, InferenceCancelled('cancelled'), None)
+                else:
+                    job.done(result, None, owner[2])
+            else:
+                _, camera, frame, msg = owner
+                latency = time.monotonic() - started
+                with self._lock:
+                    state = self.cameras[camera]
+                    state.inferences += 1
+                    state.latencies.append(latency)
+                    state.last_result_wall = time.monotonic()
+                self._on_result(camera, msg, result, frame, latency)
+
+    def _encode(self, to_encode: dict[int, Frame], jobs: list[QueryJob],
+                frames: list[tuple[str, Any]]) -> dict[int, EncodedImage]:
+        """Encode each distinct frame once, reusing a camera frame's features if cached."""
+        encoded: dict[int, EncodedImage] = {}
+        sources = {id(msg): (cam, msg) for cam, msg in frames}
+        sources.update({id(j.message): (j.camera, j.message) for j in jobs if j.from_camera})
+        missing = []
+        for key in to_encode:
+            cam, msg = sources.get(key, (None, None))
+            state = self.cameras.get(cam) if cam else None
+            if state is not None and state.encoded_msg is msg and msg is not None:
+                encoded[key] = state.encoded
+            else:
+                missing.append(key)
+        if missing:
+            for key, enc in zip(missing, self.engine.encode([to_encode[k] for k in missing])):
+                encoded[key] = enc
+                cam, msg = sources.get(key, (None, None))
+                if cam in self.cameras:
+                    self.cameras[cam].encoded_msg = msg
+                    self.cameras[cam].encoded = enc
+        return encoded
+
+    def _count_error(self, camera: str, reason: str) -> None:
+        with self._lock:
+            if camera in self.cameras:
+                self.cameras[camera].errors += 1
+        self._on_error(camera, reason)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        with self._lock:
+            jobs, self._jobs = list(self._jobs), deque()
+        for job in jobs:
+            job.done(None, exc, None)

@@ -1,0 +1,37 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Test helpers shared by several test modules."""
+
+from transformers import LogitsProcessor
+
+STEERED = ('<phrase> a cat</phrase><object><patch_index_0044><patch_index_0863></object> and'
+           '<phrase> two cups</phrase><object><patch_index_0100><patch_index_0300>'
+           '</delimiter_of_multi_objects/><patch_index_0520><patch_index_0990></object> on')
+
+
+class Steer(LogitsProcessor):
+    """Push generation along a target token sequence, then let the model continue.
+
+    Stateless: at each step it finds how much of the target the row already ends with and
+    favours the next target token, so it behaves the same in any pipeline and batch. The
+    real generation, decoding and post-processing still run; only the choice is steered.
+    """
+
+    def __init__(self, target_ids):
+        self.target = list(target_ids)
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for b, row in enumerate(input_ids.tolist()):
+            done = 0
+            for m in range(min(len(self.target), len(row)), 0, -1):
+                if row[-m:] == self.target[:m]:
+                    done = m
+                    break
+            if done < len(self.target):
+                scores[b, self.target[done]] += 1000.0
+        return scores
+
+
+def steer_for(tokenizer, text=STEERED):
+    return Steer(tokenizer(text, add_special_tokens=False)['input_ids'])

@@ -1,0 +1,424 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The grounding node over real DDS (loopback) with the tiny model."""
+
+import itertools
+import threading
+import time
+
+import cv2
+from kosmos_ros_interfaces.action import Ground as GroundAction
+from kosmos_ros_interfaces.msg import Grounding
+from kosmos_ros_interfaces.srv import Ground
+from lifecycle_msgs.msg import State
+import numpy as np
+import pytest
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import BoundingBox2D, Detection2DArray
+
+from kosmos_ros.node.grounding_node import GroundingNode
+from kosmos_ros.tiny_model import build_tiny_model
+
+from helpers import steer_for  # noqa: I100
+
+_names = itertools.count()
+
+
+def wait_for(predicate, timeout=20.0, period=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
+
+
+@pytest.fixture(scope='module')
+def ros():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield context, executor
+    executor.shutdown(timeout_sec=5.0)
+    rclpy.try_shutdown(context=context)
+
+
+class Harness:
+    """A grounding node in its own namespace, and a client node to talk to it."""
+
+    def __init__(self, ros, model_dir, steer=None, configure=True, **params):
+        context, executor = ros
+        self.ns = f'/t{next(_names)}'
+        self.executor = executor
+        values = dict(model=str(model_dir), device='cpu', local_files_only=True,
+                      cameras=['front', 'rear'], max_new_tokens=24, rate_hz=0.0,
+                      max_frame_age=30.0, camera_timeout=0.0)
+        values.update(params)
+        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        overrides.append(Parameter('rear.transport', value='compressed'))
+        self.node = GroundingNode(context=context, namespace=self.ns,
+                                  parameter_overrides=overrides,
+                                  logits_processors=(steer,) if steer else ())
+        self.client = rclpy.create_node(f'client_{self.ns[1:]}', context=context,
+                                        namespace=self.ns)
+        executor.add_node(self.node)
+        executor.add_node(self.client)
+        best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.raw_pub = self.client.create_publisher(Image, 'front/image_raw', best_effort)
+        self.jpeg_pub = self.client.create_publisher(CompressedImage,
+                                                     'rear/image_raw/compressed', 10)
+        self.received = {'front': [], 'rear': []}
+        self.groundings = {'front': [], 'rear': []}
+        self.debug = []
+        for cam in ('front', 'rear'):
+            self.client.create_subscription(Detection2DArray, f'{cam}/detections',
+                                            self.received[cam].append, 10)
+            self.client.create_subscription(Grounding, f'{cam}/grounding',
+                                            self.groundings[cam].append, 10)
+        self.service = self.client.create_client(Ground, 'kosmos_grounding/ground')
+        self.action = ActionClient(self.client, GroundAction, 'kosmos_grounding/ground')
+        if configure:
+            assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            assert wait_for(lambda: self.raw_pub.get_subscription_count() > 0)
+            assert wait_for(lambda: self.jpeg_pub.get_subscription_count() > 0)
+
+    def stamp(self, offset=0.0):
+        now = self.node.get_clock().now().nanoseconds * 1e-9 + offset
+        sec = int(now)
+        return sec, int((now - sec) * 1e9)
+
+    def image(self, rgb, encoding='rgb8', offset=0.0, frame_id='front_optical'):
+        array = rgb if encoding == 'rgb8' else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                    step=rgb.shape[1] * 3, data=array.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = self.stamp(offset)
+        msg.header.frame_id = frame_id
+        return msg
+
+    def jpeg(self, rgb, offset=0.0, frame_id='rear_optical'):
+        ok, payload = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        msg = CompressedImage(format='jpeg', data=payload.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = self.stamp(offset)
+        msg.header.frame_id = frame_id
+        return msg
+
+    def call(self, timeout=60.0, **fields):
+        assert self.service.wait_for_service(timeout_sec=10.0)
+        future = self.service.call_async(Ground.Request(**fields))
+        assert wait_for(future.done, timeout), 'service call not answered'
+        return future.result()
+
+    def close(self):
+        self.node.stop_worker()
+        self.executor.remove_node(self.node)
+        self.executor.remove_node(self.client)
+        self.node.destroy_node()
+        self.client.destroy_node()
+
+
+@pytest.fixture(scope='module')
+def steer(reference):
+    return steer_for(reference[0].tokenizer)
+
+
+@pytest.fixture
+def harness(ros, tiny_model_dir, steer, request):
+    params = getattr(request, 'param', {})
+    h = Harness(ros, tiny_model_dir, steer=steer, **params)
+    yield h
+    h.close()
+
+
+def box_inside(box, width, height):
+    cx, cy = box.center.position.x, box.center.position.y
+    return (0 <= cx - box.size_x / 2 and cx + box.size_x / 2 <= width and
+            0 <= cy - box.size_y / 2 and cy + box.size_y / 2 <= height and
+            box.size_x > 0 and box.size_y > 0)
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=5.0)], indirect=True)
+def test_continuous_grounding_on_two_cameras(harness, photos):
+    h = harness
+    coffee, cat = photos['coffee'], photos['chelsea']
+    sent = {'front': [], 'rear': []}
+    for i in range(6):
+        raw = h.image(coffee, 'bgr8' if i % 2 else 'rgb8', offset=i * 0.25)
+        jpg = h.jpeg(cat, offset=i * 0.25)
+        sent['front'].append(raw.header)
+        sent['rear'].append(jpg.header)
+        h.raw_pub.publish(raw)
+        h.jpeg_pub.publish(jpg)
+        time.sleep(0.3)
+    assert wait_for(lambda: len(h.received['front']) >= 2 and len(h.received['rear']) >= 2)
+    for cam, image in (('front', coffee), ('rear', cat)):
+        stamps = {(s.stamp.sec, s.stamp.nanosec, s.frame_id) for s in sent[cam]}
+        for det, grd in zip(h.received[cam], h.groundings[cam]):
+            assert (det.header.stamp.sec, det.header.stamp.nanosec, det.header.frame_id) in \
+                stamps
+            assert grd.header == det.header and grd.camera == cam
+            assert (grd.image_width, grd.image_height) == (image.shape[1], image.shape[0])
+            assert [p.text for p in grd.phrases][:2] == ['a cat', 'two cups']
+            assert len(det.detections) >= 3
+            for d in det.detections:
+                assert d.header == det.header
+                assert d.results[0].hypothesis.class_id in ('a cat', 'two cups')
+                assert 0.0 < d.results[0].hypothesis.score <= 1.0
+                assert box_inside(d.bbox, image.shape[1], image.shape[0])
+
+
+def test_service_answers_every_task(harness, photos):
+    h = harness
+    image = photos['chelsea']
+    msg = h.image(image)
+    h.raw_pub.publish(msg)
+    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    region = BoundingBox2D()
+    region.center.position.x, region.center.position.y = 150.0, 150.0
+    region.size_x, region.size_y = 200.0, 200.0
+    cases = [
+        dict(task=Ground.Request.CAPTION),
+        dict(task=Ground.Request.DETAILED_CAPTION),
+        dict(task=Ground.Request.FIND, prompt='the cat'),
+        dict(task=Ground.Request.QUESTION, prompt='What is [this]?', regions=[region]),
+        dict(task=Ground.Request.RAW, prompt='<grounding> An image of', max_new_tokens=8),
+        dict(task=Ground.Request.CAPTION, camera='rear', image=h.image(photos['rocket'])),
+    ]
+    for fields in cases:
+        response = h.call(**fields)
+        assert response.success, (fields, response.message)
+        assert response.grounding.text
+        expected_header = fields['image'].header if 'image' in fields else msg.header
+        assert response.grounding.header == expected_header
+        assert response.detections.header == expected_header
+        assert response.grounding.task == fields['task']
+    question = h.call(task=Ground.Request.QUESTION, prompt='What is [this]?', regions=[region])
+    assert question.grounding.phrases[0].text == 'this'
+    box = question.grounding.phrases[0].boxes[0]
+    assert abs(box.center.position.x - 150.0) < image.shape[1] / 32
+    explicit = h.call(task=Ground.Request.CAPTION, image=h.image(photos['rocket']))
+    assert explicit.grounding.image_width == photos['rocket'].shape[1]
+
+
+def test_service_errors_are_precise(harness, photos):
+    h = harness
+    nan_region = BoundingBox2D()
+    nan_region.center.position.x = float('nan')
+    nan_region.size_x = nan_region.size_y = 10.0
+    outside = BoundingBox2D()
+    outside.center.position.x, outside.center.position.y = 5000.0, 10.0
+    outside.size_x = outside.size_y = 10.0
+    rotated = BoundingBox2D()
+    rotated.center.theta = 0.5
+    rotated.size_x = rotated.size_y = 10.0
+    before = h.call(task=Ground.Request.CAPTION)
+    assert not before.success and 'no frame received yet from camera' in before.message
+    h.raw_pub.publish(h.image(photos['coffee']))
+    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    old = h.image(photos['coffee'], offset=-100.0)
+    cases = [
+        (dict(task=Ground.Request.CAPTION, camera='left'), "unknown camera 'left'"),
+        (dict(task=9), 'unknown task 9'),
+        (dict(task=Ground.Request.FIND, prompt='  '), 'empty prompt'),
+        (dict(task=Ground.Request.FIND, prompt='cup ' * 30000), 'over the limit of'),
+        (dict(task=Ground.Request.QUESTION, prompt='What is [this]?', regions=[nan_region]),
+         'not a finite number'),
+        (dict(task=Ground.Request.QUESTION, prompt='What is [this]?', regions=[outside]),
+         'outside the 600x400 image'),
+        (dict(task=Ground.Request.QUESTION, prompt='What is [this]?', regions=[rotated]),
+         'rotated'),
+        (dict(task=Ground.Request.QUESTION, prompt='What is it?', regions=[outside]),
+         '1 regions given but the prompt has 0'),
+        (dict(task=Ground.Request.CAPTION, image=Image(width=4, height=4, encoding='32FC1',
+                                                       step=16, data=bytes(64))),
+         "unsupported image encoding '32FC1'"),
+        (dict(task=Ground.Request.CAPTION, image=Image(width=4, height=4, encoding='rgb8',
+                                                       step=12, data=bytes(10))),
+         'data holds 10 bytes'),
+    ]
+    for fields, message in cases:
+        response = h.call(**fields)
+        assert not response.success and message in response.message, (fields, response.message)
+    h.node.set_parameters([Parameter('max_frame_age', value=1.0)])
+    h.raw_pub.publish(old)
+    assert wait_for(lambda: h.node._worker.latest('front')[0].header.stamp == old.header.stamp)
+    stale = h.call(task=Ground.Request.CAPTION)
+    assert not stale.success and 'old (max_frame_age 1 s)' in stale.message
+    assert h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee'])).success
+
+
+def test_action_feedback_result_and_cancel(harness, photos):
+    h = harness
+    assert h.action.wait_for_server(timeout_sec=10.0)
+    h.raw_pub.publish(h.image(photos['astronaut']))
+    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    feedback = []
+    goal = GroundAction.Goal(task=GroundAction.Goal.FIND, prompt='the astronaut',
+                             max_new_tokens=12)
+    send = h.action.send_goal_async(goal, feedback_callback=lambda f: feedback.append(
+        f.feedback.stage))
+    assert wait_for(send.done)
+    handle = send.result()
+    assert handle.accepted
+    result_future = handle.get_result_async()
+    assert wait_for(result_future.done, 60)
+    result = result_future.result().result
+    assert result.success and result.grounding.text.startswith('the astronaut')
+    assert 'generating' in feedback and 'queued' in feedback
+
+    slow = GroundAction.Goal(task=GroundAction.Goal.DETAILED_CAPTION, max_new_tokens=1000)
+    h.node.set_parameters([Parameter('max_frame_age', value=0.0)])
+    send = h.action.send_goal_async(slow)
+    assert wait_for(send.done)
+    handle = send.result()
+    assert wait_for(lambda: h.node._worker.busy, 20)
+    cancel = handle.cancel_goal_async()
+    assert wait_for(cancel.done)
+    result_future = handle.get_result_async()
+    assert wait_for(result_future.done, 30)
+    wrapped = result_future.result()
+    assert wrapped.status == 5  # GoalStatus.STATUS_CANCELED
+    assert not wrapped.result.success and 'cancelled' in wrapped.result.message
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=2.0, max_new_tokens=4)], indirect=True)
+def test_message_time_throttle_uses_newest_frames(harness, photos):
+    h = harness
+    image = photos['coffee']
+    base = 1000.0
+    frames = []
+    for i in range(int(3.0 * 30)):  # three seconds of a 30 Hz camera, in message time
+        msg = h.image(image)
+        t = base + i / 30.0
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(t), int(round((t % 1) * 1e9))
+        frames.append(t)
+        h.raw_pub.publish(msg)
+        time.sleep(1 / 30.0)
+    wait_for(lambda: not h.node._worker.busy and h.node._worker.pending_jobs() == 0, 10)
+    time.sleep(0.3)
+    stamps = [d.header.stamp.sec + d.header.stamp.nanosec * 1e-9 for d in h.received['front']]
+    assert stamps == sorted(stamps)
+    span = frames[-1] - frames[0]
+    assert 2 <= len(stamps) <= int(span * 2.0) + 1, stamps
+    gaps = np.diff(stamps)
+    assert (gaps >= 0.5 - 1e-3).all(), gaps  # at most rate_hz per second of message time
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=0.0, max_new_tokens=400)], indirect=True)
+def test_image_callbacks_are_not_blocked_by_inference(harness, photos):
+    h = harness
+    worker = h.node._worker
+    h.raw_pub.publish(h.image(photos['coffee']))
+    assert wait_for(lambda: worker.latest('front')[0] is not None)
+    future = h.service.call_async(Ground.Request(task=Ground.Request.DETAILED_CAPTION))
+    assert wait_for(lambda: worker.busy, 20)
+    delays = []
+    for _ in range(10):
+        if not worker.busy:
+            break
+        count = worker.snapshot()['front']['frames_in']
+        sent = time.monotonic()
+        h.raw_pub.publish(h.image(photos['coffee']))
+        assert wait_for(lambda: worker.snapshot()['front']['frames_in'] > count, 5.0,
+                        period=0.0005)
+        delays.append(time.monotonic() - sent)
+        time.sleep(0.02)
+    assert wait_for(future.done, 60)
+    assert len(delays) >= 3, 'inference ended before frames could be measured'
+    assert max(delays) < 0.25, delays  # frames arrive while the worker is busy
+
+
+def test_lifecycle_and_reconfigure(ros, tiny_model_dir, tmp_path, photos):
+    other = build_tiny_model(tmp_path / 'other', seed=1)
+    h = Harness(ros, tiny_model_dir, configure=False, rate_hz=0.0)
+    try:
+        response = h.call(task=Ground.Request.CAPTION)
+        assert not response.success and 'node is not active (state: unconfigured)' in \
+            response.message
+        assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        response = h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee']))
+        assert 'not active (state: inactive)' in response.message
+        assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        first = h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee']))
+        assert first.success
+        result = h.node.set_parameters([Parameter('model', value=str(other))])[0]
+        assert not result.successful and 'needs a reload' in result.reason
+        assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert h.node._engine is None and h.node._worker is None
+        assert h.node.set_parameters([Parameter('model', value=str(other))])[0].successful
+        assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert h.node._engine.loaded.options.model == str(other)
+        second = h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee']))
+        assert second.success and second.grounding.text != first.grounding.text
+        assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        bad = str(tmp_path / 'no_such_model')
+        assert h.node.set_parameters([Parameter('model', value=bad)])[0].successful
+        assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert h.node._state == 'unconfigured'
+        response = h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee']))
+        assert not response.success and 'not active (state: unconfigured)' in response.message
+        state = h.node._state_machine.current_state
+        assert state[0] == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        h.close()
+
+
+def test_runtime_parameters(harness, photos):
+    h = harness
+    node = h.node
+    ok = node.set_parameters([Parameter('prompt', value='the cat'),
+                              Parameter('task', value='find'),
+                              Parameter('rate_hz', value=4.0)])
+    assert all(r.successful for r in ok)
+    assert node._worker._settings.rate_hz == 4.0
+    assert node._worker._settings.query.prompt == 'the cat'
+    assert node.set_parameters([Parameter('max_new_tokens', value=5)])[0].successful
+    assert node._engine.options.max_new_tokens == 5
+    bad = [
+        (Parameter('rate_hz', value=-1.0), 'out of range'),
+        (Parameter('rate_hz', value=500.0), 'out of range'),
+        (Parameter('task', value='segment'), 'must be one of'),
+        (Parameter('max_new_tokens', value=0), 'out of range'),
+        (Parameter('rate_hz', value='fast'), 'type'),
+        (Parameter('prompt', value=''), 'empty prompt'),
+        (Parameter('device', value='cuda'), 'needs a reload'),
+        (Parameter('cameras', value=['a']), 'needs a reload'),
+    ]
+    for param, reason in bad:
+        result = node.set_parameters([param])[0]
+        assert not result.successful and reason in result.reason, (param.name, result.reason)
+    assert node.get_parameter('rate_hz').value == 4.0
+    h.raw_pub.publish(h.image(photos['chelsea']))
+    assert wait_for(lambda: h.groundings['front'], 30)
+    assert h.groundings['front'][0].text.startswith('the cat')
+    assert h.groundings['front'][0].task == Ground.Request.FIND
+
+
+def test_debug_image_only_with_a_subscriber(harness, photos):
+    h = harness
+    node = h.node
+    node.set_parameters([Parameter('rate_hz', value=10.0)])
+    debug = []
+    h.raw_pub.publish(h.image(photos['coffee'], offset=0.0))
+    assert wait_for(lambda: h.received['front'], 30)
+    sub = h.client.create_subscription(Image, 'front/debug_image', debug.append, 10)
+    assert wait_for(lambda: node._outputs['front']['debug_image'].get_subscription_count())
+    msg = h.image(photos['coffee'], offset=1.0)
+    h.raw_pub.publish(msg)
+    assert wait_for(lambda: debug, 30)
+    assert debug[0].header == msg.header and debug[0].encoding == 'rgb8'
+    assert (debug[0].width, debug[0].height) == (600, 400)
+    annotated = np.frombuffer(bytes(debug[0].data), np.uint8).reshape(400, 600, 3)
+    assert not np.array_equal(annotated, photos['coffee'])
+    h.client.destroy_subscription(sub)

@@ -33,6 +33,20 @@ def stamp_seconds(msg: Any) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
+def rate_allows(stamp: float, last_grounded: float | None, rate_hz: float) -> bool:
+    """Message-time throttle: may a frame stamped ``stamp`` be grounded now?
+
+    True for the first frame, after time went backwards (a looping bag), or once
+    ``1 / rate_hz`` seconds of message time have passed since the last grounded frame.
+    The offline bag tool applies the same rule, so live replay and offline runs agree.
+    """
+    if rate_hz <= 0:
+        return False
+    if last_grounded is None or stamp < last_grounded:
+        return True
+    return stamp - last_grounded >= 1.0 / rate_hz - 1e-6
+
+
 @dataclass
 class ContinuousSettings:
     """What continuous grounding runs; replaced as a whole when parameters change."""
@@ -186,10 +200,7 @@ class InferenceWorker:
             return False
         if state.latest is None or state.latest_taken:
             return False
-        last = state.last_grounded_stamp
-        if last is None or state.latest_stamp < last:  # first frame, or time went backwards
-            return True
-        return state.latest_stamp - last >= 1.0 / rate - 1e-6
+        return rate_allows(state.latest_stamp, state.last_grounded_stamp, rate)
 
     def _take_work(self) -> tuple[list[QueryJob], list[tuple[str, Any]], Query | None]:
         with self._lock:

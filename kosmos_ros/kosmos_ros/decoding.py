@@ -89,10 +89,19 @@ def _processors(settings: DecodeSettings, prompt_len: int) -> list[Any]:
     return procs
 
 
+StaticProvider = Callable[[int, int], Any]
+
+
 def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSettings,
                   device: torch.device,
-                  should_stop: Callable[[], bool] | None = None) -> list[DecodedRow]:
-    """Continue every row greedily; rows may have different prompt lengths and budgets."""
+                  should_stop: Callable[[], bool] | None = None,
+                  static_steps: StaticProvider | None = None) -> list[DecodedRow]:
+    """Continue every row greedily; rows may have different prompt lengths and budgets.
+
+    With ``static_steps`` (a function of batch size and sequence length returning a
+    :class:`~kosmos_ros.static_decode.StaticStep`), tokens after the first are decoded on a
+    preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass.
+    """
     batch = len(rows)
     lengths = [len(r.prompt_ids) for r in rows]
     width = max(lengths)
@@ -145,6 +154,10 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
     cache_lengths = torch.tensor(lengths, device=device)
     step = 0
     max_steps = int(budgets.max().item()) if batch else 0
+    static = None
+    if static_steps is not None and max_steps > 1:
+        static = static_steps(batch, width + max_steps)
+        static.load_prompt(cache, attention)
     while step < max_steps and not bool(done.all()):
         if should_stop is not None and should_stop():
             raise InferenceCancelled('cancelled during generation')
@@ -165,11 +178,14 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
         sequence = torch.cat([sequence, next_tokens[:, None]], dim=1)
         if bool(done.all()) or step >= max_steps:
             break
-        attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype,
-                                                     device=device)], dim=1)
         cache_lengths = cache_lengths + 1
         # Reference rule for one token: (tokens so far + 1) unless it is padding.
         step_pos = (cache_lengths * next_tokens.ne(pidx).long() + pidx)[:, None]
+        if static is not None:
+            logits = static(next_tokens, step_pos[:, 0], width + step - 1).float()
+            continue
+        attention = torch.cat([attention, torch.ones((batch, 1), dtype=attention.dtype,
+                                                     device=device)], dim=1)
         out = text_model(input_ids=next_tokens[:, None], attention_mask=attention,
                          position_ids=step_pos, use_cache=True, logits_to_keep=1,
                          **{cache_arg: cache})

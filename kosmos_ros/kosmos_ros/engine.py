@@ -38,6 +38,7 @@ from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenId
                                 parse_grounded_text)
 from kosmos_ros.preprocess import Preprocessor
 from kosmos_ros.prompts import build_prompt
+from kosmos_ros.static_decode import StaticStep
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
 
@@ -57,6 +58,11 @@ class EngineOptions:
         max_batch_size: most queries decoded together.
         max_pixels: largest accepted frame, in pixels.
         logits_processors: extra ``transformers`` logits processors applied at every step.
+        decoder: how tokens after the first are decoded: 'dynamic' (the model's forward pass
+            with transformers' cache), 'static' (preallocated cache, fixed shapes),
+            'cuda_graph' (static, captured as a CUDA graph; CUDA only) or 'auto'
+            (cuda_graph on CUDA for unquantized models, static for quantized ones, dynamic on
+            the CPU).
     """
 
     max_new_tokens: int = 128
@@ -67,6 +73,11 @@ class EngineOptions:
     max_batch_size: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
     logits_processors: tuple[Any, ...] = ()
+    decoder: str = 'auto'
+
+
+DECODERS = ('auto', 'dynamic', 'static', 'cuda_graph')
+_STATIC_BUCKET = 128
 
 
 @dataclass
@@ -128,6 +139,35 @@ class GroundingEngine:
             no_repeat_ngram_size=self.options.no_repeat_ngram_size,
             logits_processors=tuple(self.options.logits_processors))
         self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._static_steps: OrderedDict[tuple[int, int], StaticStep] = OrderedDict()
+        self.decoder = self._resolve_decoder(self.options.decoder)
+
+    def _resolve_decoder(self, name: str) -> str:
+        if name not in DECODERS:
+            raise ValueError(f'unknown decoder {name!r}; expected one of {", ".join(DECODERS)}')
+        quantized = self.loaded.options.quantization != 'none'
+        if name == 'auto':
+            if self.device.type != 'cuda':
+                return 'dynamic'
+            return 'static' if quantized else 'cuda_graph'
+        if name == 'cuda_graph' and self.device.type != 'cuda':
+            raise ValueError('the cuda_graph decoder needs a CUDA device')
+        return name
+
+    def _static_step(self, batch: int, length: int) -> StaticStep:
+        """A StaticStep for ``batch`` rows and ``length`` positions, reused across calls."""
+        size = -(-length // _STATIC_BUCKET) * _STATIC_BUCKET
+        key = (batch, size)
+        step = self._static_steps.get(key)
+        if step is None:
+            step = StaticStep(self.model.text_model, batch, size, self.device,
+                              use_cuda_graph=self.decoder == 'cuda_graph')
+            self._static_steps[key] = step
+            while len(self._static_steps) > 4:
+                self._static_steps.popitem(last=False)
+        else:
+            self._static_steps.move_to_end(key)
+        return step
 
     @classmethod
     def load(cls, model_options: ModelOptions | None = None,
@@ -136,8 +176,11 @@ class GroundingEngine:
         return cls(load_model(model_options or ModelOptions()), options)
 
     def with_options(self, **changes: Any) -> GroundingEngine:
-        """Return an engine sharing this model with some options changed."""
-        return GroundingEngine(self.loaded, replace(self.options, **changes))
+        """Return an engine sharing this model (and its decode buffers) with new options."""
+        engine = GroundingEngine(self.loaded, replace(self.options, **changes))
+        if engine.decoder == self.decoder:
+            engine._static_steps = self._static_steps
+        return engine
 
     def describe(self) -> str:
         return self.loaded.describe()
@@ -282,6 +325,7 @@ class GroundingEngine:
         self.model = None
         self.loaded.model = None
         self._prompt_cache.clear()
+        self._static_steps.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -329,8 +373,9 @@ class GroundingEngine:
                     out.append(beam_decode(self.model, row, self._settings,
                                            self.options.num_beams, self.device))
             else:
+                provider = None if self.decoder == 'dynamic' else self._static_step
                 out = greedy_decode(self.model.text_model, rows, self._settings, self.device,
-                                    should_stop)
+                                    should_stop, provider)
             self._sync()
         return out
 

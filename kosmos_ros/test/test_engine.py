@@ -87,7 +87,10 @@ def test_one_at_a_time_equals_reference(engine, reference, photos, frames, name)
         assert result.num_generated_tokens == len(expected[2])
 
 
-def test_cached_features_and_batches_equal_reference(engine, reference, photos, frames):
+@pytest.mark.parametrize('decoder', ['dynamic', 'static'])
+def test_cached_features_and_batches_equal_reference(engine, reference, photos, frames,
+                                                     decoder):
+    engine = engine.with_options(decoder=decoder)
     names = ['coffee', 'chelsea', 'astronaut', 'motorcycle_left']
     expected = {(n, i): run_reference(reference, photos[n], q)
                 for n in names for i, q in enumerate(queries_for(photos[n]))}
@@ -137,8 +140,10 @@ def test_steered_outputs_give_phrases_boxes_and_model_scores(steered_engine, ref
     assert len(set(scores)) == len(scores), 'scores must come from the model, not a constant'
 
 
-def test_steered_batches_equal_reference(steered_engine, reference, photos, frames):
+@pytest.mark.parametrize('decoder', ['dynamic', 'static'])
+def test_steered_batches_equal_reference(steered_engine, reference, photos, frames, decoder):
     engine, steer = steered_engine
+    engine = engine.with_options(decoder=decoder)
     names = ['coffee', 'chelsea', 'rocket']
     requests, expected = [], []
     for n in names:
@@ -150,6 +155,23 @@ def test_steered_batches_equal_reference(steered_engine, reference, photos, fram
     for result, exp in zip(results, expected):
         assert_same(result, exp)
         assert result.phrases, 'steering must yield phrases'
+        generated, probs = exp[2], exp[3]
+        first = engine.tokenizer.convert_tokens_to_ids('<patch_index_0044>')
+        if first in generated:  # the steered box's score equals the reference probabilities
+            last = engine.tokenizer.convert_tokens_to_ids('<patch_index_0863>')
+            expected_score = math.sqrt(probs[generated.index(first)] *
+                                       probs[generated.index(last)])
+            cat = next(p for p in result.phrases if p.text == 'a cat')
+            assert cat.boxes[0].score == pytest.approx(expected_score, rel=1e-4)
+
+
+def test_decoder_option_is_validated(engine):
+    with pytest.raises(ValueError, match='unknown decoder'):
+        engine.with_options(decoder='turbo')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='needs a CUDA device'):
+            engine.with_options(decoder='cuda_graph')
+    assert engine.decoder == ('cuda_graph' if engine.device.type == 'cuda' else 'dynamic')
 
 
 def test_region_boxes_are_scored_by_teacher_forcing(engine, reference, photos, frames):

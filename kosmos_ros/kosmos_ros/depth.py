@@ -58,7 +58,7 @@ class Intrinsics:
         return cls(fx, fy, cx, cy, width, height)
 
     def scaled(self, width: int, height: int) -> Intrinsics:
-        """The same camera at another resolution (intrinsics scale with the image)."""
+        """Return the same camera at another resolution (intrinsics scale with it)."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
                           (self.cy + 0.5) * sy - 0.5, width, height)

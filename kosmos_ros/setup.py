@@ -30,6 +30,9 @@ setup(
         'console_scripts': [
             'grounding_node = kosmos_ros.node.main:main',
             'build_tiny_model = kosmos_ros.tiny_model:main',
+            'make_sample_bag = kosmos_ros.bag.sample:main',
+            'ground_bag = kosmos_ros.bag.ground_bag:main',
+            'play_bag = kosmos_ros.bag.player:main',
         ],
     },
 )

@@ -13,7 +13,12 @@ The modules of this package split into a ROS-free core, importable without rclpy
 - :mod:`kosmos_ros.preprocess`: frames to ``pixel_values``, fast and reference-exact;
 - :mod:`kosmos_ros.loading`: model loading with dtype, quantization and device options;
 - :mod:`kosmos_ros.decoding`: batched greedy decoding with per-token probabilities;
+- :mod:`kosmos_ros.static_decode`: the static-cache / CUDA-graph decode step;
+- :mod:`kosmos_ros.depth`: lifting pixel boxes to 3D with registered depth;
 - :mod:`kosmos_ros.engine`: :class:`~kosmos_ros.engine.GroundingEngine`, the entry point;
+- :mod:`kosmos_ros.bag`: sample bags, offline grounding of bags (``ground_bag``) and a player,
+  through ``rosbags`` (no rclpy except in the player);
 
-and a thin ROS layer in :mod:`kosmos_ros.node` that converts messages.
+a thin ROS layer in :mod:`kosmos_ros.node` that converts messages, and :mod:`kosmos_ros.demo`,
+the node on the embedded sample bag (``make run``).
 """

@@ -155,7 +155,7 @@ class GroundingEngine:
         return name
 
     def _static_step(self, batch: int, length: int) -> StaticStep:
-        """A StaticStep for ``batch`` rows and ``length`` positions, reused across calls."""
+        """Return a StaticStep for ``batch`` rows and ``length`` positions (reused)."""
         size = -(-length // _STATIC_BUCKET) * _STATIC_BUCKET
         key = (batch, size)
         step = self._static_steps.get(key)

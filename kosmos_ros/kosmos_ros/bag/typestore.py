@@ -1,0 +1,177 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""A ``rosbags`` typestore with the project's messages, and engine results as bag messages.
+
+The typestore is the ROS 2 base store of the running distro (``ROS_DISTRO``; Jazzy by
+default) plus ``kosmos_ros_interfaces/msg/{GroundedPhrase,Grounding}`` and the
+``vision_msgs`` 4.x detection messages, parsed from their ``.msg`` files: first those of the
+installed packages (``share/<package>/msg`` found through the ament index), else the source
+tree (``kosmos_ros_interfaces/msg`` and ``test_support/vision_msgs/msg``). Nothing here
+imports rclpy.
+
+The message builders mirror :mod:`kosmos_ros.node.conversions` field for field, so a bag
+written offline holds what the node would have published.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kosmos_ros.bag import BagError
+from kosmos_ros.datatypes import GroundingResult, PixelBox
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+GROUNDING = 'kosmos_ros_interfaces/msg/Grounding'
+DETECTION_2D_ARRAY = 'vision_msgs/msg/Detection2DArray'
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+# The messages registered, per package, in dependency order.
+MESSAGES = {
+    'vision_msgs': ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
+                    'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray'),
+    'kosmos_ros_interfaces': ('GroundedPhrase', 'Grounding'),
+}
+_REPOSITORY = Path(__file__).resolve().parents[3]
+SOURCE_FOLDERS = {
+    'vision_msgs': _REPOSITORY / 'test_support' / 'vision_msgs' / 'msg',
+    'kosmos_ros_interfaces': _REPOSITORY / 'kosmos_ros_interfaces' / 'msg',
+}
+
+
+def _installed_folder(package: str) -> Path | None:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory(package)) / 'msg'
+    except (ImportError, LookupError, ValueError):
+        return None
+
+
+def find_message_folder(package: str) -> Path:
+    """Return the folder holding the ``.msg`` files of ``package`` that the store needs.
+
+    The installed package (ament index) wins over the source tree; raises BagError naming
+    every place looked in when neither holds all the files.
+    """
+    needed = [f'{name}.msg' for name in MESSAGES[package]]
+    tried = []
+    for folder in (_installed_folder(package), SOURCE_FOLDERS[package]):
+        if folder is None:
+            continue
+        tried.append(str(folder))
+        if all((folder / name).is_file() for name in needed):
+            return folder
+    raise BagError(f'message definitions of {package} ({", ".join(needed)}) not found; '
+                   f'looked in: {", ".join(tried) or "nothing (no ament index)"}; install '
+                   f'{package} or run from the kosmos_ros source tree')
+
+
+def message_definitions() -> dict[str, str]:
+    """Return ``{'pkg/msg/Name': msg text}`` for every registered project message."""
+    definitions = {}
+    for package, names in MESSAGES.items():
+        folder = find_message_folder(package)
+        for name in names:
+            definitions[f'{package}/msg/{name}'] = (folder / f'{name}.msg').read_text()
+    return definitions
+
+
+def _base_store(distro: str) -> Any:
+    from rosbags.typesys import Stores
+    return getattr(Stores, f'ROS2_{distro.upper()}', Stores.ROS2_JAZZY)
+
+
+@functools.lru_cache(maxsize=4)
+def project_typestore(distro: str | None = None) -> Any:
+    """Return the typestore of ``distro`` (default ``$ROS_DISTRO`` or jazzy) with our types.
+
+    The store is shared (cached): treat it as read-only.
+    """
+    from rosbags.typesys import get_types_from_msg, get_typestore
+
+    store = get_typestore(_base_store(distro or os.environ.get('ROS_DISTRO') or 'jazzy'))
+    types: dict[str, Any] = {}
+    for name, text in message_definitions().items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+# -- engine results as typestore messages ------------------------------------------------------
+
+def _type(store: Any, name: str) -> Any:
+    return store.types[name]
+
+
+def time_msg(store: Any, sec: int, nanosec: int) -> Any:
+    return _type(store, 'builtin_interfaces/msg/Time')(sec=int(sec), nanosec=int(nanosec))
+
+
+def header_msg(store: Any, header: Any) -> Any:
+    """Copy a header (rclpy, rosbags or any object with its fields) into ``store``'s type."""
+    return _type(store, 'std_msgs/msg/Header')(
+        stamp=time_msg(store, header.stamp.sec, header.stamp.nanosec),
+        frame_id=str(header.frame_id))
+
+
+def duration_msg(store: Any, seconds: float) -> Any:
+    nanoseconds = max(0, int(round(seconds * 1e9)))
+    return _type(store, 'builtin_interfaces/msg/Duration')(
+        sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def bbox_msg(store: Any, box: PixelBox) -> Any:
+    """Return a vision_msgs/BoundingBox2D: centre and size in pixels, theta 0."""
+    cx, cy = box.center
+    center = _type(store, 'vision_msgs/msg/Pose2D')(
+        position=_type(store, 'vision_msgs/msg/Point2D')(x=float(cx), y=float(cy)), theta=0.0)
+    return _type(store, 'vision_msgs/msg/BoundingBox2D')(
+        center=center, size_x=float(box.width), size_y=float(box.height))
+
+
+def _identity_pose(store: Any) -> Any:
+    pose = _type(store, 'geometry_msgs/msg/Pose')(
+        position=_type(store, 'geometry_msgs/msg/Point')(x=0.0, y=0.0, z=0.0),
+        orientation=_type(store, 'geometry_msgs/msg/Quaternion')(x=0.0, y=0.0, z=0.0, w=1.0))
+    return _type(store, 'geometry_msgs/msg/PoseWithCovariance')(
+        pose=pose, covariance=np.zeros(36, dtype=np.float64))
+
+
+def grounding_msg(store: Any, result: GroundingResult, header: Any, camera: str) -> Any:
+    """Return a kosmos_ros_interfaces/Grounding with the source header, as the node does."""
+    phrase_type = _type(store, 'kosmos_ros_interfaces/msg/GroundedPhrase')
+    phrases = [phrase_type(text=phrase.text, start=int(phrase.start), end=int(phrase.end),
+                           boxes=[bbox_msg(store, b.pixels) for b in phrase.boxes],
+                           box_scores=np.array([b.score for b in phrase.boxes],
+                                               dtype=np.float32),
+                           score=float(phrase.score))
+               for phrase in result.phrases]
+    width, height = (int(v) for v in result.image_size)
+    return _type(store, GROUNDING)(
+        header=header_msg(store, header), camera=camera, task=int(result.task),
+        prompt=result.prompt, text=result.text, phrases=phrases, image_width=width,
+        image_height=height, inference_time=duration_msg(store, result.timings.total))
+
+
+def detections_msg(store: Any, result: GroundingResult, header: Any) -> Any:
+    """Return a vision_msgs/Detection2DArray: one Detection2D per box, class_id = phrase."""
+    hypothesis_type = _type(store, 'vision_msgs/msg/ObjectHypothesis')
+    with_pose_type = _type(store, 'vision_msgs/msg/ObjectHypothesisWithPose')
+    detection_type = _type(store, 'vision_msgs/msg/Detection2D')
+    detections = []
+    for p_index, phrase in enumerate(result.phrases):
+        for b_index, box in enumerate(phrase.boxes):
+            hypothesis = with_pose_type(
+                hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
+                pose=_identity_pose(store))
+            detections.append(detection_type(
+                header=header_msg(store, header), results=[hypothesis],
+                bbox=bbox_msg(store, box.pixels), id=f'{p_index}.{b_index}'))
+    return _type(store, DETECTION_2D_ARRAY)(header=header_msg(store, header),
+                                            detections=detections)

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""CPU benchmarks of kosmos_ros, each row the reference against the project in one run.
+
+Rows (``--only`` takes the names or the letters):
+
+a. preprocessing: message to ``pixel_values`` at 640x480, 1280x720 and 1920x1080 from rgb8,
+   bgr8 and JPEG messages of real photographs. Reference: ``rosbags.image.message_to_cvimage``
+   + the installed ``Kosmos2Processor`` image processor; project: ``frame_from_message`` +
+   ``Preprocessor``. With the maximum and mean difference in grey levels.
+b. node_overhead: Image arrival in the node to its Detection2DArray published, minus model
+   time, at 640x480 and 1920x1080 (tiny model, loopback DDS; see node_bench.py).
+c. idle: CPU of the node process while a 30 Hz 1920x1080 rgb8 camera streams into it, with
+   rate_hz 0 (on-demand) and 2.
+d. queries: four queries on one frame, full-size random KOSMOS-2 on the CPU: four reference
+   runs (processor + generate each) against one engine call (one vision pass, one batch).
+e. full_size: one query, reference against engine, full-size random KOSMOS-2 on the CPU.
+
+Every timing is the median of several repetitions, reference and project interleaved. Rows d
+and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
+
+Usage: make bench [BENCH_ARGS='--quick'] or
+    tools/in-env python benchmarks/run_benchmarks.py [--quick] [--only a,b] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from kosmos_ros.datatypes import Query, Task  # noqa: E402
+from kosmos_ros.engine import EngineOptions, GroundingEngine  # noqa: E402
+from kosmos_ros.images import frame_from_array, frame_from_message  # noqa: E402
+from kosmos_ros.preprocess import Preprocessor  # noqa: E402
+from kosmos_ros.prompts import build_prompt  # noqa: E402
+from kosmos_ros.samples import PHOTO_NAMES  # noqa: E402
+
+from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,I100
+                       load_processor, median, reference_generate, wrap_loaded)
+
+ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size')
+LETTERS = dict(zip('abcde', ROWS))
+SIZES = ((640, 480), (1280, 720), (1920, 1080))
+ENCODINGS = ('rgb8', 'bgr8', 'jpeg')
+FULL_QUERIES = (Query(Task.CAPTION), Query(Task.FIND, 'a cup of coffee'),
+                Query(Task.FIND, 'a spoon'), Query(Task.QUESTION, 'What is on the table?'))
+
+
+def _row(row: str, case: str, reference: float, project: float, unit: str, goal: str = '',
+         meets: bool | None = None, note: str = '', **detail: Any) -> dict[str, Any]:
+    ratio = reference / project if project else float('nan')
+    return {'row': row, 'case': case, 'reference': reference, 'project': project,
+            'unit': unit, 'ratio_ref_over_project': ratio, 'goal': goal, 'meets_goal': meets,
+            'note': note, 'detail': detail}
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def interleaved(ref: Callable[[int], Any], proj: Callable[[int], Any], reps: int,
+                warmup: int) -> tuple[list[float], list[float]]:
+    """Time ``ref(i)`` and ``proj(i)`` alternately; return both lists of seconds."""
+    for i in range(warmup):
+        ref(i)
+        proj(i)
+    ref_s, proj_s = [], []
+    for i in range(reps):
+        for fn, out in ((ref, ref_s), (proj, proj_s)) if i % 2 == 0 else \
+                ((proj, proj_s), (ref, ref_s)):
+            started = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - started)
+    return ref_s, proj_s
+
+
+# -- a. preprocessing ------------------------------------------------------------------------
+
+def _message(rgb: np.ndarray, encoding: str) -> Any:
+    import cv2
+    from sensor_msgs.msg import CompressedImage, Image
+    if encoding == 'jpeg':
+        ok, payload = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 90])
+        return CompressedImage(format='jpeg', data=payload.tobytes())
+    pixels = rgb if encoding == 'rgb8' else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                 step=rgb.shape[1] * 3, data=pixels.tobytes())
+
+
+def bench_preprocessing(processor: Any, reps: int, warmup: int) -> list[dict[str, Any]]:
+    from rosbags.image import message_to_cvimage
+    image_processor = processor.image_processor
+    pre = Preprocessor(image_processor)
+    grey = torch.tensor(pre.std).view(1, 3, 1, 1) * 255.0
+
+    def reference(msg: Any) -> torch.Tensor:
+        rgb = message_to_cvimage(msg, 'rgb8')
+        return image_processor(images=rgb, return_tensors='pt')['pixel_values']
+
+    def project(msg: Any) -> torch.Tensor:
+        return pre([frame_from_message(msg)])
+
+    rows = []
+    for width, height in SIZES:
+        photos = [camera_frame(name, (width, height)) for name in PHOTO_NAMES]
+        for encoding in ENCODINGS:
+            msgs = [_message(rgb, encoding) for rgb in photos]
+            diffs = [((project(m) - reference(m)).abs() * grey) for m in msgs]
+            max_gl = float(max(d.max() for d in diffs))
+            mean_gl = float(np.mean([float(d.mean()) for d in diffs]))
+            ref_s, proj_s = interleaved(lambda i: reference(msgs[i % len(msgs)]),
+                                        lambda i: project(msgs[i % len(msgs)]), reps, warmup)
+            ref_ms, proj_ms = median(ref_s) * 1e3, median(proj_s) * 1e3
+            # The same project path with one torch thread (see the README: on a busy 2-core
+            # machine torch's second intra-op thread costs more than it gains on small ops).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                one_s = [_seconds(lambda: project(msgs[i % len(msgs)])) for i in range(reps)]
+            finally:
+                torch.set_num_threads(threads)
+            one_ms = median(one_s) * 1e3
+            goal, meets = '', None
+            if (width, height) == (1920, 1080):
+                goal = '>=5x, <=1 grey level'
+                meets = ref_ms / proj_ms >= 5.0 and max_gl <= 1.0 + 1e-3
+            rows.append(_row('a preprocessing', f'{width}x{height} {encoding}', ref_ms, proj_ms,
+                             'ms', goal, meets,
+                             f'diff max {max_gl:.2f} mean {mean_gl:.3f} grey levels; project '
+                             f'with 1 torch thread {one_ms:.1f} ms ({ref_ms / one_ms:.1f}x)',
+                             max_grey_levels=max_gl, mean_grey_levels=mean_gl,
+                             project_one_thread_ms=one_ms, reference_runs_s=ref_s,
+                             project_runs_s=proj_s,
+                             photos=list(PHOTO_NAMES), fast_path=pre.fast))
+            print_row(rows[-1])
+    return rows
+
+
+# -- b. node overhead ------------------------------------------------------------------------
+
+def bench_node_overhead(model_dir: Path, frames: int, warmup: int) -> list[dict[str, Any]]:
+    from node_bench import node_overhead
+    sizes = {f'{w}x{h}': camera_frame('coffee', (w, h)) for w, h in ((640, 480), (1920, 1080))}
+    figures = node_overhead(model_dir, sizes, frames, warmup)
+    rows = []
+    for label, both in figures.items():
+        ref, proj = both['reference'], both['project']
+        big = label == '1920x1080'
+        for key, what in (('overhead_minus_inference_ms', 'minus inference time'),
+                          ('overhead_minus_model_ms', 'minus model forward')):
+            meets = proj[key] < 5.0 if big else None
+            note = (f'arrival->publish {proj["node_ms"]:.1f} ms; inference '
+                    f'{proj["inference_ms"]:.1f} (preprocess {proj["preprocess_ms"]:.1f}, '
+                    f'model {proj["model_ms"]:.1f}); DDS+deserialize before arrival '
+                    f'{proj["transport_ms"]:.1f}; n={proj["frames"]}/{ref["frames"]}')
+            rows.append(_row(f'b node overhead ({what})', label, ref[key], proj[key], 'ms',
+                             '<5 ms at 1080p' if big else '', meets, note, reference_figures=ref,
+                             project_figures=proj))
+            print_row(rows[-1])
+    return rows
+
+
+# -- c. idle cost ----------------------------------------------------------------------------
+
+def bench_idle(model_dir: Path, seconds: float, warmup: float,
+               log_dir: Path) -> list[dict[str, Any]]:
+    from node_bench import idle_cost
+    rgb = camera_frame('coffee', (1920, 1080))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    figures = idle_cost(model_dir, rgb, (0.0, 2.0), seconds, warmup, 30.0, log_dir)
+    rows = []
+    for rate in (0.0, 2.0):
+        ref, proj = figures[f'reference rate_hz={rate:g}'], figures[f'project rate_hz={rate:g}']
+        on_demand = rate == 0.0
+        note = (f'frames received/s ref {ref["received_hz"]:.1f} proj '
+                f'{proj["received_hz"]:.1f} (sent {proj["sent_hz"]:.1f}); no-camera CPU ref '
+                f'{ref["quiet_cpu_pct"]:.1f}% proj {proj["quiet_cpu_pct"]:.1f}%')
+        rows.append(_row('c idle cost 30 Hz 1080p', f'rate_hz={rate:g}'
+                         + (' (on-demand)' if on_demand else ''), ref['cpu_pct'],
+                         proj['cpu_pct'], '% core', '<5% on-demand' if on_demand else '',
+                         proj['cpu_pct'] < 5.0 if on_demand else None, note, reference_figures=ref,
+                         project_figures=proj))
+        print_row(rows[-1])
+    return rows
+
+
+# -- d, e. full-size architecture ------------------------------------------------------------
+
+def bench_full_size(processor: Any, reps: int, tokens: int,
+                    wanted: set[str]) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    model = build_full_size(torch.float32, 'cpu')
+    params = sum(p.numel() for p in model.parameters())
+    print(f'built the full-size architecture ({params / 1e9:.2f} B parameters, float32) in '
+          f'{time.perf_counter() - started:.0f} s; {torch.get_num_threads()} torch threads',
+          flush=True)
+    device = torch.device('cpu')
+    loaded = wrap_loaded(model, processor, device, torch.float32, 'random Kosmos2Config()')
+    engine = GroundingEngine(loaded, EngineOptions(max_new_tokens=tokens,
+                                                   min_new_tokens=tokens))
+    rgb = camera_frame('coffee', (640, 480))
+    frame = frame_from_array(rgb)
+    prompts = [build_prompt(q, rgb.shape[1], rgb.shape[0]) for q in FULL_QUERIES]
+    ref_text: dict[int, str] = {}
+    proj_text: dict[int, str] = {}
+    timings: dict[str, Any] = {}
+
+    def ref_one(k: int) -> None:
+        out = reference_generate(processor, model, [rgb], prompts[k], tokens, device,
+                                 torch.float32)
+        text = processor.batch_decode(out, skip_special_tokens=True)[0]
+        ref_text[k] = processor.post_process_generation(text)[0]
+
+    def proj_one(_: int) -> None:
+        result = engine.ground(frame, FULL_QUERIES[0])
+        proj_text[0] = result.text
+        timings['single'] = result.timings
+
+    def proj_four(_: int) -> None:
+        results = engine.ground_many(frame, FULL_QUERIES)
+        for k, result in enumerate(results):
+            proj_text[k] = result.text
+        timings['four'] = results[0].timings
+
+    rows = []
+    ref_s, proj_s = interleaved(lambda i: ref_one(0), proj_one, reps, 1)
+    single = {'reference_s': ref_s, 'project_s': proj_s}
+    one = timings['single']
+    if 'full_size' in wanted:
+        same = ref_text[0] == proj_text[0]
+        rows.append(_row('e full size, 1 query', f'{tokens} tokens, 640x480', median(ref_s),
+                         median(proj_s), 's', '', None,
+                         f'engine: vision {one.vision:.2f} s, generate {one.generate:.2f} s; '
+                         f'same text: {same}', runs=single, same_text=same))
+        print_row(rows[-1])
+    if 'queries' in wanted:
+        ref_s, proj_s = interleaved(lambda i: [ref_one(k) for k in range(len(prompts))],
+                                    proj_four, reps, 0)
+        four = timings['four']
+        same = all(ref_text[k] == proj_text[k] for k in range(len(prompts)))
+        ref, proj = median(ref_s), median(proj_s)
+        rows.append(_row('d 4 queries, 1 frame', f'full size, {tokens} tokens', ref, proj, 's',
+                         'project <=0.6x reference', proj / ref <= 0.6,
+                         f'proj/ref {proj / ref:.2f}; engine: vision {four.vision:.2f} s, '
+                         f'batched generate {four.generate:.2f} s (1 query: '
+                         f'{one.generate:.2f} s); same texts: {same}',
+                         runs={'reference_s': ref_s, 'project_s': proj_s}, same_text=same,
+                         queries=[q.task.name.lower() + (f' {q.prompt}' if q.prompt else '')
+                                  for q in FULL_QUERIES]))
+        print_row(rows[-1])
+    engine.close()
+    return rows
+
+
+# -- output ----------------------------------------------------------------------------------
+
+def _num(value: float) -> str:
+    if value != value:  # NaN
+        return '-'
+    return f'{value:.3g}' if abs(value) < 100 else f'{value:.0f}'
+
+
+def print_row(row: dict[str, Any]) -> None:
+    meets = {True: 'yes', False: 'NO', None: ''}[row['meets_goal']]
+    print(f'{row["row"]:<36} {row["case"]:<22} {_num(row["reference"]):>8} '
+          f'{_num(row["project"]):>8} {row["unit"]:<7} {_num(row["ratio_ref_over_project"]):>7}'
+          f'  {row["goal"]:<24} {meets:<4} {row["note"]}', flush=True)
+
+
+HEADER = (f'{"row":<36} {"case":<22} {"ref":>8} {"project":>8} {"unit":<7} {"ref/prj":>7}  '
+          f'{"goal":<24} {"met":<4} note')
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(['git', *args], capture_output=True, text=True, check=False,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except OSError:
+        return ''
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer repetitions; skip the full-size rows (d, e)')
+    parser.add_argument('--only', action='append', default=[],
+                        help='rows to run: ' + ', '.join(f'{k}/{v}' for k, v in LETTERS.items())
+                        + ' (comma-separated or repeated)')
+    parser.add_argument('--json', default='results/bench.json', help='JSON output path')
+    parser.add_argument('--reps', type=int, default=None,
+                        help='repetitions of rows a and b (default 15, quick 5)')
+    parser.add_argument('--full-reps', type=int, default=3, help='repetitions of rows d, e')
+    parser.add_argument('--tokens', type=int, default=4,
+                        help='new tokens of rows d and e (min_new_tokens = max_new_tokens)')
+    parser.add_argument('--dds', choices=('large-shm', 'stock'), default='large-shm',
+                        help='Fast DDS set-up of rows b and c: large-shm (default) uses '
+                        'benchmarks/fastdds_large_data.xml (32 MB shared-memory segments, UDP on '
+                        'loopback); stock leaves the environment as it is')
+    parser.add_argument('--idle-seconds', type=float, default=None,
+                        help='measuring window of row c (default 10, quick 5)')
+    args = parser.parse_args(argv)
+    wanted = set()
+    for item in args.only:
+        for name in item.split(','):
+            name = LETTERS.get(name.strip(), name.strip())
+            if name not in ROWS:
+                parser.error(f'unknown row {name!r}; rows: ' + ', '.join(ROWS))
+            wanted.add(name)
+    if not wanted:
+        wanted = set(ROWS) - ({'queries', 'full_size'} if args.quick else set())
+    args.rows = wanted
+    args.reps = args.reps or (5 if args.quick else 15)
+    args.idle_seconds = args.idle_seconds or (5.0 if args.quick else 10.0)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.dds == 'large-shm':  # before any DDS participant exists; inherited by the nodes
+        profile = str(Path(__file__).resolve().parent / 'fastdds_large_data.xml')
+        os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = profile
+        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
+    import PIL
+    import transformers
+    started = time.monotonic()
+    out = Path(args.json)
+    meta = {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'command': ' '.join([Path(sys.argv[0]).name] + list(argv or sys.argv[1:])),
+        'git_commit': _git('rev-parse', 'HEAD'), 'git_dirty': bool(_git('status', '--short')),
+        'machine': platform.machine(), 'cpus': os.cpu_count(),
+        'torch_threads': torch.get_num_threads(), 'python': platform.python_version(),
+        'torch': torch.__version__, 'transformers': transformers.__version__,
+        'pillow': PIL.__version__, 'rows': sorted(args.rows), 'reps': args.reps,
+        'full_reps': args.full_reps, 'tokens': args.tokens, 'dds': args.dds,
+        'rmw': os.environ.get('RMW_IMPLEMENTATION', 'default')}
+    print(f'kosmos_ros benchmarks: rows {", ".join(r for r in ROWS if r in args.rows)}; '
+          f'{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} '
+          f'threads), transformers {transformers.__version__}, Pillow {PIL.__version__}')
+    print('Each row: median of repetitions, reference and project interleaved; ref/prj > 1 '
+          'means the project is faster (or cheaper).')
+    if 'node_overhead' in args.rows:
+        print('Node overhead, method: timestamps inside the node, taken by wrapping its image '
+              'callback and its detections publisher (no code changed): arrival = image '
+              'callback entry, end = Detection2DArray publish returned; minus the engine '
+              'Timings (Grounding.inference_time = preprocess + vision + generate + '
+              'postprocess) or minus the model forward only (vision + generate). The '
+              'reference node (benchmarks/reference_node.py) times the same instants around '
+              'processor + generate + post_process_generation in its callback. Tiny model, '
+              'loopback DDS, frames sent one at a time.')
+    if args.rows & {'node_overhead', 'idle'}:
+        print(f'DDS: {os.environ.get("RMW_IMPLEMENTATION", "default rmw")}, '
+              + ('benchmarks/fastdds_large_data.xml (32 MB shared-memory segments; the stock '
+                 '0.5 MB ones let about 1 of 30 best-effort 1080p frames through)'
+                 if args.dds == 'large-shm' else 'stock settings of this environment'))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny(tmp)
+        processor = load_processor(model_dir)
+        print(f'reference image processor: {type(processor.image_processor).__name__}')
+        print(HEADER)
+        if 'preprocessing' in args.rows:
+            rows += bench_preprocessing(processor, args.reps, 3)
+        if 'node_overhead' in args.rows:
+            rows += bench_node_overhead(model_dir, args.reps, 3)
+        if 'idle' in args.rows:
+            rows += bench_idle(model_dir, args.idle_seconds, 3.0 if not args.quick else 2.0,
+                               out.parent / 'bench_logs')
+        if args.rows & {'queries', 'full_size'}:
+            rows += bench_full_size(processor, args.full_reps, args.tokens, args.rows)
+    meta['seconds'] = time.monotonic() - started
+    print()
+    print(HEADER)
+    for row in rows:
+        print_row(row)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({'meta': meta, 'rows': rows}, indent=2, default=str))
+    print(f'wrote {out} ({meta["seconds"]:.0f} s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

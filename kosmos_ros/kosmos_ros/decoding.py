@@ -75,14 +75,15 @@ def cache_argument(text_model: Any) -> str:
     return 'cache' if 'cache' in params else 'past_key_values'
 
 
-def _processors(settings: DecodeSettings, prompt_len: int) -> list[Any]:
+def _processors(settings: DecodeSettings, prompt_len: int, device: torch.device) -> list[Any]:
     from transformers import MinNewTokensLengthLogitsProcessor, NoRepeatNGramLogitsProcessor
 
     procs: list[Any] = []
     if settings.min_new_tokens > 0:
+        # The end-of-sequence id as a tensor on the logits' device (an int stays on the CPU).
         procs.append(MinNewTokensLengthLogitsProcessor(
             prompt_length_to_skip=prompt_len, min_new_tokens=settings.min_new_tokens,
-            eos_token_id=settings.eos_token_id))
+            eos_token_id=torch.tensor([settings.eos_token_id], device=device)))
     if settings.no_repeat_ngram_size > 0:
         procs.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
     procs.extend(settings.logits_processors)
@@ -144,7 +145,7 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
     logits = logits_all[:, keep_index[width - 1], :]
     cache = out.cache if hasattr(out, 'cache') else out.past_key_values
 
-    processors = _processors(settings, width)
+    processors = _processors(settings, width, device)
     cache_arg = cache_argument(text_model)
     budgets = torch.tensor([r.max_new_tokens for r in rows], device=device)
     done = budgets <= 0

@@ -61,8 +61,8 @@ class EngineOptions:
         decoder: how tokens after the first are decoded: 'dynamic' (the model's forward pass
             with transformers' cache), 'static' (preallocated cache, fixed shapes),
             'cuda_graph' (static, captured as a CUDA graph; CUDA only) or 'auto'
-            (cuda_graph on CUDA for unquantized models, static for quantized ones, dynamic on
-            the CPU).
+            (cuda_graph on CUDA, except static for 8-bit models, whose bitsandbytes kernels
+            cannot be captured; dynamic on the CPU).
     """
 
     max_new_tokens: int = 128
@@ -145,11 +145,10 @@ class GroundingEngine:
     def _resolve_decoder(self, name: str) -> str:
         if name not in DECODERS:
             raise ValueError(f'unknown decoder {name!r}; expected one of {", ".join(DECODERS)}')
-        quantized = self.loaded.options.quantization != 'none'
         if name == 'auto':
             if self.device.type != 'cuda':
                 return 'dynamic'
-            return 'static' if quantized else 'cuda_graph'
+            return 'static' if self.loaded.options.quantization == '8bit' else 'cuda_graph'
         if name == 'cuda_graph' and self.device.type != 'cuda':
             raise ValueError('the cuda_graph decoder needs a CUDA device')
         return name

@@ -33,7 +33,7 @@ def find_tokenizer_model() -> Path:
         from ament_index_python.packages import get_package_share_directory
         share = Path(get_package_share_directory('kosmos_ros'))
         candidates.append(share / 'test_data' / 'kosmos2_tokenizer' / TOKENIZER_FILE)
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):
         pass
     for path in candidates:
         if path.is_file():

@@ -259,3 +259,17 @@ def test_model_failures_become_typed_errors(engine, frames, monkeypatch):
         engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=2))
     monkeypatch.undo()
     assert engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=2)).text
+
+
+def test_fixed_work_with_min_new_tokens_equals_reference(engine, reference, photos, frames):
+    """min_new_tokens = max_new_tokens fixes the work, as benchmarks need, like generate."""
+    processor, model = reference
+    image = photos['rocket']
+    fixed = engine.with_options(min_new_tokens=12, max_new_tokens=12)
+    result = fixed.ground(frames['rocket'], Query(Task.CAPTION))
+    assert result.num_generated_tokens == 12
+    inputs = processor(text='<grounding>An image of', images=image, return_tensors='pt')
+    with torch.no_grad():
+        ids = model.generate(**inputs, min_new_tokens=12, max_new_tokens=12)
+    text = processor.batch_decode(ids, skip_special_tokens=True)[0]
+    assert result.text == processor.post_process_generation(text)[0]

@@ -11,6 +11,17 @@ holds ``<base>/detections`` (``vision_msgs/Detection2DArray``) and ``<base>/grou
 (``kosmos_ros_interfaces/Grounding``) with the source headers and bag times, where ``<base>``
 is the camera namespace of the image topic (``/camera/image_raw`` -> ``/camera``).
 
+Depth: when the bag also holds a registered depth image topic (``16UC1`` in mm or ``32FC1``
+in m) and a ``sensor_msgs/CameraInfo`` topic for an image topic (named with ``--depth-topic``
+and ``--camera-info-topic``, or paired automatically by camera namespace: ``NS/depth/...`` or
+``NS/aligned_depth_to_color/image_raw`` and ``NS/camera_info``; the exact rule is in
+:mod:`kosmos_ros.bag.spatial`), every box is lifted to 3D as the node does: the output also
+holds ``<base>/detections_3d`` (``vision_msgs/Detection3DArray``, metres in the camera's
+optical frame, one per grounded frame, empty when it has no 3D) and the phrases of
+``<base>/grounding`` carry their 3D position. Depth frames are matched by header stamp within
+a tolerance; a frame without a match, or with too few valid depth pixels, gets no 3D and its
+reason is counted in the summary.
+
 Frames that cannot be used (corrupt JPEG, unsupported encoding, ...) are counted skips with
 their reason. The output bag is closed whatever happens, so an interrupted run (Ctrl-C) leaves
 a valid bag holding the frames done so far.
@@ -20,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import os
 from pathlib import Path
 import shutil
@@ -31,7 +42,11 @@ from typing import Any, Callable, Sequence
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.report import HtmlReport
-from kosmos_ros.bag.typestore import (COMPRESSED_IMAGE, DETECTION_2D_ARRAY, detections_msg,
+from kosmos_ros.bag.spatial import (DepthOptions, DepthPairing, DepthStats, header_stamp_ns,
+                                    is_depth_name, Lifter, make_lifters, pair_depth_topics,
+                                    PAIRING_RULE)
+from kosmos_ros.bag.typestore import (COMPRESSED_IMAGE, DETECTION_2D_ARRAY,
+                                      DETECTION_3D_ARRAY, detections_3d_msg, detections_msg,
                                       GROUNDING, grounding_msg, IMAGE, IMAGE_TYPES,
                                       project_typestore)
 from kosmos_ros.datatypes import GroundingResult, Query, Task
@@ -62,6 +77,13 @@ class GroundBagOptions:
         html_embed: embed the frames in the HTML file instead of writing them beside it.
         limit: stop after this many grounded frames (0: no limit).
         model_label: a label printed with every summary (the tiny model's warning).
+        depth_topics: depth image topics: one for every image topic, or one per image topic
+            in their order; empty pairs them automatically (:mod:`kosmos_ros.bag.spatial`).
+        camera_info_topics: camera_info topics, given as ``depth_topics`` are.
+        depth_tolerance: largest stamp gap (s) between a colour and its depth image.
+        depth_min: smallest valid depth (m).
+        depth_max: largest valid depth (m).
+        use_depth: False grounds in 2D only, whatever depth the bag holds.
     """
 
     bag: Path
@@ -77,6 +99,16 @@ class GroundBagOptions:
     html_embed: bool = False
     limit: int = 0
     model_label: str = ''
+    depth_topics: tuple[str, ...] = ()
+    camera_info_topics: tuple[str, ...] = ()
+    depth_tolerance: float = 0.05
+    depth_min: float = 0.1
+    depth_max: float = 10.0
+    use_depth: bool = True
+
+    @property
+    def depth(self) -> DepthOptions:
+        return DepthOptions(self.depth_tolerance, self.depth_min, self.depth_max)
 
 
 @dataclass
@@ -91,6 +123,15 @@ class TopicStats:
     grounded: int = 0
     throttled: int = 0
     skipped: Counter = field(default_factory=Counter)
+    pairing: DepthPairing | None = None
+    depth: DepthStats = field(default_factory=DepthStats)
+
+    @property
+    def outputs(self) -> list[str]:
+        names = ['detections', 'grounding']
+        if self.pairing is not None and self.pairing.enabled:
+            names.append('detections_3d')
+        return [f'{self.base}/{name}' for name in names]
 
     @property
     def skipped_total(self) -> int:
@@ -99,7 +140,11 @@ class TopicStats:
 
 @dataclass(frozen=True)
 class FrameOutcome:
-    """One selected image message: grounded (``result``), throttled or skipped (``reason``)."""
+    """One selected image message: grounded (``result``), throttled or skipped (``reason``).
+
+    ``lifted`` holds, when the topic has depth, the 3D of each box (per phrase, per box, a
+    :class:`~kosmos_ros.depth.Lifted`) and ``depth_note`` why the frame has no 3D, if so.
+    """
 
     topic: str
     bag_time_ns: int
@@ -108,6 +153,8 @@ class FrameOutcome:
     result: GroundingResult | None = None
     reason: str = ''
     throttled: bool = False
+    lifted: tuple | None = None
+    depth_note: str = ''
 
 
 @dataclass
@@ -144,9 +191,13 @@ class BagSummary:
         for s in self.topics.values():
             lines.append(f'{s.topic} ({s.msgtype}): {s.messages} messages, {s.grounded} '
                          f'grounded, {s.throttled} throttled, {s.skipped_total} skipped -> '
-                         f'{s.base}/detections, {s.base}/grounding')
+                         + ', '.join(s.outputs))
             for reason, count in s.skipped.most_common(5):
                 lines.append(f'  skipped {count}x: {reason}')
+            if s.pairing is not None:
+                lines.append(f'  {s.pairing.describe()}')
+                if s.pairing.enabled:
+                    lines.extend(s.depth.lines())
         for topic, reason in self.not_copied.items():
             lines.append(f'not copied: {topic} ({reason})')
         speed = self.grounded / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -205,8 +256,13 @@ def output_base(topic: str, msgtype: str) -> str:
     return name.rsplit('/', 1)[0] or name
 
 
-def select_image_topics(reader: Any, requested: Sequence[str] = ()) -> list[TopicStats]:
-    """Pick the image topics to ground (or check the requested ones); raise BagError."""
+def select_image_topics(reader: Any, requested: Sequence[str] = (),
+                        exclude: Sequence[str] = ()) -> list[TopicStats]:
+    """Pick the image topics to ground (or check the requested ones); raise BagError.
+
+    Automatic selection leaves out the depth image topics: those in ``exclude`` and those
+    named as the depth pairing rule names them (:func:`~kosmos_ros.bag.spatial.is_depth_name`).
+    """
     topics = reader.topics
     images = {name: info.msgtype for name, info in topics.items()
               if info.msgtype in IMAGE_TYPES}
@@ -221,8 +277,10 @@ def select_image_topics(reader: Any, requested: Sequence[str] = ()) -> list[Topi
                                'sensor_msgs/msg/Image or CompressedImage')
         chosen = list(dict.fromkeys(requested))
     else:
-        raw_bases = {output_base(n, t) for n, t in images.items() if t == IMAGE}
-        chosen = sorted(n for n, t in images.items()
+        colour = {n: t for n, t in images.items()
+                  if n not in exclude and not (t == IMAGE and is_depth_name(n))}
+        raw_bases = {output_base(n, t) for n, t in colour.items() if t == IMAGE}
+        chosen = sorted(n for n, t in colour.items()
                         if t == IMAGE or output_base(n, t) not in raw_bases)
     if not chosen:
         raise BagError(f'no image topic (sensor_msgs/msg/Image or CompressedImage) in the '
@@ -279,6 +337,16 @@ def _copy_connection(writer: Any, reader: Any, conn: Any, store: Any) -> Any:
     return None
 
 
+def pair_depth(reader: Any, stats: Sequence[TopicStats],
+               options: GroundBagOptions) -> dict[str, DepthPairing]:
+    """Pair the selected image topics with depth and camera_info (:mod:`.spatial`); BagError."""
+    options.depth.check()
+    topics = {name: info.msgtype for name, info in reader.topics.items()}
+    return pair_depth_topics(topics, [(s.topic, s.msgtype) for s in stats],
+                             options.depth_topics, options.camera_info_topics,
+                             options.use_depth)
+
+
 def _frame_id(msg: Any) -> str:
     return str(getattr(getattr(msg, 'header', None), 'frame_id', ''))
 
@@ -298,23 +366,49 @@ def ground_bag(options: GroundBagOptions, engine: Any, *,
     engine.prepare(query, 640, 480)  # PromptError now rather than on every frame
     store = project_typestore()
     reader = open_reader(options.bag)
+    depth_reader = None
     try:
-        stats = select_image_topics(reader, options.topics)
+        stats = select_image_topics(reader, options.topics, options.depth_topics)
+        pairings = pair_depth(reader, stats, options)
+        for s in stats:
+            s.pairing = pairings[s.topic]
         summary = BagSummary(Path(options.bag), Path(options.output), query,
                              options.rate_hz, engine.describe(), options.model_label,
                              {s.topic: s for s in stats}, html=options.html)
+        lifters: dict[str, Lifter] = {}
+        if any(p.enabled for p in pairings.values()):
+            # A second reader: depth images are read back while the first one iterates.
+            depth_reader = open_reader(options.bag)
+            lifters = _index_depth(options, depth_reader, pairings, summary)
         writer = _open_writer(options, store)
         try:
-            _run(options, engine, reader, writer, store, summary, query, on_frame, progress)
+            _run(options, engine, reader, writer, store, summary, query, on_frame, progress,
+                 lifters)
         finally:
             writer.close()
     finally:
+        if depth_reader is not None:
+            depth_reader.close()
         reader.close()
     return summary
 
 
+def _index_depth(options: GroundBagOptions, reader: Any, pairings: dict[str, DepthPairing],
+                 summary: BagSummary) -> dict[str, Lifter]:
+    from rosbags.rosbag1 import ReaderError as Ros1ReaderError
+    from rosbags.rosbag2 import ReaderError as Ros2ReaderError
+
+    try:
+        return make_lifters(reader, pairings, options.depth,
+                            {t: s.depth for t, s in summary.topics.items()})
+    except (Ros1ReaderError, Ros2ReaderError) as exc:
+        raise BagError(f'indexing the depth and camera_info topics of {options.bag} failed: '
+                       f'{exc}') from None
+
+
 def _run(options: GroundBagOptions, engine: Any, reader: Any, writer: Any, store: Any,
-         summary: BagSummary, query: Query, on_frame: Callable | None, progress: bool) -> None:
+         summary: BagSummary, query: Query, on_frame: Callable | None, progress: bool,
+         lifters: dict[str, Lifter]) -> None:
     from rosbags.rosbag1 import ReaderError as Ros1ReaderError
     from rosbags.rosbag2 import ReaderError as Ros2ReaderError
     from tqdm import tqdm
@@ -329,7 +423,10 @@ def _run(options: GroundBagOptions, engine: Any, reader: Any, writer: Any, store
         outputs[s.topic] = (writer.add_connection(f'{s.base}/detections', DETECTION_2D_ARRAY,
                                                   typestore=store),
                             writer.add_connection(f'{s.base}/grounding', GROUNDING,
-                                                  typestore=store))
+                                                  typestore=store),
+                            writer.add_connection(f'{s.base}/detections_3d',
+                                                  DETECTION_3D_ARRAY, typestore=store)
+                            if s.topic in lifters else None)
     copies: dict[tuple[str, str], Any] = {}
     if options.copy_input:
         for conn in reader.connections:
@@ -360,12 +457,24 @@ def _run(options: GroundBagOptions, engine: Any, reader: Any, writer: Any, store
             outcome = _ground_one(options, engine, reader, conn, timestamp, raw, s, query,
                                   last_grounded)
             if outcome.result is not None:
-                det_conn, grd_conn = outputs[s.topic]
+                det_conn, grd_conn, det3d_conn = outputs[s.topic]
                 msg = outcome.header
+                lifted = None
+                if det3d_conn is not None:
+                    lift = lifters[s.topic].lift(outcome.result,
+                                                 header_stamp_ns(msg, timestamp),
+                                                 str(msg.frame_id))
+                    lifted = lift.lifted
+                    outcome.public = replace(outcome.public, lifted=lifted,
+                                             depth_note=lift.reason)
                 writer.write(det_conn, timestamp, store.serialize_cdr(
                     detections_msg(store, outcome.result, msg), DETECTION_2D_ARRAY))
                 writer.write(grd_conn, timestamp, store.serialize_cdr(
-                    grounding_msg(store, outcome.result, msg, s.camera), GROUNDING))
+                    grounding_msg(store, outcome.result, msg, s.camera, lifted), GROUNDING))
+                if det3d_conn is not None:
+                    writer.write(det3d_conn, timestamp, store.serialize_cdr(
+                        detections_3d_msg(store, outcome.result, lifted, msg),
+                        DETECTION_3D_ARRAY))
                 if report is not None:
                     report.add(outcome.public, outcome.frame)
             bar.update(1)
@@ -484,7 +593,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='ground_bag', description='Ground the images of a bag with KOSMOS-2 and write '
-        'the detections and groundings into an output MCAP bag (no ROS runtime needed).')
+        'the detections and groundings into an output MCAP bag (no ROS runtime needed). With '
+        'a registered depth image (16UC1 mm or 32FC1 m) and camera_info for an image topic, '
+        'the boxes are also lifted to 3D (<base>/detections_3d and the phrase positions).',
+        epilog=PAIRING_RULE + ' Automatic image topic selection leaves those depth topics '
+        'out. Depth must be registered to the colour image, and the images rectified.')
     parser.add_argument('bag', help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag')
     parser.add_argument('-o', '--output', help='output bag folder (default: BAG_grounded)')
     parser.add_argument('--topic', action='append', default=[],
@@ -502,6 +615,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--html-embed', action='store_true',
                         help='embed the frames in the HTML file (default: files beside it)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    depth = parser.add_argument_group('depth (3D)')
+    depth.add_argument('--depth-topic', action='append', default=[],
+                       help='registered depth image topic (sensor_msgs/Image, 16UC1 mm or '
+                            '32FC1 m): once for every image topic, or once per --topic in '
+                            'the same order (default: automatic, see below)')
+    depth.add_argument('--camera-info-topic', action='append', default=[],
+                       help='sensor_msgs/CameraInfo topic of the (rectified) images, given as '
+                            '--depth-topic is (default: automatic)')
+    depth.add_argument('--depth-tolerance', type=float, default=0.05,
+                       help='largest header stamp gap between a colour and its depth image, '
+                            'in seconds (default: 0.05)')
+    depth.add_argument('--depth-min', type=float, default=0.1,
+                       help='smallest valid depth in metres (default: 0.1)')
+    depth.add_argument('--depth-max', type=float, default=10.0,
+                       help='largest valid depth in metres (default: 10.0)')
+    depth.add_argument('--no-depth', action='store_true',
+                       help='ground in 2D only, whatever depth the bag holds')
     add_model_arguments(parser)
     parser.add_argument('--tiny-model', action='store_true',
                         help='use the tiny RANDOM test model (pipeline checks only; its '
@@ -521,9 +651,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
         if args.rate < 0:
             raise ValueError(f'--rate must be 0 or more; got {args.rate}')
+        options = GroundBagOptions(
+            bag=bag, output=output, topics=tuple(args.topic), task=task, prompt=args.prompt,
+            max_new_tokens=args.max_new_tokens, rate_hz=args.rate,
+            copy_input=args.copy_input, overwrite=args.overwrite,
+            html=Path(args.html) if args.html else None, html_embed=args.html_embed,
+            limit=args.limit, model_label=label, depth_topics=tuple(args.depth_topic),
+            camera_info_topics=tuple(args.camera_info_topic),
+            depth_tolerance=args.depth_tolerance, depth_min=args.depth_min,
+            depth_max=args.depth_max, use_depth=not args.no_depth)
         reader = open_reader(bag)  # bag errors before the (slow) model load
         try:
-            select_image_topics(reader, args.topic)
+            pair_depth(reader, select_image_topics(reader, args.topic, args.depth_topic),
+                       options)
         finally:
             reader.close()
     except (BagError, ValueError) as exc:
@@ -542,11 +682,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f'ground_bag: cannot load the model: {exc}', file=sys.stderr)
         return 1
-    options = GroundBagOptions(
-        bag=bag, output=output, topics=tuple(args.topic), task=task, prompt=args.prompt,
-        max_new_tokens=args.max_new_tokens, rate_hz=args.rate, copy_input=args.copy_input,
-        overwrite=args.overwrite, html=Path(args.html) if args.html else None,
-        html_embed=args.html_embed, limit=args.limit, model_label=label)
     try:
         summary = ground_bag(options, engine, progress=not args.no_progress)
     except KosmosError as exc:

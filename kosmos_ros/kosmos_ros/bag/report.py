@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kosmos_ros.bag import BagError
+from kosmos_ros.bag.typestore import phrase_position
 from kosmos_ros.drawing import annotate
 
 
@@ -60,10 +61,16 @@ class HtmlReport:
         for outcome, src in self.entries:
             result = outcome.result
             items = []
-            for phrase in result.phrases:
+            for index, phrase in enumerate(result.phrases):
                 boxes = ', '.join(f'[{b.pixels.x1:.0f}, {b.pixels.y1:.0f}, {b.pixels.x2:.0f}, '
                                   f'{b.pixels.y2:.0f}] {b.score:.2f}' for b in phrase.boxes)
-                items.append(f'<li>{esc(phrase.text)}: {esc(boxes) or "no box"}</li>')
+                where = ''
+                if outcome.lifted is not None:
+                    position, note = phrase_position(phrase, outcome.lifted[index])
+                    where = ('; at ({:.3f}, {:.3f}, {:.3f}) m'.format(*position) if position
+                             else f'; no 3D: {note}')
+                items.append(f'<li>{esc(phrase.text)}: {esc(boxes) or "no box"}'
+                             f'{esc(where)}</li>')
             parts.append(f'<div class="frame"><img src="{src}" alt="frame"><br>'
                          f'<b>{esc(outcome.topic)}</b> {outcome.stamp:.3f} '
                          f'({esc(outcome.frame_id)})<br>{esc(result.text)}'

@@ -11,6 +11,15 @@ times, as a real driver with ``image_transport`` would: ``sensor_msgs/Image`` on
 all with the same header (stamp at the frame rate, frame_id ``camera_optical_frame``). Bag
 (receive) times lag the stamps by a few milliseconds, as recorded bags do.
 
+With ``depth`` (``32FC1`` in metres or ``16UC1`` in millimetres), a synthetic depth stream
+registered to the colour frames is written too, on ``/camera/aligned_depth_to_color/image_raw``
+with the same headers: a floor plane receding from 1.5 m at the bottom of the frame to 6 m at
+its top, a nearer subject (an ellipse at 1.2 m) in the centre, and an invalid band (0, or NaN in
+``32FC1``) along the left edge, as stereo sensors have. The photographs have no depth, so the
+depth is a demonstration of the geometry, not of the pictures. ``/camera/camera_info`` is the
+pinhole model of the frames (fx = fy for a 60 degree horizontal field of view, cx and cy at the
+centre of the frame size), so ``ground_bag`` lifts boxes to 3D out of the box.
+
 The bag is generated into a folder the caller names (``data/sample_bag`` by default, ignored
 by git); it is never committed.
 """
@@ -37,10 +46,14 @@ FRAME_ID = 'camera_optical_frame'
 IMAGE_TOPIC = '/camera/image_raw'
 COMPRESSED_TOPIC = IMAGE_TOPIC + '/compressed'
 CAMERA_INFO_TOPIC = '/camera/camera_info'
+DEPTH_TOPIC = '/camera/aligned_depth_to_color/image_raw'
+DEPTH_ENCODINGS = ('32FC1', '16UC1')
+SUBJECT_DEPTH_M = 1.2
 # First stamp: a fixed, realistic wall-clock time (2023-11-14T22:13:20Z), so bags are repeatable.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 # Receive latency of each topic after the capture stamp (transport, then JPEG encoding).
-LATENCY_NS = {IMAGE_TOPIC: 2_000_000, COMPRESSED_TOPIC: 6_000_000, CAMERA_INFO_TOPIC: 1_000_000}
+LATENCY_NS = {IMAGE_TOPIC: 2_000_000, COMPRESSED_TOPIC: 6_000_000, CAMERA_INFO_TOPIC: 1_000_000,
+              DEPTH_TOPIC: 3_000_000}
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class SampleSpec:
         photos: photographs shown in turn, each for an equal share of the frames.
         jpeg_quality: JPEG quality of the compressed topic (1 to 100).
         start_ns: stamp of the first frame in nanoseconds.
+        depth: '' (no depth, the default), '32FC1' (metres) or '16UC1' (millimetres): also
+            write the synthetic registered depth stream on ``DEPTH_TOPIC``.
     """
 
     storage: str = 'mcap'
@@ -68,6 +83,7 @@ class SampleSpec:
     photos: tuple[str, ...] = PHOTO_NAMES
     jpeg_quality: int = 90
     start_ns: int = DEFAULT_START_NS
+    depth: str = ''
 
     @property
     def frames(self) -> int:
@@ -78,6 +94,9 @@ class SampleSpec:
         if self.storage not in STORAGES:
             raise BagError(f'unknown storage {self.storage!r}; expected one of '
                            + ', '.join(STORAGES))
+        if self.depth and self.depth not in DEPTH_ENCODINGS:
+            raise BagError(f'unknown depth encoding {self.depth!r}; expected one of '
+                           + ', '.join(DEPTH_ENCODINGS))
         if self.encoding not in ENCODINGS:
             raise BagError(f'unknown encoding {self.encoding!r}; expected one of '
                            + ', '.join(ENCODINGS))
@@ -136,6 +155,37 @@ def render_frames(spec: SampleSpec) -> list[tuple[str, np.ndarray]]:
     return frames
 
 
+def render_depth(width: int, height: int) -> np.ndarray:
+    """Return the synthetic depth in metres (float32, NaN where invalid); see the module doc.
+
+    Floor: the depth grows linearly in 1 / z from 1.5 m on the bottom row to 6 m on the top
+    row (a plane seen from above). Subject: an ellipse centred in the frame, half as wide and
+    high as it, at ``SUBJECT_DEPTH_M``. Invalid: the leftmost 4 % of the columns.
+    """
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    cols = np.arange(width, dtype=np.float64)[None, :]
+    t = rows / max(height - 1, 1)  # 0 at the top, 1 at the bottom
+    inverse = (1 - t) / 6.0 + t / 1.5
+    depth = np.broadcast_to(1.0 / inverse, (height, width)).astype(np.float32).copy()
+    u = (cols + 0.5 - width / 2) / (width / 4)
+    v = (rows + 0.5 - height / 2) / (height / 4)
+    depth[(u ** 2 + v ** 2) <= 1.0] = SUBJECT_DEPTH_M
+    depth[:, :max(1, int(round(width * 0.04)))] = np.nan
+    return depth
+
+
+def depth_msg(store, header, depth: np.ndarray, encoding: str):
+    """Return a sensor_msgs/Image of ``depth`` (metres, NaN invalid) as 32FC1 or 16UC1 (mm)."""
+    height, width = depth.shape
+    if encoding == '16UC1':
+        values = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0).astype('<u2')
+    else:
+        values = depth.astype('<f4')
+    return store.types[IMAGE](header=header, height=height, width=width, encoding=encoding,
+                              is_bigendian=0, step=width * values.itemsize,
+                              data=np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+
+
 def camera_info_msg(store, header, width: int, height: int):
     """Return a pinhole CameraInfo: 60 degree horizontal field of view, no distortion."""
     fx = fy = width / (2.0 * np.tan(np.radians(30.0)))
@@ -182,6 +232,10 @@ def make_sample_bag(path: str | Path = DEFAULT_PATH, spec: SampleSpec | None = N
         raw = writer.add_connection(IMAGE_TOPIC, IMAGE, typestore=store)
         jpeg = writer.add_connection(COMPRESSED_TOPIC, COMPRESSED_IMAGE, typestore=store)
         info = writer.add_connection(CAMERA_INFO_TOPIC, CAMERA_INFO, typestore=store)
+        depth_conn, depth = None, None
+        if spec.depth:
+            depth_conn = writer.add_connection(DEPTH_TOPIC, IMAGE, typestore=store)
+            depth = render_depth(spec.width, spec.height)
         for i, (_, rgb) in enumerate(render_frames(spec)):
             stamp = spec.start_ns + i * period_ns
             stamps.append(stamp)
@@ -204,6 +258,9 @@ def make_sample_bag(path: str | Path = DEFAULT_PATH, spec: SampleSpec | None = N
             writer.write(info, stamp + LATENCY_NS[CAMERA_INFO_TOPIC],
                          store.serialize_cdr(cam_info, CAMERA_INFO))
             writer.write(raw, stamp + LATENCY_NS[IMAGE_TOPIC], store.serialize_cdr(image, IMAGE))
+            if depth_conn is not None:
+                writer.write(depth_conn, stamp + LATENCY_NS[DEPTH_TOPIC], store.serialize_cdr(
+                    depth_msg(store, header, depth, spec.depth), IMAGE))
             writer.write(jpeg, stamp + LATENCY_NS[COMPRESSED_TOPIC],
                          store.serialize_cdr(compressed, COMPRESSED_IMAGE))
     return SampleBag(path, spec, tuple(stamps))
@@ -213,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='make_sample_bag',
         description='Write a small rosbag2 camera stream (Image, CompressedImage, CameraInfo '
-                    'on /camera/...) made of the photographs shipped with scikit-image.')
+                    'on /camera/...) made of the photographs shipped with scikit-image, '
+                    'optionally with a synthetic registered depth stream (--depth).')
     parser.add_argument('path', nargs='?', default=str(DEFAULT_PATH),
                         help=f'bag folder to create (default: {DEFAULT_PATH})')
     parser.add_argument('--storage', default='mcap', help='mcap (default) or sqlite3')
@@ -225,12 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--photos', default=','.join(PHOTO_NAMES),
                         help='comma-separated photographs, shown in turn (default: all)')
     parser.add_argument('--jpeg-quality', type=int, default=90)
+    parser.add_argument('--depth', nargs='?', const='32FC1', default='',
+                        choices=DEPTH_ENCODINGS,
+                        help=f'also write a synthetic registered depth stream on {DEPTH_TOPIC}: '
+                             '32FC1 (metres, the default of --depth) or 16UC1 (millimetres)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')
     args = parser.parse_args(argv)
     spec = SampleSpec(storage=args.storage, rate_hz=args.rate, duration_s=args.duration,
                       width=args.width, height=args.height, encoding=args.encoding,
                       photos=tuple(p.strip() for p in args.photos.split(',') if p.strip()),
-                      jpeg_quality=args.jpeg_quality)
+                      jpeg_quality=args.jpeg_quality, depth=args.depth or '')
     try:
         bag = make_sample_bag(args.path, spec, overwrite=args.overwrite)
     except BagError as exc:
@@ -238,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f'wrote {bag.path} ({spec.storage}): {spec.frames} frames of '
           f'{spec.width}x{spec.height} at {spec.rate_hz:g} Hz on {IMAGE_TOPIC} ({spec.encoding}),'
-          f' {COMPRESSED_TOPIC} (JPEG) and {CAMERA_INFO_TOPIC}')
+          f' {COMPRESSED_TOPIC} (JPEG) and {CAMERA_INFO_TOPIC}'
+          + (f', depth ({spec.depth}) on {DEPTH_TOPIC}' if spec.depth else ''))
     return 0
 
 

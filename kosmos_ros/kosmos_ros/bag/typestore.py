@@ -9,8 +9,10 @@ installed packages (``share/<package>/msg`` found through the ament index), else
 tree (``kosmos_ros_interfaces/msg`` and ``test_support/vision_msgs/msg``). Nothing here
 imports rclpy.
 
-The message builders mirror :mod:`kosmos_ros.node.conversions` field for field, so a bag
-written offline holds what the node would have published.
+The message builders mirror :mod:`kosmos_ros.node.conversions` and
+:mod:`kosmos_ros.node.spatial` field for field, so a bag written offline holds what the node
+would have published: ``Grounding`` (with each phrase's 3D position when its boxes were lifted
+with depth), ``Detection2DArray`` and ``Detection3DArray``.
 """
 
 from __future__ import annotations
@@ -18,24 +20,27 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from kosmos_ros.bag import BagError
-from kosmos_ros.datatypes import GroundingResult, PixelBox
+from kosmos_ros.datatypes import GroundedPhrase, GroundingResult, PixelBox
+from kosmos_ros.depth import Lifted
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 GROUNDING = 'kosmos_ros_interfaces/msg/Grounding'
 DETECTION_2D_ARRAY = 'vision_msgs/msg/Detection2DArray'
+DETECTION_3D_ARRAY = 'vision_msgs/msg/Detection3DArray'
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 # The messages registered, per package, in dependency order.
 MESSAGES = {
     'vision_msgs': ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
-                    'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray'),
+                    'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray',
+                    'BoundingBox3D', 'Detection3D', 'Detection3DArray'),
     'kosmos_ros_interfaces': ('GroundedPhrase', 'Grounding'),
 }
 _REPOSITORY = Path(__file__).resolve().parents[3]
@@ -135,23 +140,70 @@ def bbox_msg(store: Any, box: PixelBox) -> Any:
         center=center, size_x=float(box.width), size_y=float(box.height))
 
 
-def _identity_pose(store: Any) -> Any:
-    pose = _type(store, 'geometry_msgs/msg/Pose')(
-        position=_type(store, 'geometry_msgs/msg/Point')(x=0.0, y=0.0, z=0.0),
+def _pose(store: Any, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
+    """Return a geometry_msgs/Pose at ``position`` with the identity orientation."""
+    x, y, z = (float(v) for v in position)
+    return _type(store, 'geometry_msgs/msg/Pose')(
+        position=_type(store, 'geometry_msgs/msg/Point')(x=x, y=y, z=z),
         orientation=_type(store, 'geometry_msgs/msg/Quaternion')(x=0.0, y=0.0, z=0.0, w=1.0))
+
+
+def _identity_pose(store: Any) -> Any:
     return _type(store, 'geometry_msgs/msg/PoseWithCovariance')(
-        pose=pose, covariance=np.zeros(36, dtype=np.float64))
+        pose=_pose(store), covariance=np.zeros(36, dtype=np.float64))
 
 
-def grounding_msg(store: Any, result: GroundingResult, header: Any, camera: str) -> Any:
-    """Return a kosmos_ros_interfaces/Grounding with the source header, as the node does."""
+NO_BOX_NOTE = 'the phrase has no box'
+
+
+def phrase_position(phrase: GroundedPhrase, lifted: Sequence[Lifted] | None
+                    ) -> tuple[tuple[float, float, float] | None, str]:
+    """Return the 3D centre of the phrase's best-scoring box that has 3D, or why there is none.
+
+    ``lifted`` holds one :class:`~kosmos_ros.depth.Lifted` per box of the phrase, or is None
+    when the camera has no depth (no position and no note, as without depth). Without a
+    position, the note is the reason of the best-scoring box.
+    """
+    if lifted is None:
+        return None, ''
+    if len(lifted) != len(phrase.boxes):
+        raise ValueError(f'phrase {phrase.text!r} has {len(phrase.boxes)} boxes but '
+                         f'{len(lifted)} lifted boxes')
+    if not phrase.boxes:
+        return None, NO_BOX_NOTE
+    ranked = sorted(zip(phrase.boxes, lifted), key=lambda pair: -pair[0].score)
+    for _, item in ranked:
+        if item.box is not None:
+            return tuple(float(v) for v in item.box.center), ''
+    return None, ranked[0][1].reason or 'no 3D for the box'
+
+
+def _check_lifted(result: GroundingResult, lifted: Sequence[Sequence[Lifted]] | None) -> None:
+    if lifted is not None and len(lifted) != len(result.phrases):
+        raise ValueError(f'{len(lifted)} lifted phrases for {len(result.phrases)} phrases')
+
+
+def grounding_msg(store: Any, result: GroundingResult, header: Any, camera: str,
+                  lifted: Sequence[Sequence[Lifted]] | None = None) -> Any:
+    """Return a kosmos_ros_interfaces/Grounding with the source header, as the node does.
+
+    ``lifted`` (per phrase, one :class:`~kosmos_ros.depth.Lifted` per box) fills each phrase's
+    ``has_position``/``position``/``position_note`` (see :func:`phrase_position`); without it
+    no phrase has a position and the notes are empty.
+    """
+    _check_lifted(result, lifted)
     phrase_type = _type(store, 'kosmos_ros_interfaces/msg/GroundedPhrase')
-    phrases = [phrase_type(text=phrase.text, start=int(phrase.start), end=int(phrase.end),
-                           boxes=[bbox_msg(store, b.pixels) for b in phrase.boxes],
-                           box_scores=np.array([b.score for b in phrase.boxes],
-                                               dtype=np.float32),
-                           score=float(phrase.score))
-               for phrase in result.phrases]
+    point_type = _type(store, 'geometry_msgs/msg/Point')
+    phrases = []
+    for index, phrase in enumerate(result.phrases):
+        position, note = phrase_position(phrase, None if lifted is None else lifted[index])
+        x, y, z = position or (0.0, 0.0, 0.0)
+        phrases.append(phrase_type(
+            text=phrase.text, start=int(phrase.start), end=int(phrase.end),
+            boxes=[bbox_msg(store, b.pixels) for b in phrase.boxes],
+            box_scores=np.array([b.score for b in phrase.boxes], dtype=np.float32),
+            score=float(phrase.score), has_position=position is not None,
+            position=point_type(x=x, y=y, z=z), position_note=note))
     width, height = (int(v) for v in result.image_size)
     return _type(store, GROUNDING)(
         header=header_msg(store, header), camera=camera, task=int(result.task),
@@ -174,4 +226,42 @@ def detections_msg(store: Any, result: GroundingResult, header: Any) -> Any:
                 header=header_msg(store, header), results=[hypothesis],
                 bbox=bbox_msg(store, box.pixels), id=f'{p_index}.{b_index}'))
     return _type(store, DETECTION_2D_ARRAY)(header=header_msg(store, header),
+                                            detections=detections)
+
+
+def detections_3d_msg(store: Any, result: GroundingResult,
+                      lifted: Sequence[Sequence[Lifted]], header: Any) -> Any:
+    """Return a vision_msgs/Detection3DArray: one Detection3D per box that has 3D.
+
+    As the node's: ``id`` = ``phrase.box`` index, ``class_id`` = phrase, ``score`` = box score,
+    ``bbox`` centre and size in metres in the camera's optical frame (orientation identity),
+    the hypothesis pose = the box centre, every header = the source image's header.
+    """
+    _check_lifted(result, lifted)
+    types = store.types
+    hypothesis_type = types['vision_msgs/msg/ObjectHypothesis']
+    with_pose_type = types['vision_msgs/msg/ObjectHypothesisWithPose']
+    detection_type = types['vision_msgs/msg/Detection3D']
+    detections = []
+    for p_index, (phrase, boxes) in enumerate(zip(result.phrases, lifted)):
+        if len(boxes) != len(phrase.boxes):
+            raise ValueError(f'phrase {phrase.text!r} has {len(phrase.boxes)} boxes but '
+                             f'{len(boxes)} lifted boxes')
+        for b_index, (box, item) in enumerate(zip(phrase.boxes, boxes)):
+            if item.box is None:
+                continue
+            bbox = types['vision_msgs/msg/BoundingBox3D'](
+                center=_pose(store, item.box.center),
+                size=types['geometry_msgs/msg/Vector3'](
+                    x=float(item.box.size[0]), y=float(item.box.size[1]),
+                    z=float(item.box.size[2])))
+            pose = types['geometry_msgs/msg/PoseWithCovariance'](
+                pose=_pose(store, item.box.center), covariance=np.zeros(36, dtype=np.float64))
+            hypothesis = with_pose_type(
+                hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
+                pose=pose)
+            detections.append(detection_type(header=header_msg(store, header),
+                                             results=[hypothesis], bbox=bbox,
+                                             id=f'{p_index}.{b_index}'))
+    return _type(store, DETECTION_3D_ARRAY)(header=header_msg(store, header),
                                             detections=detections)

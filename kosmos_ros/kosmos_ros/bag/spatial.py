@@ -1,0 +1,423 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Depth for ``ground_bag``: pair image topics with depth and camera_info, lift boxes to 3D.
+
+Each grounded frame's boxes are lifted with the depth image closest to it in stamp
+(:func:`kosmos_ros.depth.lift_box`, the node's lifting).
+
+Pairing (per image topic). Explicit topics win: one ``--depth-topic`` (and
+``--camera-info-topic``) serves every selected image topic (one camera); N of them pair with
+the N selected image topics in order. Otherwise it is automatic, by camera namespace: for the
+image topic's namespace ``NS`` (``/camera/image_raw`` and ``/camera/image_raw/compressed`` ->
+``/camera``), then its parent (``/camera/color`` -> ``/camera``), the depth topic is the first
+``sensor_msgs/Image`` topic of ``NS/aligned_depth_to_color/image_raw``,
+``NS/depth_registered/image_rect``, ``NS/depth_registered/image_raw``, ``NS/depth/image_rect``
+and ``NS/depth/image_raw`` in the bag; the camera_info topic is the first
+``sensor_msgs/CameraInfo`` topic of ``NS/camera_info`` (same namespaces, in the same order),
+then ``camera_info`` beside the depth topic (``/camera/depth/camera_info``). Automatic image
+topic selection leaves out topics with these depth names.
+
+The depth image must be registered to the colour image (same optical frame; ``16UC1`` in
+millimetres or ``32FC1`` in metres) and the images rectified, as :mod:`kosmos_ros.depth` says.
+
+Matching: a first pass over the depth topic indexes the header stamps (and bag times) of its
+messages; for each grounded frame the depth message closest in header stamp is looked up in
+that index and must lie within the tolerance; only then is that one message read back (a
+``start``/``stop`` window of the bag), so memory stays bounded however long the bag is. The
+camera_info in effect is the latest one stamped at or before the colour image (the first one
+when all are later). A frame without a match, or whose boxes have too few valid depth pixels,
+gets no 3D and a counted reason; nothing is made up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from kosmos_ros.bag import BagError
+from kosmos_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE
+from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.depth import (closest_by_stamp, depth_from_message, Intrinsics, lift_box,
+                              Lifted)
+from kosmos_ros.errors import ImageError
+
+# Registered depth topics in a camera namespace, most specific first.
+DEPTH_NAMES = ('aligned_depth_to_color/image_raw', 'depth_registered/image_rect',
+               'depth_registered/image_raw', 'depth/image_rect', 'depth/image_raw')
+CAMERA_INFO_NAME = 'camera_info'
+PAIRING_RULE = (
+    'Automatic pairing, by camera namespace NS of the image topic (/camera/image_raw -> '
+    '/camera), then its parent: depth = the first of NS/' + ', NS/'.join(DEPTH_NAMES)
+    + '; camera_info = NS/camera_info, else camera_info beside the depth topic.')
+
+
+@dataclass(frozen=True)
+class DepthOptions:
+    """How boxes are lifted: stamp tolerance (s) and the valid depth range (m)."""
+
+    tolerance: float = 0.05
+    min_depth: float = 0.1
+    max_depth: float = 10.0
+    inner_fraction: float = 0.5
+
+    def check(self) -> None:
+        """Raise BagError naming the first invalid value."""
+        if not self.tolerance >= 0:
+            raise BagError(f'depth tolerance must be 0 s or more; got {self.tolerance}')
+        if not 0 <= self.min_depth < self.max_depth:
+            raise BagError(f'depth range must satisfy 0 <= min < max; got {self.min_depth} '
+                           f'to {self.max_depth} m')
+        if not 0 < self.inner_fraction <= 1:
+            raise BagError(f'inner fraction must be in (0, 1]; got {self.inner_fraction}')
+
+
+@dataclass(frozen=True)
+class DepthPairing:
+    """The depth and camera_info topics of one image topic, or why there are none."""
+
+    image_topic: str
+    depth_topic: str | None = None
+    info_topic: str | None = None
+    automatic: bool = True
+    note: str = ''
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.depth_topic and self.info_topic)
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f'3D: off ({self.note})'
+        how = 'automatic' if self.automatic else 'given'
+        return f'3D: depth {self.depth_topic}, camera_info {self.info_topic} ({how})'
+
+
+def camera_namespaces(topic: str, msgtype: str) -> list[str]:
+    """Return the camera namespace of an image topic and its parent namespace, if any."""
+    name = topic.rstrip('/')
+    if msgtype == COMPRESSED_IMAGE and name.endswith('/compressed'):
+        name = name[:-len('/compressed')]
+    base = name.rsplit('/', 1)[0]
+    spaces = [base]
+    if base.count('/') > 1 or (base.count('/') == 1 and not base.startswith('/')):
+        spaces.append(base.rsplit('/', 1)[0])
+    return spaces
+
+
+def is_depth_name(topic: str) -> bool:
+    """Tell whether a topic's name is one of the depth names of the pairing rule."""
+    name = topic.rstrip('/')
+    return any(name == f'/{n}' or name.endswith(f'/{n}') for n in DEPTH_NAMES)
+
+
+def _find_depth(topics: dict[str, str], topic: str, msgtype: str) -> str | None:
+    for space in camera_namespaces(topic, msgtype):
+        for name in DEPTH_NAMES:
+            candidate = f'{space}/{name}'
+            if candidate != topic and topics.get(candidate) == IMAGE:
+                return candidate
+    return None
+
+
+def _find_info(topics: dict[str, str], topic: str, msgtype: str,
+               depth_topic: str | None) -> str | None:
+    spaces = camera_namespaces(topic, msgtype)
+    if depth_topic:
+        spaces += camera_namespaces(depth_topic, IMAGE)[:1]
+    for space in spaces:
+        candidate = f'{space}/{CAMERA_INFO_NAME}'
+        if topics.get(candidate) == CAMERA_INFO:
+            return candidate
+    return None
+
+
+def _explicit(names: Sequence[str], images: Sequence[tuple[str, str]], option: str,
+              topics: dict[str, str], msgtype: str) -> list[str | None]:
+    """Spread explicit topics over the image topics (one for all, or one each in order)."""
+    for name in names:
+        if name not in topics:
+            raise BagError(f'{option} {name} is not in the bag; its {msgtype} topics: '
+                           + (', '.join(sorted(t for t, m in topics.items() if m == msgtype))
+                              or 'none'))
+        if topics[name] != msgtype:
+            raise BagError(f'{option} {name} has type {topics[name]}, not {msgtype}')
+    if not names:
+        return [None] * len(images)
+    if len(names) == 1:
+        return [names[0]] * len(images)
+    if len(names) != len(images):
+        raise BagError(f'{option} given {len(names)} times for {len(images)} image topics '
+                       f'({", ".join(t for t, _ in images)}): give it once (one camera) or '
+                       'once per image topic, in the same order')
+    return list(names)
+
+
+def pair_depth_topics(topics: dict[str, str], images: Sequence[tuple[str, str]],
+                      depth_topics: Sequence[str] = (), info_topics: Sequence[str] = (),
+                      enabled: bool = True) -> dict[str, DepthPairing]:
+    """Return the pairing of every (image topic, msgtype) in ``images`` (see the module doc).
+
+    ``topics`` maps every topic of the bag to its msgtype. Raises BagError when an explicit
+    topic is missing, of the wrong type, given a wrong number of times, or lacks its partner.
+    """
+    if not enabled:
+        if depth_topics or info_topics:
+            raise BagError('depth is turned off, yet depth or camera_info topics were given')
+        return {t: DepthPairing(t, note='turned off') for t, _ in images}
+    depths = _explicit(depth_topics, images, '--depth-topic', topics, IMAGE)
+    infos = _explicit(info_topics, images, '--camera-info-topic', topics, CAMERA_INFO)
+    pairings = {}
+    for (topic, msgtype), depth, info in zip(images, depths, infos):
+        explicit = bool(depth or info)
+        depth = depth or _find_depth(topics, topic, msgtype)
+        info = info or _find_info(topics, topic, msgtype, depth)
+        spaces = ' or '.join(camera_namespaces(topic, msgtype))
+        if depth and info:
+            pairings[topic] = DepthPairing(topic, depth, info, automatic=not explicit)
+            continue
+        missing = 'depth image' if not depth else 'camera_info'
+        option = '--depth-topic' if not depth else '--camera-info-topic'
+        if explicit:
+            raise BagError(f'no {missing} topic for {topic} in {spaces}; name it with {option}')
+        note = f'no {missing} topic in {spaces}; {option} names one'
+        pairings[topic] = DepthPairing(topic, depth, info, note=note)
+    return pairings
+
+
+def header_stamp_ns(header: Any, bag_time_ns: int) -> int:
+    """Return a header's stamp in ns; the bag time when it is unstamped (0)."""
+    stamp = getattr(header, 'stamp', None)
+    if stamp is None:
+        return bag_time_ns
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec) or bag_time_ns
+
+
+def stamp_ns(msg: Any, bag_time_ns: int) -> int:
+    """Return a message's header stamp in ns; its bag time when it is unstamped (0)."""
+    return header_stamp_ns(getattr(msg, 'header', None), bag_time_ns)
+
+
+class DepthStream:
+    """The depth images of one topic: stamps indexed in one pass, images read on demand."""
+
+    def __init__(self, reader: Any, topic: str):
+        from rosbags.highlevel import AnyReaderError
+
+        self.reader = reader
+        self.topic = topic
+        self.connections = [c for c in reader.connections if c.topic == topic]
+        entries = []
+        self.unreadable = 0
+        self.frame_ids: Counter = Counter()
+        for conn, bag_time, raw in reader.messages(connections=self.connections):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except AnyReaderError:
+                self.unreadable += 1
+                continue
+            entries.append((stamp_ns(msg, bag_time), bag_time))
+            self.frame_ids[str(msg.header.frame_id)] += 1
+        entries.sort()
+        self.stamps = [s for s, _ in entries]
+        self.bag_times = [t for _, t in entries]
+        self._cached: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def closest(self, stamp: int, tolerance: float) -> tuple[int | None, str]:
+        """Return the index of the nearest depth image within ``tolerance``, or why none."""
+        if not self.stamps:
+            return None, f'no depth image on {self.topic}'
+        i = bisect_left(self.stamps, stamp)
+        # Stamps relative to the colour image's, so that float seconds lose no precision.
+        near = [((self.stamps[k] - stamp) * 1e-9, k) for k in (i - 1, i)
+                if 0 <= k < len(self.stamps)]
+        return closest_by_stamp(0.0, near, tolerance)
+
+    def depth(self, index: int) -> Any:
+        """Return the depth image ``index`` in metres (the last one is kept); ImageError."""
+        if self._cached is not None and self._cached[0] == index:
+            value = self._cached[1]
+        else:
+            value = self._read(index)
+            self._cached = (index, value)
+        if isinstance(value, ImageError):
+            raise value
+        return value
+
+    def _read(self, index: int) -> Any:
+        from rosbags.highlevel import AnyReaderError
+
+        stamp, bag_time = self.stamps[index], self.bag_times[index]
+        for conn, t, raw in self.reader.messages(connections=self.connections, start=bag_time,
+                                                 stop=bag_time + 1):
+            try:
+                msg = self.reader.deserialize(raw, conn.msgtype)
+            except AnyReaderError:
+                continue
+            if stamp_ns(msg, t) == stamp:
+                try:
+                    return depth_from_message(msg)
+                except ImageError as exc:
+                    return exc
+        return ImageError(f'depth image at bag time {bag_time} ns could not be read again')
+
+
+class CameraInfoTrack:
+    """The intrinsics of one camera_info topic over time (only their changes are kept)."""
+
+    def __init__(self, reader: Any, topic: str):
+        from rosbags.highlevel import AnyReaderError
+
+        self.topic = topic
+        changes: list[tuple[int, Intrinsics | None, str]] = []
+        connections = [c for c in reader.connections if c.topic == topic]
+        for conn, bag_time, raw in reader.messages(connections=connections):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except AnyReaderError as exc:
+                changes.append((bag_time, None, f'cannot deserialize {topic}: {exc}'))
+                continue
+            try:
+                intrinsics, reason = Intrinsics.from_camera_info(msg), ''
+            except ImageError as exc:
+                intrinsics, reason = None, f'{topic}: {exc}'
+            changes.append((stamp_ns(msg, bag_time), intrinsics, reason))
+        changes.sort(key=lambda c: c[0])
+        self.changes = [c for i, c in enumerate(changes) if i == 0 or c[1:] != changes[i - 1][1:]]
+        self._stamps = [c[0] for c in self.changes]
+
+    def at(self, stamp: int) -> tuple[Intrinsics | None, str]:
+        """Return the intrinsics in effect at ``stamp`` (ns), or why there are none."""
+        if not self.changes:
+            return None, f'no camera_info on {self.topic}'
+        i = bisect_left(self._stamps, stamp + 1) - 1
+        _, intrinsics, reason = self.changes[max(i, 0)]
+        return intrinsics, reason
+
+
+@dataclass
+class DepthStats:
+    """Per image topic: frames and boxes with 3D, and why others have none."""
+
+    frames_3d: int = 0
+    boxes_3d: int = 0
+    boxes_without: int = 0
+    without: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def frames_without(self) -> int:
+        return sum(self.without.values())
+
+    def lines(self) -> list[str]:
+        out = [f'  frames: {self.frames_3d} with 3D, {self.frames_without} without; boxes: '
+               f'{self.boxes_3d} with 3D, {self.boxes_without} without']
+        out += [f'  no 3D {count}x: {reason}' for reason, count in self.without.most_common()]
+        out += [f'  warning: {warning}' for warning in self.warnings]
+        return out
+
+
+@dataclass(frozen=True)
+class FrameLift:
+    """The 3D of one frame's boxes (per phrase, per box) and, when it has none, why."""
+
+    lifted: tuple[tuple[Lifted, ...], ...]
+    reason: str = ''
+
+
+class Lifter:
+    """Lift the boxes of grounded frames of one image topic with its depth and camera_info."""
+
+    def __init__(self, pairing: DepthPairing, depth: DepthStream, info: CameraInfoTrack,
+                 options: DepthOptions, stats: DepthStats | None = None):
+        self.pairing = pairing
+        self.depth = depth
+        self.info = info
+        self.options = options
+        self.stats = stats if stats is not None else DepthStats()
+        self.frame_warning = ''
+        self._frames_checked = False
+
+    def _check_frame(self, frame_id: str) -> None:
+        """Note once when the depth images are in another frame than the colour images."""
+        if self._frames_checked or not frame_id:
+            return
+        self._frames_checked = True
+        others = sorted(f for f in self.depth.frame_ids if f != frame_id)
+        if others:
+            self.frame_warning = (f'depth frame_id {others[0]!r} differs from the colour '
+                                  f'frame_id {frame_id!r}: is {self.depth.topic} registered '
+                                  'to the colour image?')
+            self.stats.warnings.append(self.frame_warning)
+
+    def lift(self, result: GroundingResult, stamp: int, frame_id: str = '') -> FrameLift:
+        """Return the 3D of every box of ``result`` (a frame stamped ``stamp`` ns)."""
+        self._check_frame(frame_id)
+        o = self.options
+        boxes = sum(len(p.boxes) for p in result.phrases)
+        depth, intrinsics, note, counted = self._frame(result, stamp)
+        if depth is None:
+            lifted = tuple((Lifted(None, note),) * len(p.boxes) for p in result.phrases)
+            self.stats.without[counted] += 1
+            self.stats.boxes_without += boxes
+            return FrameLift(lifted, note)
+        lifted = tuple(tuple(lift_box(b.pixels, depth, intrinsics, result.image_size,
+                                      o.min_depth, o.max_depth, o.inner_fraction)
+                             for b in p.boxes) for p in result.phrases)
+        good = sum(1 for p in lifted for b in p if b.box is not None)
+        self.stats.boxes_3d += good
+        self.stats.boxes_without += boxes - good
+        if good:
+            self.stats.frames_3d += 1
+            return FrameLift(lifted)
+        reason = (f'too few valid depth pixels in every box (zero, NaN or outside '
+                  f'{o.min_depth:g} to {o.max_depth:g} m)')
+        self.stats.without[reason] += 1
+        return FrameLift(lifted, reason)
+
+    def _frame(self, result: GroundingResult, stamp: int) -> tuple[Any, Any, str, str]:
+        """Return (depth in metres, intrinsics, '', ''), or (None, None, note, counted reason).
+
+        The note is the exact reason (it goes into the phrases' ``position_note``); the
+        counted reason groups frames in the summary (stamp gaps without their milliseconds).
+        """
+        if not any(p.boxes for p in result.phrases):
+            return None, None, 'no box to lift', 'no box to lift'
+        index, reason = self.depth.closest(stamp, self.options.tolerance)
+        if index is None:
+            counted = (f'no depth image within {self.options.tolerance * 1e3:g} ms of the '
+                       'colour image' if self.depth.stamps else reason)
+            return None, None, reason, counted
+        intrinsics, reason = self.info.at(stamp)
+        if intrinsics is None:
+            return None, None, reason, reason
+        try:
+            return self.depth.depth(index), intrinsics, '', ''
+        except ImageError as exc:
+            return None, None, f'depth image: {exc}', f'depth image: {exc}'
+
+
+def make_lifters(reader: Any, pairings: dict[str, DepthPairing], options: DepthOptions,
+                 stats: dict[str, DepthStats] | None = None) -> dict[str, Lifter]:
+    """Index the depth and camera_info topics of the enabled pairings (one pass each).
+
+    ``stats`` (per image topic) receives the counts of each lifter when given.
+    """
+    streams: dict[str, DepthStream] = {}
+    tracks: dict[str, CameraInfoTrack] = {}
+    lifters = {}
+    for topic, pairing in pairings.items():
+        if not pairing.enabled:
+            continue
+        if pairing.depth_topic not in streams:
+            streams[pairing.depth_topic] = DepthStream(reader, pairing.depth_topic)
+        if pairing.info_topic not in tracks:
+            tracks[pairing.info_topic] = CameraInfoTrack(reader, pairing.info_topic)
+        lifters[topic] = Lifter(pairing, streams[pairing.depth_topic],
+                                tracks[pairing.info_topic], options,
+                                None if stats is None else stats.get(topic))
+    return lifters

@@ -6,7 +6,8 @@ Messages are duck-typed: ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage
 and from ``rosbags`` go through the same functions. 8-bit RGB, BGR, RGBA, BGRA and mono images
 become zero-copy views of the message buffer (rows padded by ``step`` included); other
 encodings (16-bit, Bayer, YUV 4:2:2) are converted to RGB by ``rosbags-image``; JPEG and PNG
-payloads are decoded by OpenCV. Colour order is resolved after resizing, where it is cheap.
+payloads are decoded by OpenCV, once the size their header declares is within the pixel limit
+(a small payload can declare a huge image). Colour order is resolved after resizing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 _JPEG_SOI = b'\xff\xd8'
 _JPEG_EOI = b'\xff\xd9'
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (SOF0 to SOF15 but DHT, JPG and DAC), which hold the image size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,36 @@ def frame_from_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Frame:
     return Frame(np.asarray(rgb, dtype=np.uint8).reshape(height, width, 3), 'rgb')
 
 
+def declared_size(data: np.ndarray) -> tuple[int, int] | None:
+    """Return (width, height) as a PNG or JPEG header declares it; None if not found."""
+    if data[:8].tobytes() == _PNG_SIGNATURE:
+        head = data[8:24].tobytes()
+        if len(head) == 16 and head[4:8] == b'IHDR':
+            return int.from_bytes(head[8:12], 'big'), int.from_bytes(head[12:16], 'big')
+        return None
+    pos, size = 2, int(data.size)
+    while pos + 4 <= size:  # JPEG: walk the marker segments up to the first frame header
+        if data[pos] != 0xFF:
+            return None
+        marker = int(data[pos + 1])
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 9 > size:
+                return None
+            height = int(data[pos + 5]) << 8 | int(data[pos + 6])
+            width = int(data[pos + 7]) << 8 | int(data[pos + 8])
+            return width, height
+        pos += 2 + (int(data[pos + 2]) << 8 | int(data[pos + 3]))
+    return None
+
+
 def frame_from_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Frame:
     """Decode a ``sensor_msgs/CompressedImage`` holding a JPEG or PNG payload."""
     import cv2
@@ -156,6 +189,9 @@ def frame_from_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Fra
             raise ImageError(f'truncated JPEG: no end-of-image marker in {data.size} bytes')
     elif not head.startswith(_PNG_SIGNATURE):
         raise ImageError(f'compressed image (format {msg.format!r}) is neither JPEG nor PNG')
+    declared = declared_size(data)
+    if declared is not None and declared[0] * declared[1] > max_pixels:
+        _check_size(*declared, max_pixels)  # refused before decoding allocates it
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     try:
         bgr = cv2.imdecode(data, flags)

@@ -10,9 +10,13 @@ Neutralisation rule (user text of FIND and QUESTION queries, and the continuous 
 - control characters (NUL, escape, ...) become spaces; tabs and newlines are kept;
 - text that is not valid Unicode (lone surrogates, e.g. from undecodable bytes) is refused.
 
-Only RAW queries pass control tokens through, by definition. Square brackets in a QUESTION mark
-the phrases that regions bind to: ``What is [this object]?`` with one region becomes
-``What is<phrase> this object</phrase><object>...</object>?``.
+Only RAW queries pass control tokens through, by definition: the grounding tags and patch
+indices. The tokens that delimit the image and the sequence (``<image>``, ``</image>``, ``<s>``,
+``</s>``, ``<pad>``, ``<unk>``, ``<mask>``) are placed by the node alone; a RAW prompt holding
+one is refused.
+
+Square brackets in a QUESTION mark the phrases that regions bind to: ``What is [this object]?``
+with one region becomes ``What is<phrase> this object</phrase><object>...</object>?``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ TEMPLATES = {
 _PHRASE_RE = re.compile(r'<phrase>.+?</phrase>')
 _BRACKET_RE = re.compile(r'\s*\[([^\[\]]*)\]')
 _NEUTRAL = str.maketrans({'<': '\u2039', '>': '\u203a'})
+# Tokens of the sequence structure (image block, sequence and special tokens): never user text.
+STRUCTURE_TOKENS = ('<image>', '</image>', '<s>', '</s>', '<pad>', '<unk>', '<mask>')
 
 
 def neutralize(text: str) -> str:
@@ -156,5 +162,9 @@ def build_prompt(query: Query, width: int, height: int) -> str:
         query.prompt.encode('utf-8')
     except UnicodeEncodeError:
         raise PromptError('prompt is not valid Unicode text; send UTF-8') from None
+    for token in STRUCTURE_TOKENS:
+        if token in query.prompt:
+            raise PromptError(f'raw prompt holds {token!r}, which is placed by the node (the '
+                              'image block and sequence tokens are not part of a prompt)')
     spans = [m.span() for m in _PHRASE_RE.finditer(query.prompt)]
     return _bind_regions(query.prompt, spans, regions, width, height, '<phrase> spans')

@@ -14,6 +14,7 @@ coroutines that await the worker's answer, so no executor thread waits for infer
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -27,9 +28,10 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
@@ -38,8 +40,8 @@ from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.decoding import InferenceCancelled
 from kosmos_ros.drawing import annotate
 from kosmos_ros.engine import EngineOptions, GroundingEngine
-from kosmos_ros.errors import (InferenceError, KosmosError, ModelLoadError, OutOfMemoryError,
-                               PromptError)
+from kosmos_ros.errors import (ImageError, InferenceError, KosmosError, ModelLoadError,
+                               OutOfMemoryError, PromptError, RegionError)
 from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
 from kosmos_ros.loading import ModelOptions
 from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
@@ -50,6 +52,17 @@ from kosmos_ros.node.worker import ContinuousSettings, InferenceWorker, QueryJob
 from kosmos_ros.prompts import build_prompt
 
 NODE_NAME = 'kosmos_grounding'
+CAMERA_LOG_PERIOD = 5.0  # seconds between two log lines of one camera's same kind of error
+# Requests wait in DDS until an executor thread takes them. The services' default (keep last
+# 10) drops requests when more callers than that arrive at once, and a dropped request is never
+# answered; keep all queues every one (memory grows with what the callers send).
+QUERY_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+# Publishers and subscriptions made and destroyed by transitions get no QoS event handlers:
+# rclpy's executor (executors.py, _wait_for_ready_callbacks) may still add an event handler
+# destroyed a moment before to its wait set, and then stops spinning with InvalidHandle.
+NO_PUB_EVENTS = dict(event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+NO_SUB_EVENTS = dict(event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
 
 
 def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -92,6 +105,7 @@ class GroundingNode(LifecycleNode):
         self._stale_queries = 0
         self._last_diag_counts: dict[str, dict[str, int]] = {}
         self._last_diag_time = time.monotonic()
+        self._camera_logged: dict[tuple[str, str], float] = {}
         for name, spec in SPECS.items():
             self.declare_parameter(name, spec.default, _descriptor(name, spec))
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -99,13 +113,14 @@ class GroundingNode(LifecycleNode):
         self._images_group = ReentrantCallbackGroup()
         self._queries_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(Ground, '~/ground', self._on_service,
+        self.create_service(Ground, '~/ground', self._on_service, qos_profile=QUERY_QOS,
                             callback_group=self._queries_group)
         self._action = ActionServer(
             self, GroundAction, '~/ground', execute_callback=self._on_action,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
-            callback_group=self._queries_group)
+            callback_group=self._queries_group, goal_service_qos_profile=QUERY_QOS,
+            result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
                                              self._publish_diagnostics,
@@ -148,19 +163,36 @@ class GroundingNode(LifecycleNode):
             problem = check_value(name, spec, value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-        if {'task', 'prompt', 'rate_hz'} & changes.keys() and self._params is not None:
-            task = changes.get('task', self.get_parameter('task').value)
-            prompt = changes.get('prompt', self.get_parameter('prompt').value)
-            rate = changes.get('rate_hz', self.get_parameter('rate_hz').value)
-            if rate > 0:
+        watched = {'task', 'prompt', 'rate_hz', 'max_prompt_tokens'}
+        if watched & changes.keys() and self._params is not None:
+            current = {k: changes.get(k, self.get_parameter(k).value) for k in watched}
+            if current['rate_hz'] > 0:
                 try:
-                    build_prompt(Query(Task.parse(task), prompt), 640, 480)
-                except (PromptError, ValueError) as exc:
-                    return SetParametersResult(successful=False,
-                                               reason=f'continuous task {task!r}: {exc}')
+                    self._check_continuous(current['task'], current['prompt'],
+                                           current['max_prompt_tokens'])
+                except (PromptError, RegionError, ValueError) as exc:
+                    return SetParametersResult(
+                        successful=False, reason=f'continuous task {current["task"]!r}: {exc}')
         return SetParametersResult(successful=True)
 
+    def _check_continuous(self, task: str, prompt: str, max_prompt_tokens: int) -> Query:
+        """Return the continuous query, or raise PromptError/ValueError with the reason.
+
+        With a model loaded, the engine's own checks run (token limit included), on a copy of
+        the engine so that its prompt cache stays the worker's alone.
+        """
+        query = Query(Task.parse(task), prompt)
+        if self._engine is None:
+            build_prompt(query, 640, 480)
+        else:
+            self._engine.with_options(max_prompt_tokens=int(max_prompt_tokens)).prepare(
+                query, 640, 480)
+        return query
+
     def _apply_parameters(self, params: list[Any]) -> None:
+        for p in params:
+            if p.name == 'diagnostics_period':
+                self._diag_timer.timer_period_ns = int(p.value * 1e9)
         if self._params is None:
             return
         values = dict(self._params.values)
@@ -183,10 +215,9 @@ class GroundingNode(LifecycleNode):
 
     def _continuous_settings(self) -> ContinuousSettings:
         p = self._params
-        query = Query(p.task_enum, p.prompt)
         try:
-            build_prompt(query, 640, 480)
-        except PromptError as exc:
+            query = self._check_continuous(p.task, p.prompt, p.max_prompt_tokens)
+        except (PromptError, RegionError, ValueError) as exc:
             if p.rate_hz > 0:
                 self.get_logger().error(f'continuous grounding is off: {exc}')
             query = None
@@ -217,11 +248,11 @@ class GroundingNode(LifecycleNode):
         for cam in p.cameras:
             self._outputs[cam.name] = {
                 'detections': self.create_lifecycle_publisher(
-                    Detection2DArray, f'{cam.name}/detections', 10),
+                    Detection2DArray, f'{cam.name}/detections', 10, **NO_PUB_EVENTS),
                 'grounding': self.create_lifecycle_publisher(
-                    Grounding, f'{cam.name}/grounding', 10),
+                    Grounding, f'{cam.name}/grounding', 10, **NO_PUB_EVENTS),
                 'debug_image': self.create_lifecycle_publisher(
-                    Image, f'{cam.name}/debug_image', 1),
+                    Image, f'{cam.name}/debug_image', 1, **NO_PUB_EVENTS),
             }
         self._worker = InferenceWorker(self._engine, [c.name for c in p.cameras],
                                        self._on_continuous_result, self._on_camera_error,
@@ -240,7 +271,7 @@ class GroundingNode(LifecycleNode):
             self._image_subs.append(self.create_subscription(
                 msg_type, cam.subscribed_topic,
                 lambda msg, name=cam.name: self._on_image(name, msg), qos,
-                callback_group=self._images_group))
+                callback_group=self._images_group, **NO_SUB_EVENTS))
             self.get_logger().info(f'camera {cam.name}: {cam.transport} images on '
                                    f'{self.resolve_topic_name(cam.subscribed_topic)}')
         self._worker.set_paused(False)
@@ -297,11 +328,11 @@ class GroundingNode(LifecycleNode):
     def _on_image(self, camera: str, msg: Any) -> None:
         encoding = getattr(msg, 'encoding', None)
         if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
-            self.get_logger().warning(
-                f'camera {camera}: refusing images of unsupported encoding {encoding!r} '
-                f'(supported: {", ".join(SUPPORTED_ENCODINGS)})', throttle_duration_sec=5.0)
+            self._on_camera_error(camera, ImageError(
+                f'refusing images of unsupported encoding {encoding!r} (supported: '
+                f'{", ".join(SUPPORTED_ENCODINGS)})'))
             if self._worker is not None:
-                self._worker.count_refused(camera)
+                self._worker.count_refused(camera, f'unsupported image encoding {encoding!r}')
             return
         stamp = msg.header.stamp
         seconds = stamp.sec + stamp.nanosec * 1e-9
@@ -311,8 +342,22 @@ class GroundingNode(LifecycleNode):
         if worker is not None:
             worker.offer_frame(camera, msg, seconds)
 
-    def _on_camera_error(self, camera: str, reason: str) -> None:
-        self.get_logger().warning(f'camera {camera}: {reason}', throttle_duration_sec=5.0)
+    def _on_camera_error(self, camera: str, error: Exception) -> None:
+        """Log a continuous-grounding failure: at most one line per camera and kind per period.
+
+        Model failures (out of memory included) are errors; bad frames are warnings.
+        """
+        kind = type(error).__name__
+        now = time.monotonic()
+        if now - self._camera_logged.get((camera, kind), -math.inf) < CAMERA_LOG_PERIOD:
+            return
+        self._camera_logged[(camera, kind)] = now
+        if isinstance(error, InferenceError):
+            self.get_logger().error(f'camera {camera}: {error}')
+        elif isinstance(error, KosmosError):
+            self.get_logger().warning(f'camera {camera}: {error}')
+        else:
+            self.get_logger().error(f'camera {camera}: internal error: {kind}: {error}')
 
     def _on_continuous_result(self, camera: str, msg: Any, result: GroundingResult,
                               frame: Frame, latency: float) -> None:
@@ -333,9 +378,13 @@ class GroundingNode(LifecycleNode):
         response.message = message
         return response
 
-    def _check_request(self, request: Any) -> tuple[Query, str, Any, bool]:
-        """Validate what can be checked without the model; raise ValueError with the reason."""
-        if self._state != 'active' or self._worker is None:
+    def _check_request(self, request: Any) -> tuple[Query, str, Any, bool, InferenceWorker]:
+        """Validate what can be checked without the model; raise ValueError with the reason.
+
+        The worker and parameters are read once: a cleanup in another thread may drop them.
+        """
+        worker, params = self._worker, self._params
+        if self._state != 'active' or worker is None or params is None:
             raise ValueError(f'node is not active (state: {self._state}); activate it first')
         try:
             task = Task(int(request.task))
@@ -348,28 +397,28 @@ class GroundingNode(LifecycleNode):
         has_image = request.image.width > 0 or request.image.height > 0 or \
             len(request.image.data) > 0
         if has_image:
-            return query, request.camera, request.image, False
-        cameras = [c.name for c in self._params.cameras]
+            return query, request.camera, request.image, False, worker
+        cameras = [c.name for c in params.cameras]
         camera = request.camera or cameras[0]
         if camera not in cameras:
             raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(cameras)}')
-        msg, stamp = self._worker.latest(camera)
+        msg, stamp = worker.latest(camera)
         if msg is None:
-            topic = next(c.subscribed_topic for c in self._params.cameras if c.name == camera)
+            topic = next(c.subscribed_topic for c in params.cameras if c.name == camera)
             raise ValueError(f'no frame received yet from camera {camera!r} (topic '
                              f'{self.resolve_topic_name(topic)})')
-        max_age = float(self._params.max_frame_age)
+        max_age = float(params.max_frame_age)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp
         if max_age > 0 and age > max_age:
             self._stale_queries += 1
             raise ValueError(f'newest frame of camera {camera!r} is {age:.2f} s old '
                              f'(max_frame_age {max_age:g} s)')
-        return query, camera, msg, True
+        return query, camera, msg, True, worker
 
     async def _answer(self, request: Any, on_stage=None, cancelled=lambda: False):
         """Run one request on the worker; return (result, error message, header, camera)."""
         try:
-            query, camera, msg, from_camera = self._check_request(request)
+            query, camera, msg, from_camera, worker = self._check_request(request)
         except (ValueError, KosmosError) as exc:
             return None, str(exc), None, ''
         future = Future(executor=self.executor)
@@ -379,8 +428,7 @@ class GroundingNode(LifecycleNode):
             if not future.done():
                 future.set_result((result, error))
 
-        self._worker.submit(QueryJob(query, camera, msg, done, cancelled, on_stage,
-                                     from_camera))
+        worker.submit(QueryJob(query, camera, msg, done, cancelled, on_stage, from_camera))
         result, error = await future
         if error is not None:
             return None, self._describe_error(error), msg.header, camera
@@ -492,6 +540,7 @@ class GroundingNode(LifecycleNode):
                     'dropped superseded': str(stats['superseded']),
                     'skipped by rate limit': str(stats['throttled']),
                     'errors': str(stats['errors']),
+                    'last error': stats['last_error'] or 'none',
                     'last result age s': 'never' if last is None else f'{now - last:.2f}',
                 }.items()]
                 self._last_diag_counts[cam] = {k: stats[k] for k in ('frames_in', 'inferences')}

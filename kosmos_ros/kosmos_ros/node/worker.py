@@ -4,9 +4,10 @@
 
 Image callbacks only store the newest message of their camera (a frame not yet taken is
 replaced, never queued) and wake the worker when the camera is due. Queries queue with a
-completion callback. Each cycle the worker takes every pending query (up to the batch size)
-and the newest frame of each due camera, converts those frames (only now), runs the vision
-encoder once per distinct frame and decodes all queries together.
+completion callback. Each cycle the worker takes the newest frame of each due camera and the
+pending queries, up to the batch size (when both wait, the cameras leave at least one place to
+the queries, so that neither starves the other), converts those frames (only now), runs the
+vision encoder once per distinct frame and decodes all queries together.
 
 A camera is due when continuous grounding is on and its newest frame is at least
 ``1 / rate_hz`` seconds of message time after the frame it last grounded (or time went
@@ -24,8 +25,11 @@ from typing import Any, Callable
 from kosmos_ros.datatypes import GroundingResult, Query
 from kosmos_ros.decoding import InferenceCancelled
 from kosmos_ros.engine import EncodedImage, GroundingEngine
-from kosmos_ros.errors import ImageError, KosmosError
+from kosmos_ros.errors import ImageError, KosmosError, OutOfMemoryError
 from kosmos_ros.images import Frame, frame_from_message
+
+
+UNLOADING = 'the model is being unloaded (cleanup or shutdown); retry once the node is active'
 
 
 def stamp_seconds(msg: Any) -> float:
@@ -34,7 +38,7 @@ def stamp_seconds(msg: Any) -> float:
 
 
 def rate_allows(stamp: float, last_grounded: float | None, rate_hz: float) -> bool:
-    """Message-time throttle: may a frame stamped ``stamp`` be grounded now?
+    """Tell whether a frame stamped ``stamp`` may be grounded now (message-time throttle).
 
     True for the first frame, after time went backwards (a looping bag), or once
     ``1 / rate_hz`` seconds of message time have passed since the last grounded frame.
@@ -70,6 +74,7 @@ class CameraState:
     throttled: int = 0
     inferences: int = 0
     errors: int = 0
+    last_error: str = ''
     last_result_wall: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
     encoded_msg: Any = None
@@ -90,7 +95,7 @@ class QueryJob:
 
 
 ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float], None]
-ErrorCallback = Callable[[str, str], None]
+ErrorCallback = Callable[[str, Exception], None]
 
 
 class InferenceWorker:
@@ -110,6 +115,7 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._paused = True
         self._busy = False
+        self._camera_went_last = False  # with a batch of one, cameras and queries alternate
         self.cycles = 0
         self._thread = threading.Thread(target=self._loop, name='kosmos_inference',
                                         daemon=True)
@@ -125,6 +131,7 @@ class InferenceWorker:
     def set_engine(self, engine: GroundingEngine) -> None:
         with self._lock:
             self.engine = engine
+            self._max_pixels = engine.options.max_pixels
 
     def set_paused(self, paused: bool) -> None:
         """Paused: no continuous grounding (queries are refused by the node meanwhile)."""
@@ -148,17 +155,18 @@ class InferenceWorker:
             if self._due(state):
                 self._lock.notify()
 
-    def count_refused(self, camera: str) -> None:
+    def count_refused(self, camera: str, reason: str) -> None:
         """Count a frame the node refused before offering it (e.g. its encoding)."""
         with self._lock:
             self.cameras[camera].errors += 1
+            self.cameras[camera].last_error = reason
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Copy the counters of every camera (for diagnostics)."""
         with self._lock:
             return {name: {
                 'frames_in': s.frames_in, 'superseded': s.superseded, 'throttled': s.throttled,
-                'inferences': s.inferences, 'errors': s.errors,
+                'inferences': s.inferences, 'errors': s.errors, 'last_error': s.last_error,
                 'last_received_wall': s.last_received_wall,
                 'last_result_wall': s.last_result_wall, 'latencies': list(s.latencies),
             } for name, s in self.cameras.items()}
@@ -170,9 +178,14 @@ class InferenceWorker:
             return state.latest, state.latest_stamp
 
     def submit(self, job: QueryJob) -> None:
+        """Queue a query; once the worker is stopped, answer it at once with the reason."""
         with self._lock:
-            self._jobs.append(job)
-            self._lock.notify()
+            stopped = self._stop.is_set()
+            if not stopped:
+                self._jobs.append(job)
+                self._lock.notify()
+        if stopped:
+            job.done(None, InferenceCancelled(UNLOADING), None)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread (cancelling a running generation); True if it ended in time."""
@@ -181,7 +194,7 @@ class InferenceWorker:
             self._lock.notify_all()
         self._thread.join(timeout)
         alive = self._thread.is_alive()
-        self._fail_pending(RuntimeError('the node is shutting down'))
+        self._fail_pending(InferenceCancelled(UNLOADING))
         return not alive
 
     @property
@@ -212,9 +225,15 @@ class InferenceWorker:
             if self._stop.is_set():
                 return [], [], None
             size = max(1, self.engine.options.max_batch_size)
-            jobs = [self._jobs.popleft() for _ in range(min(size, len(self._jobs)))]
+            if due and self._jobs:
+                places = min(len(due), size - 1) if size > 1 else int(not self._camera_went_last)
+            else:
+                places = min(len(due), size)
+            self._camera_went_last = places > 0
+            due.sort(key=lambda s: s.last_result_wall or 0.0)  # longest waiting first
+            jobs = [self._jobs.popleft() for _ in range(min(size - places, len(self._jobs)))]
             frames = []
-            for state in due[:max(0, size - len(jobs))]:
+            for state in due[:places]:
                 frames.append((state.name, state.latest))
                 state.latest_taken = True
                 state.last_grounded_stamp = state.latest_stamp
@@ -229,10 +248,12 @@ class InferenceWorker:
             try:
                 self._cycle(jobs, frames, continuous)
             except Exception as exc:  # keep serving: report to every waiting caller
+                if isinstance(exc, OutOfMemoryError):
+                    self._drop_cached_features()
                 for job in jobs:
                     job.done(None, exc, None)
                 for camera, _ in frames:
-                    self._count_error(camera, f'inference failed: {exc}')
+                    self._count_error(camera, exc)
             finally:
                 self._busy = False
                 self.cycles += 1
@@ -276,7 +297,7 @@ class InferenceWorker:
                 frame = self._frame(msg, converted)
                 engine.prepare(continuous, frame.width, frame.height)
             except KosmosError as exc:
-                self._count_error(camera, str(exc))
+                self._count_error(camera, exc)
                 continue
             to_encode[id(msg)] = frame
             owners.append(('camera', camera, frame, msg))
@@ -302,11 +323,15 @@ class InferenceWorker:
         try:
             results = engine.run(pairs, should_stop=should_stop)
         except (KosmosError, InferenceCancelled) as exc:
+            if isinstance(exc, InferenceCancelled) and self._stop.is_set():
+                exc = InferenceCancelled(UNLOADING)
+            if isinstance(exc, OutOfMemoryError):
+                self._drop_cached_features()
             for owner in owners:
                 if owner[0] == 'job':
                     owner[1].done(None, exc, None)
                 else:
-                    self._count_error(owner[1], str(exc))
+                    self._count_error(owner[1], exc)
             return
         for owner, result in zip(owners, results):
             if owner[0] == 'job':
@@ -348,11 +373,18 @@ class InferenceWorker:
                     self.cameras[cam].encoded = enc
         return encoded
 
-    def _count_error(self, camera: str, reason: str) -> None:
+    def _count_error(self, camera: str, error: Exception) -> None:
         with self._lock:
             if camera in self.cameras:
                 self.cameras[camera].errors += 1
-        self._on_error(camera, reason)
+                self.cameras[camera].last_error = str(error)
+        self._on_error(camera, error)
+
+    def _drop_cached_features(self) -> None:
+        """After an out-of-memory error: free the vision features kept for reuse."""
+        with self._lock:
+            for state in self.cameras.values():
+                state.encoded_msg, state.encoded = None, None
 
     def _fail_pending(self, exc: Exception) -> None:
         with self._lock:

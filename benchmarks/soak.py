@@ -41,7 +41,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 CAMERAS = ('left', 'right')
 NAMESPACE = '/soak'
-COUNTERS = {'frames in': 'frames_in', 'inferences': 'inferences',
+COUNTERS = {'frames taken': 'frames_in', 'frames published': 'published',
+            'inferences': 'inferences',
             'dropped superseded': 'superseded', 'skipped by rate limit': 'throttled',
             'errors': 'errors', 'last error': 'last_error'}
 
@@ -184,8 +185,9 @@ class Driver:
         out = {key: 0 for key in COUNTERS.values() if key != 'last_error'}
         for values in counters.values():
             for label, key in COUNTERS.items():
-                if key != 'last_error':
-                    out[key] += int(values.get(label, 0))
+                value = str(values.get(label, 0))
+                if key != 'last_error' and value.isdigit():
+                    out[key] += int(value)
         out['per_camera'] = counters
         return out
 
@@ -299,9 +301,9 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool]:
         f'max_new_tokens {args.tokens}, {"tiny random model" if not args.model else model} '
         f'on {args.device}; node in its own process (kosmos_ros.node.main)',
         f'publishing took           {publish_s:.1f} s ({args.frames / publish_s:.0f} frames/s)',
-        f'frames in (node)          {totals["frames_in"]} of {args.frames} sent '
-        f'({args.frames - totals["frames_in"]} dropped by DDS before the node: best effort, '
-        'depth 1)',
+        f'frames taken (node)       {totals["frames_in"]} of {args.frames} sent, '
+        f'{totals.get("published", "?")} seen published (the node takes frames from DDS only '
+        'when it grounds or answers; the rest are replaced in DDS: best effort, depth 1)',
         f'inferences                {totals["inferences"]} ('
         + ', '.join(f'{c} {per_camera.get(c, {}).get("inferences", "?")}' for c in CAMERAS)
         + ')',

@@ -180,7 +180,7 @@ def test_service_answers_every_task(harness, photos):
     image = photos['chelsea']
     msg = h.image(image)
     h.raw_pub.publish(msg)
-    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    assert wait_for(lambda: h.node._worker.take_latest('front')[0] is not None)
     region = BoundingBox2D()
     region.center.position.x, region.center.position.y = 150.0, 150.0
     region.size_x, region.size_y = 200.0, 200.0
@@ -222,7 +222,7 @@ def test_service_errors_are_precise(harness, photos):
     before = h.call(task=Ground.Request.CAPTION)
     assert not before.success and 'no frame received yet from camera' in before.message
     h.raw_pub.publish(h.image(photos['coffee']))
-    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    assert wait_for(lambda: h.node._worker.take_latest('front')[0] is not None)
     old = h.image(photos['coffee'], offset=-100.0)
     cases = [
         (dict(task=Ground.Request.CAPTION, camera='left'), "unknown camera 'left'"),
@@ -249,7 +249,8 @@ def test_service_errors_are_precise(harness, photos):
         assert not response.success and message in response.message, (fields, response.message)
     h.node.set_parameters([Parameter('max_frame_age', value=1.0)])
     h.raw_pub.publish(old)
-    assert wait_for(lambda: h.node._worker.latest('front')[0].header.stamp == old.header.stamp)
+    worker = h.node._worker
+    assert wait_for(lambda: worker.take_latest('front')[0].header.stamp == old.header.stamp)
     stale = h.call(task=Ground.Request.CAPTION)
     assert not stale.success and 'old (max_frame_age 1 s)' in stale.message
     assert h.call(task=Ground.Request.CAPTION, image=h.image(photos['coffee'])).success
@@ -259,7 +260,7 @@ def test_action_feedback_result_and_cancel(harness, photos):
     h = harness
     assert h.action.wait_for_server(timeout_sec=10.0)
     h.raw_pub.publish(h.image(photos['astronaut']))
-    assert wait_for(lambda: h.node._worker.latest('front')[0] is not None)
+    assert wait_for(lambda: h.node._worker.take_latest('front')[0] is not None)
     feedback = []
     goal = GroundAction.Goal(task=GroundAction.Goal.FIND, prompt='the astronaut',
                              max_new_tokens=12)
@@ -313,27 +314,35 @@ def test_message_time_throttle_uses_newest_frames(harness, photos):
 
 
 @pytest.mark.parametrize('harness', [dict(rate_hz=0.0, max_new_tokens=400)], indirect=True)
-def test_image_callbacks_are_not_blocked_by_inference(harness, photos):
+def test_nothing_waits_for_inference_and_the_newest_frame_wins(harness, photos):
+    """During a long inference the node answers at once and keeps the newest frame."""
     h = harness
     worker = h.node._worker
     h.raw_pub.publish(h.image(photos['coffee']))
-    assert wait_for(lambda: worker.latest('front')[0] is not None)
-    future = h.service.call_async(Ground.Request(task=Ground.Request.DETAILED_CAPTION))
+    assert wait_for(lambda: worker.take_latest('front')[0] is not None)
+    assert h.action.wait_for_server(timeout_sec=10.0)
+    send = h.action.send_goal_async(GroundAction.Goal(task=GroundAction.Goal.DETAILED_CAPTION))
     assert wait_for(lambda: worker.busy, 20)
     delays = []
-    for _ in range(10):
+    newest = None
+    for i in range(5):
         if not worker.busy:
             break
-        count = worker.snapshot()['front']['frames_in']
-        sent = time.monotonic()
-        h.raw_pub.publish(h.image(photos['coffee']))
-        assert wait_for(lambda: worker.snapshot()['front']['frames_in'] > count, 5.0,
-                        period=0.0005)
-        delays.append(time.monotonic() - sent)
-        time.sleep(0.02)
-    assert wait_for(future.done, 60)
-    assert len(delays) >= 3, 'inference ended before frames could be measured'
-    assert max(delays) < 0.25, delays  # frames arrive while the worker is busy
+        newest = h.image(photos['chelsea'], offset=0.01 * (i + 1))
+        h.raw_pub.publish(newest)
+        started = time.monotonic()
+        refused = h.call(task=Ground.Request.CAPTION, camera='nowhere')
+        delays.append(time.monotonic() - started)
+        assert not refused.success and 'unknown camera' in refused.message
+    assert len(delays) >= 2, 'inference ended before the node could be measured'
+    assert max(delays) < 0.5, delays  # answered while the worker is busy
+    assert wait_for(send.done)
+    result_future = send.result().get_result_async()
+    assert wait_for(result_future.done, 120)
+    time.sleep(0.2)
+    after = h.call(task=Ground.Request.CAPTION, max_new_tokens=2)
+    assert after.success and after.grounding.header == newest.header
+    assert (after.grounding.image_width, after.grounding.image_height) == (451, 300)
 
 
 def test_lifecycle_and_reconfigure(ros, tiny_model_dir, tmp_path, photos):

@@ -1042,13 +1042,16 @@ def test_slow_inference_newest_frame_wins(streaming, monkeypatch, ledger):
     order = [int(m.header.frame_id[1:]) for _, m in got]
     assert order == sorted(order)
     assert len(got) <= 20, f'{len(got)} inferences for 100 frames: frames were queued'
-    assert counts['superseded'] >= 100 - len(got) - 10, counts
+    # Frames left in DDS are replaced there; taken ones not grounded are superseded.
+    published = rig.node._intakes['front'].published or 0
+    passed_over = published - counts['frames_in'] + counts['superseded']
+    assert published >= 90 and passed_over >= 100 - len(got) - 10, (published, counts)
     assert rig.worker.pending_jobs() == 0
     lags = [t - sent[m.header.frame_id] for t, m in got]
     assert max(lags) < 3.0, lags  # each result is about a frame of the last second or so
     ledger.add('fault', 'inference slower than the camera', 'survived',
-               f'{len(got)} of 100 frames grounded, {counts["superseded"]} superseded, max '
-               f'lag {max(lags):.2f} s, no queue')
+               f'{len(got)} of 100 frames grounded, {passed_over} passed over for newer ones, '
+               f'max lag {max(lags):.2f} s, no queue')
 
 
 def test_camera_stops_and_restarts(ros, tiny_model_dir, photos, ledger):

@@ -28,12 +28,12 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from kosmos_ros.datatypes import GroundingResult, Query, Task
@@ -46,6 +46,7 @@ from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
 from kosmos_ros.loading import ModelOptions
 from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
                                          image_msg, regions_from_bboxes)
+from kosmos_ros.node.intake import CameraIntake, intake_node
 from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_value, NodeParams, Spec,
                                     SPECS)
 from kosmos_ros.node.worker import ContinuousSettings, InferenceWorker, QueryJob
@@ -62,7 +63,6 @@ QUERY_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPo
 # rclpy's executor (executors.py, _wait_for_ready_callbacks) may still add an event handler
 # destroyed a moment before to its wait set, and then stops spinning with InvalidHandle.
 NO_PUB_EVENTS = dict(event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
-NO_SUB_EVENTS = dict(event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
 
 
 def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
@@ -101,7 +101,8 @@ class GroundingNode(LifecycleNode):
         self._engine: GroundingEngine | None = None
         self._worker: InferenceWorker | None = None
         self._outputs: dict[str, dict[str, Any]] = {}
-        self._image_subs: list[Any] = []
+        self._intakes: dict[str, CameraIntake] = {}
+        self._intake_node: Any = None
         self._stale_queries = 0
         self._last_diag_counts: dict[str, dict[str, int]] = {}
         self._last_diag_time = time.monotonic()
@@ -110,7 +111,6 @@ class GroundingNode(LifecycleNode):
             self.declare_parameter(name, spec.default, _descriptor(name, spec))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._images_group = ReentrantCallbackGroup()
         self._queries_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self.create_service(Ground, '~/ground', self._on_service, qos_profile=QUERY_QOS,
@@ -254,37 +254,54 @@ class GroundingNode(LifecycleNode):
                 'debug_image': self.create_lifecycle_publisher(
                     Image, f'{cam.name}/debug_image', 1, **NO_PUB_EVENTS),
             }
+        heartbeat = min(max(float(p.camera_timeout) / 3, 0.5), 5.0) \
+            if p.camera_timeout > 0 else 0.0
         self._worker = InferenceWorker(self._engine, [c.name for c in p.cameras],
                                        self._on_continuous_result, self._on_camera_error,
-                                       p.max_image_pixels, self._continuous_settings())
+                                       p.max_image_pixels, self._continuous_settings(),
+                                       clock=self._now, heartbeat_s=heartbeat)
         self._state = 'inactive'
         return super().on_configure(state)
 
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._params
-        reliability = (ReliabilityPolicy.RELIABLE if p.image_qos_reliability == 'reliable'
-                       else ReliabilityPolicy.BEST_EFFORT)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p.image_qos_depth),
-                         reliability=reliability)
+        if self._intake_node is None:
+            self._intake_node = intake_node(self)
         for cam in p.cameras:
-            msg_type = CompressedImage if cam.transport == 'compressed' else Image
-            self._image_subs.append(self.create_subscription(
-                msg_type, cam.subscribed_topic,
-                lambda msg, name=cam.name: self._on_image(name, msg), qos,
-                callback_group=self._images_group, **NO_SUB_EVENTS))
+            self._intakes[cam.name] = CameraIntake(
+                self._intake_node, cam.subscribed_topic, cam.transport == 'compressed',
+                p.image_qos_reliability, int(p.image_qos_depth))
             self.get_logger().info(f'camera {cam.name}: {cam.transport} images on '
-                                   f'{self.resolve_topic_name(cam.subscribed_topic)}')
+                                   f'{self._intakes[cam.name].topic}')
+        self._worker.set_sources(
+            {name: self._take_function(intake) for name, intake in self._intakes.items()},
+            lambda camera, msg: self._on_image(camera, msg))
         self._worker.set_paused(False)
         self._state = 'active'
         return super().on_activate(state)
+
+    @staticmethod
+    def _take_function(intake: CameraIntake):
+        def take() -> Any:
+            taken = intake.take()
+            return None if taken is None else taken.msg
+        return take
+
+    def _drop_intakes(self) -> None:
+        if self._worker is not None:
+            self._worker.set_sources({}, None)
+        for intake in self._intakes.values():
+            self._intake_node.destroy_subscription(intake.subscription)
+        self._intakes = {}
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._state = 'inactive'
         if self._worker is not None:
             self._worker.set_paused(True)
-        for sub in self._image_subs:
-            self.destroy_subscription(sub)
-        self._image_subs = []
+        self._drop_intakes()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -302,9 +319,7 @@ class GroundingNode(LifecycleNode):
     def _release(self) -> None:
         """Stop the worker, free the model and GPU memory, drop publishers."""
         self._state = 'unconfigured'
-        for sub in self._image_subs:
-            self.destroy_subscription(sub)
-        self._image_subs = []
+        self._drop_intakes()
         if self._worker is not None:
             if not self._worker.stop(timeout=10.0):
                 self.get_logger().warning('inference worker did not stop within 10 s')
@@ -323,9 +338,17 @@ class GroundingNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop(timeout=10.0)
 
+    def destroy_node(self) -> None:
+        self._drop_intakes()
+        if self._intake_node is not None:
+            self._intake_node.destroy_node()
+            self._intake_node = None
+        super().destroy_node()
+
     # -- camera input and continuous output --------------------------------------------------
 
     def _on_image(self, camera: str, msg: Any) -> None:
+        """Check a frame the worker took from DDS and hand it over (worker thread)."""
         encoding = getattr(msg, 'encoding', None)
         if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
             self._on_camera_error(camera, ImageError(
@@ -402,7 +425,7 @@ class GroundingNode(LifecycleNode):
         camera = request.camera or cameras[0]
         if camera not in cameras:
             raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(cameras)}')
-        msg, stamp = worker.latest(camera)
+        msg, stamp = worker.take_latest(camera)
         if msg is None:
             topic = next(c.subscribed_topic for c in params.cameras if c.name == camera)
             raise ValueError(f'no frame received yet from camera {camera!r} (topic '
@@ -528,14 +551,17 @@ class GroundingNode(LifecycleNode):
                                               throttle_duration_sec=max(timeout, 1.0))
                 lat = stats['latencies']
                 last = stats['last_result_wall']
-                frames = stats['frames_in'] - before.get('frames_in', 0)
                 inferences = stats['inferences'] - before.get('inferences', 0)
+                intake = self._intakes.get(cam)
+                rate = intake.rate_hz if intake is not None else None
+                published = intake.published if intake is not None else None
                 status.values = [KeyValue(key=k, value=v) for k, v in {
-                    'input rate Hz': f'{frames / period:.2f}',
+                    'input rate Hz': 'unknown' if rate is None else f'{rate:.2f}',
                     'inference rate Hz': f'{inferences / period:.2f}',
                     'latency p50 ms': f'{_percentile(lat, 50) * 1e3:.1f}',
                     'latency p95 ms': f'{_percentile(lat, 95) * 1e3:.1f}',
-                    'frames in': str(stats['frames_in']),
+                    'frames published': 'unknown' if published is None else str(published),
+                    'frames taken': str(stats['frames_in']),
                     'inferences': str(stats['inferences']),
                     'dropped superseded': str(stats['superseded']),
                     'skipped by rate limit': str(stats['throttled']),
@@ -543,6 +569,6 @@ class GroundingNode(LifecycleNode):
                     'last error': stats['last_error'] or 'none',
                     'last result age s': 'never' if last is None else f'{now - last:.2f}',
                 }.items()]
-                self._last_diag_counts[cam] = {k: stats[k] for k in ('frames_in', 'inferences')}
+                self._last_diag_counts[cam] = {'inferences': stats['inferences']}
                 array.status.append(status)
         self._diagnostics.publish(array)

@@ -2,12 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """The inference worker: one thread owns the engine (and the GPU); everything else queues.
 
-Image callbacks only store the newest message of their camera (a frame not yet taken is
-replaced, never queued) and wake the worker when the camera is due. Queries queue with a
-completion callback. Each cycle the worker takes the newest frame of each due camera and the
-pending queries, up to the batch size (when both wait, the cameras leave at least one place to
-the queries, so that neither starves the other), converts those frames (only now), runs the
-vision encoder once per distinct frame and decodes all queries together.
+Camera frames stay in DDS (keep last) until the worker takes them (:mod:`.intake`): when a
+query needs the camera's newest frame, when continuous grounding is due by the node's clock,
+and at a slow heartbeat for liveness. A frame taken but not yet grounded is replaced by a
+newer one, never queued. Queries queue with a completion callback. Each cycle the worker
+takes the newest frame of each due camera and the pending queries, up to the batch size (when
+both wait, the cameras leave at least one place to the queries, so that neither starves the
+other), converts those frames (only now), runs the vision encoder once per distinct frame and
+decodes all queries together.
 
 A camera is due when continuous grounding is on and its newest frame is at least
 ``1 / rate_hz`` seconds of message time after the frame it last grounded (or time went
@@ -103,8 +105,28 @@ class InferenceWorker:
 
     def __init__(self, engine: GroundingEngine, cameras: list[str],
                  on_result: ContinuousCallback, on_error: ErrorCallback,
-                 max_pixels: int, settings: ContinuousSettings):
+                 max_pixels: int, settings: ContinuousSettings,
+                 clock: Callable[[], float] = time.time, heartbeat_s: float = 0.0):
+        """Start the worker thread.
+
+        Args:
+            engine: the engine this thread owns.
+            cameras: camera names.
+            on_result: called with (camera, message, result, frame, latency) per continuous
+                result.
+            on_error: called with (camera, error) when a camera's frame cannot be grounded.
+            max_pixels: largest accepted frame.
+            settings: what continuous grounding runs.
+            clock: the node's clock in seconds (ROS time: follows /clock under use_sim_time).
+            heartbeat_s: take each camera's newest frame at least this often (camera
+                liveness for diagnostics); 0 takes frames only when inference needs them.
+        """
         self.engine = engine
+        self._clock = clock
+        self._heartbeat_s = heartbeat_s
+        self._sources: dict[str, Callable[[], Any]] = {}
+        self._on_take: Callable[[str, Any], None] | None = None
+        self._last_heartbeat = time.monotonic()
         self.cameras = {name: CameraState(name) for name in cameras}
         self._on_result = on_result
         self._on_error = on_error
@@ -132,6 +154,33 @@ class InferenceWorker:
         with self._lock:
             self.engine = engine
             self._max_pixels = engine.options.max_pixels
+
+    def set_sources(self, sources: dict[str, Callable[[], Any]],
+                    on_take: Callable[[str, Any], None] | None) -> None:
+        """Set how to take each camera's newest message (None when nothing new).
+
+        ``on_take(camera, msg)`` checks a taken message and calls :meth:`offer_frame`.
+        """
+        with self._lock:
+            self._sources = dict(sources)
+            self._on_take = on_take
+            self._lock.notify()
+
+    def poll(self, camera: str) -> bool:
+        """Take the newest message of ``camera`` from its source; True if there was one."""
+        source, on_take = self._sources.get(camera), self._on_take
+        if source is None or on_take is None:
+            return False
+        msg = source()
+        if msg is None:
+            return False
+        on_take(camera, msg)
+        return True
+
+    def take_latest(self, camera: str) -> tuple[Any, float]:
+        """Take the newest message of ``camera`` now; return the newest known and its stamp."""
+        self.poll(camera)
+        return self.latest(camera)
 
     def set_paused(self, paused: bool) -> None:
         """Paused: no continuous grounding (queries are refused by the node meanwhile)."""
@@ -215,14 +264,56 @@ class InferenceWorker:
             return False
         return rate_allows(state.latest_stamp, state.last_grounded_stamp, rate)
 
+    def _continuous_on(self) -> bool:
+        settings = self._settings
+        return not self._paused and settings.rate_hz > 0 and settings.query is not None
+
+    def _wants_frame(self, state: CameraState) -> float:
+        """Seconds until ``state``'s camera may be grounded again by the clock (0: now).
+
+        Frames are taken from DDS only from then on. When the frames' stamps are more than
+        a second away from the clock (no use_sim_time while replaying, clock skew), the clock
+        says nothing about them: every new frame is taken and the stamps alone decide.
+        """
+        last = state.last_grounded_stamp
+        if last is None:
+            return 0.0
+        now = self._clock()
+        if abs(now - state.latest_stamp) > 1.0 or now < last:
+            return 0.0
+        return max(0.0, last + 1.0 / self._settings.rate_hz - 0.005 - now)
+
+    def _poll_sources(self) -> float:
+        """Take the frames continuous grounding (or the heartbeat) needs; return the wait."""
+        wait = 0.5
+        if self._continuous_on():
+            for state in list(self.cameras.values()):
+                remaining = self._wants_frame(state)
+                if remaining <= 0.0:
+                    self.poll(state.name)
+                    remaining = 0.005  # keep looking until a new enough frame arrives
+                wait = min(wait, remaining)
+        if self._heartbeat_s > 0 and self._sources:
+            since = time.monotonic() - self._last_heartbeat
+            if since >= self._heartbeat_s:
+                self._last_heartbeat = time.monotonic()
+                for name in list(self.cameras):
+                    self.poll(name)
+                since = 0.0
+            wait = min(wait, self._heartbeat_s - since)
+        return max(wait, 0.001)
+
     def _take_work(self) -> tuple[list[QueryJob], list[tuple[str, Any]], Query | None]:
-        with self._lock:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            wait = self._poll_sources()  # outside the lock: takes convert messages
+            with self._lock:
                 due = [s for s in self.cameras.values() if self._due(s)]
                 if self._jobs or due:
                     break
-                self._lock.wait(0.5)
-            if self._stop.is_set():
+                self._lock.wait(wait)
+        with self._lock:
+            due = [s for s in self.cameras.values() if self._due(s)]
+            if self._stop.is_set() or not (self._jobs or due):
                 return [], [], None
             size = max(1, self.engine.options.max_batch_size)
             if due and self._jobs:

@@ -51,3 +51,28 @@ def photos():
     """Return real photographs shipped with scikit-image, as RGB uint8 arrays."""
     from kosmos_ros.samples import load_photo, PHOTO_NAMES
     return {name: load_photo(name) for name in PHOTO_NAMES}
+
+
+@pytest.fixture(scope='module')
+def ros():
+    """Start an rclpy context with a multi-threaded executor spinning in the background."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield context, executor
+    executor.shutdown(timeout_sec=5.0)
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope='module')
+def steer(engine):
+    """Return a logits processor steering generation into phrases with known boxes."""
+    from helpers import steer_for
+    return steer_for(engine.tokenizer)

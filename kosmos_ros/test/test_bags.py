@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
@@ -20,7 +19,6 @@ from kosmos_ros_interfaces.srv import Ground
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosbags.highlevel import AnyReader
@@ -43,7 +41,6 @@ from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.tiny_model import TINY_LABEL
 
-from helpers import steer_for  # noqa: I100
 
 RAW = '/camera/image_raw'
 JPEG = '/camera/image_raw/compressed'
@@ -99,11 +96,6 @@ def bags(tmp_path_factory):
     return {'mcap': make_sample_bag(root / 'mcap', SampleSpec(storage='mcap', **spec)),
             'sqlite3': make_sample_bag(root / 'sqlite3',
                                        SampleSpec(storage='sqlite3', encoding='bgr8', **spec))}
-
-
-@pytest.fixture(scope='module')
-def steer(engine):
-    return steer_for(engine.tokenizer)
 
 
 @pytest.fixture(scope='module')
@@ -392,18 +384,6 @@ def test_command_line(bags, tiny_model_dir, tmp_path, monkeypatch, capsys):
 
 
 # -- live replay into the node -------------------------------------------------------------------
-
-@pytest.fixture(scope='module')
-def ros():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield context, executor
-    executor.shutdown(timeout_sec=5.0)
-    rclpy.try_shutdown(context=context)
-
 
 class Live:
     """A grounding node (sim time) in its own namespace fed by the bag player."""

@@ -3,7 +3,6 @@
 """The grounding node over real DDS (loopback) with the tiny model."""
 
 import itertools
-import threading
 import time
 
 import cv2
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.action import ActionClient
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -25,7 +23,6 @@ from vision_msgs.msg import BoundingBox2D, Detection2DArray
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.tiny_model import build_tiny_model
 
-from helpers import steer_for  # noqa: I100
 
 _names = itertools.count()
 
@@ -37,18 +34,6 @@ def wait_for(predicate, timeout=20.0, period=0.01):
             return True
         time.sleep(period)
     return predicate()
-
-
-@pytest.fixture(scope='module')
-def ros():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield context, executor
-    executor.shutdown(timeout_sec=5.0)
-    rclpy.try_shutdown(context=context)
 
 
 class Harness:
@@ -123,11 +108,6 @@ class Harness:
         self.executor.remove_node(self.client)
         self.node.destroy_node()
         self.client.destroy_node()
-
-
-@pytest.fixture(scope='module')
-def steer(reference):
-    return steer_for(reference[0].tokenizer)
 
 
 @pytest.fixture

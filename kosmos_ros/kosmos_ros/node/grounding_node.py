@@ -34,7 +34,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
+from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.decoding import InferenceCancelled
@@ -49,6 +50,8 @@ from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding
 from kosmos_ros.node.intake import CameraIntake, intake_node
 from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_value, NodeParams, Spec,
                                     SPECS)
+from kosmos_ros.node.spatial import (apply_positions, DepthSettings, DepthSource,
+                                     detections_3d_msg, markers_msg)
 from kosmos_ros.node.worker import ContinuousSettings, InferenceWorker, QueryJob
 from kosmos_ros.prompts import build_prompt
 
@@ -102,6 +105,7 @@ class GroundingNode(LifecycleNode):
         self._worker: InferenceWorker | None = None
         self._outputs: dict[str, dict[str, Any]] = {}
         self._intakes: dict[str, CameraIntake] = {}
+        self._depths: dict[str, DepthSource] = {}
         self._intake_node: Any = None
         self._stale_queries = 0
         self._last_diag_counts: dict[str, dict[str, int]] = {}
@@ -141,7 +145,10 @@ class GroundingNode(LifecycleNode):
             problem = check_value(f'{cam}.transport', CAMERA_SPECS['transport'], transport)
             if problem:
                 raise ValueError(problem)
-            cameras.append(CameraConfig(cam, topic, transport))
+            depth_topic = self.get_parameter(f'{cam}.depth_topic').value
+            info_topic = self.get_parameter(f'{cam}.camera_info_topic').value or \
+                f'{cam}/camera_info'
+            cameras.append(CameraConfig(cam, topic, transport, depth_topic, info_topic))
         return NodeParams(values, tuple(cameras))
 
     def _spec_of(self, name: str) -> Spec | None:
@@ -254,6 +261,11 @@ class GroundingNode(LifecycleNode):
                 'debug_image': self.create_lifecycle_publisher(
                     Image, f'{cam.name}/debug_image', 1, **NO_PUB_EVENTS),
             }
+            if cam.depth_topic:
+                self._outputs[cam.name]['detections_3d'] = self.create_lifecycle_publisher(
+                    Detection3DArray, f'{cam.name}/detections_3d', 10, **NO_PUB_EVENTS)
+                self._outputs[cam.name]['markers'] = self.create_lifecycle_publisher(
+                    MarkerArray, f'{cam.name}/markers', 1, **NO_PUB_EVENTS)
         heartbeat = min(max(float(p.camera_timeout) / 3, 0.5), 5.0) \
             if p.camera_timeout > 0 else 0.0
         self._worker = InferenceWorker(self._engine, [c.name for c in p.cameras],
@@ -276,6 +288,11 @@ class GroundingNode(LifecycleNode):
                 p.image_qos_reliability, int(p.image_qos_depth))
             self.get_logger().info(f'camera {cam.name}: {cam.transport} images on '
                                    f'{self._intakes[cam.name].topic}')
+            if cam.depth_topic:
+                depth = DepthSource(self._intake_node, cam.depth_topic, cam.camera_info_topic)
+                self._depths[cam.name] = depth
+                self.get_logger().info(f'camera {cam.name}: 3D from {depth.depth_topic} and '
+                                       f'{depth.info_topic}')
         self._worker.set_sources(
             {name: self._take_function(intake) for name, intake in self._intakes.items()},
             lambda camera, msg: self._on_image(camera, msg))
@@ -296,6 +313,9 @@ class GroundingNode(LifecycleNode):
         for intake in self._intakes.values():
             self._intake_node.destroy_subscription(intake.subscription)
         self._intakes = {}
+        for depth in self._depths.values():
+            depth.destroy()
+        self._depths = {}
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._state = 'inactive'
@@ -388,13 +408,39 @@ class GroundingNode(LifecycleNode):
         if not pubs:
             return
         header = msg.header
+        grounding, detections_3d = self._with_3d(camera, result, header, True)
         pubs['detections'].publish(detections_msg(result, header))
-        pubs['grounding'].publish(grounding_msg(result, header, camera))
+        pubs['grounding'].publish(grounding)
+        if detections_3d is not None and 'detections_3d' in pubs:
+            pubs['detections_3d'].publish(detections_3d)
+            if pubs['markers'].get_subscription_count() > 0:
+                pubs['markers'].publish(markers_msg(detections_3d))
         debug = pubs['debug_image']
         if debug.get_subscription_count() > 0:
             debug.publish(image_msg(annotate(frame.to_rgb(), result), header))
 
     # -- queries -----------------------------------------------------------------------------
+
+    def _with_3d(self, camera: str, result: GroundingResult, header: Any,
+                 from_camera: bool) -> tuple[Grounding, Detection3DArray | None]:
+        """Return the Grounding message and, for a camera with depth, the 3D detections."""
+        grounding = grounding_msg(result, header, camera)
+        depth, params = self._depths.get(camera), self._params
+        if not from_camera or depth is None or params is None:
+            note = ('no depth for an image sent with the request' if not from_camera else
+                    'no depth_topic configured for this camera')
+            apply_positions(grounding, result, None, note)
+            return grounding, None
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        settings = DepthSettings(float(params.depth_tolerance), float(params.depth_min),
+                                 float(params.depth_max), float(params.depth_inner_fraction))
+        lifted = depth.lift(stamp, result, settings)
+        apply_positions(grounding, result, lifted)
+        missing = sorted({lb.reason for boxes in lifted for lb in boxes if lb.box is None})
+        if missing:
+            self.get_logger().info(f'camera {camera}: no 3D for some boxes: {missing[0]}',
+                                   throttle_duration_sec=5.0)
+        return grounding, detections_3d_msg(result, lifted, header)
 
     def _fail(self, response: Any, message: str) -> Any:
         response.success = False
@@ -439,11 +485,11 @@ class GroundingNode(LifecycleNode):
         return query, camera, msg, True, worker
 
     async def _answer(self, request: Any, on_stage=None, cancelled=lambda: False):
-        """Run one request on the worker; return (result, error message, header, camera)."""
+        """Run one request on the worker; return (result, error, header, camera, from camera)."""
         try:
             query, camera, msg, from_camera, worker = self._check_request(request)
         except (ValueError, KosmosError) as exc:
-            return None, str(exc), None, ''
+            return None, str(exc), None, '', False
         future = Future(executor=self.executor)
         future.add_done_callback(lambda f: None)  # wakes the executor when set
 
@@ -454,8 +500,20 @@ class GroundingNode(LifecycleNode):
         worker.submit(QueryJob(query, camera, msg, done, cancelled, on_stage, from_camera))
         result, error = await future
         if error is not None:
-            return None, self._describe_error(error), msg.header, camera
-        return result, '', msg.header, camera
+            return None, self._describe_error(error), msg.header, camera, from_camera
+        return result, '', msg.header, camera, from_camera
+
+    def _fill(self, out: Any, answer: tuple) -> Any:
+        """Put a successful answer into a service response or action result."""
+        result, _, header, camera, from_camera = answer
+        out.success = True
+        out.grounding, detections_3d = self._with_3d(camera, result, header, from_camera)
+        out.detections = detections_msg(result, header)
+        if detections_3d is not None:
+            out.detections_3d = detections_3d
+        else:
+            out.detections_3d.header = header
+        return out
 
     @staticmethod
     def _describe_error(error: Exception) -> str:
@@ -470,13 +528,10 @@ class GroundingNode(LifecycleNode):
         return f'internal error: {type(error).__name__}: {error}'
 
     async def _on_service(self, request: Ground.Request, response: Ground.Response):
-        result, error, header, camera = await self._answer(request)
-        if result is None:
-            return self._fail(response, error)
-        response.success = True
-        response.grounding = grounding_msg(result, header, camera)
-        response.detections = detections_msg(result, header)
-        return response
+        answer = await self._answer(request)
+        if answer[0] is None:
+            return self._fail(response, answer[1])
+        return self._fill(response, answer)
 
     async def _on_action(self, goal_handle: Any) -> GroundAction.Result:
         accepted = time.monotonic()
@@ -487,18 +542,16 @@ class GroundingNode(LifecycleNode):
             goal_handle.publish_feedback(feedback)
 
         stage('queued')
-        result, error, header, camera = await self._answer(
-            goal_handle.request, stage, lambda: goal_handle.is_cancel_requested)
+        answer = await self._answer(goal_handle.request, stage,
+                                    lambda: goal_handle.is_cancel_requested)
         out = GroundAction.Result()
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
-            return self._fail(out, error or 'cancelled')
-        if result is None:
+            return self._fail(out, answer[1] or 'cancelled')
+        if answer[0] is None:
             goal_handle.abort()
-            return self._fail(out, error)
-        out.success = True
-        out.grounding = grounding_msg(result, header, camera)
-        out.detections = detections_msg(result, header)
+            return self._fail(out, answer[1])
+        self._fill(out, answer)
         goal_handle.succeed()
         return out
 

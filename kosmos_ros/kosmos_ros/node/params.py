@@ -79,6 +79,14 @@ SPECS: dict[str, Spec] = {
                            'disables the warning.', low=0.0, high=3600.0),
     'max_image_pixels': Spec(50_000_000, 'Largest accepted image, in pixels.', low=1,
                              high=1_000_000_000),
+    # 3D (cameras with a registered depth image).
+    'depth_tolerance': Spec(0.05, 'Most seconds between a colour frame and the depth frame used '
+                            'to lift its boxes to 3D.', low=0.0, high=5.0),
+    'depth_min': Spec(0.1, 'Depths below this many metres are invalid.', low=0.0, high=1000.0),
+    'depth_max': Spec(10.0, 'Depths above this many metres are invalid.', low=0.0,
+                      high=1000.0),
+    'depth_inner_fraction': Spec(0.5, "Part of a box's width and height, around its centre, "
+                                 'whose median depth gives its distance.', low=0.05, high=1.0),
     'diagnostics_period': Spec(1.0, 'Seconds between /diagnostics messages.', low=0.1,
                                high=60.0),
     'autostart': Spec(True, 'Configure and activate on start-up (no lifecycle manager '
@@ -90,6 +98,10 @@ CAMERA_SPECS: dict[str, Spec] = {
     'transport': Spec('raw', "'raw' (sensor_msgs/Image on TOPIC) or 'compressed' "
                       '(sensor_msgs/CompressedImage on TOPIC/compressed).', reload=True,
                       choices=TRANSPORTS),
+    'depth_topic': Spec('', 'Registered depth image (16UC1 mm or 32FC1 m, aligned to this '
+                        'camera, rectified); empty: no 3D.', reload=True),
+    'camera_info_topic': Spec('', 'CameraInfo of the rectified colour image; default '
+                              'NAME/camera_info (used with depth_topic).', reload=True),
 }
 
 
@@ -122,6 +134,8 @@ class CameraConfig:
     name: str
     topic: str
     transport: str
+    depth_topic: str = ''
+    camera_info_topic: str = ''
 
     @property
     def subscribed_topic(self) -> str:

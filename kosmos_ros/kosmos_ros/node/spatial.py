@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from geometry_msgs.msg import Point
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,
@@ -21,6 +22,7 @@ from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.depth import closest_by_stamp, depth_from_message, Intrinsics, lift_box, Lifted
 from kosmos_ros.errors import ImageError
 
+DEPTH_QUEUE = 10  # depth frames DDS keeps between two takes
 DEPTH_BUFFER = 30  # depth frames kept for stamp matching (one second at 30 Hz)
 
 
@@ -37,69 +39,88 @@ def _stamp(msg: Any) -> float:
 
 
 class DepthSource:
-    """The registered depth image and camera info of one camera, matched by stamp."""
+    """The registered depth image and camera info of one camera, matched by stamp.
 
-    def __init__(self, node: Any, camera: str, depth_topic: str, info_topic: str,
-                 callback_group: Any):
-        self.camera = camera
+    Like colour frames, depth frames stay in DDS (keep last ``DEPTH_QUEUE``) on the helper
+    node that no executor spins; they are taken only when a result needs 3D, and only the
+    matching one is decoded.
+    """
+
+    def __init__(self, node: Any, depth_topic: str, info_topic: str):
         self._lock = threading.Lock()
         self._depth: deque[tuple[float, Any]] = deque(maxlen=DEPTH_BUFFER)
         self._info: Any = None
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                         reliability=ReliabilityPolicy.BEST_EFFORT)
-        self._subs = [
-            node.create_subscription(Image, depth_topic, self._on_depth, qos,
-                                     callback_group=callback_group),
-            node.create_subscription(CameraInfo, info_topic, self._on_info, qos,
-                                     callback_group=callback_group),
-        ]
+        no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
+        self.depth_sub = node.create_subscription(
+            Image, depth_topic, lambda msg: None,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH_QUEUE,
+                       reliability=ReliabilityPolicy.BEST_EFFORT), event_callbacks=no_events)
+        self.info_sub = node.create_subscription(
+            CameraInfo, info_topic, lambda msg: None,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.BEST_EFFORT), event_callbacks=no_events)
+        self.depth_topic = self.depth_sub.topic_name
+        self.info_topic = self.info_sub.topic_name
         self._node = node
 
-    def _on_depth(self, msg: Image) -> None:
-        with self._lock:
-            self._depth.append((_stamp(msg), msg))
+    @staticmethod
+    def _take(sub: Any) -> Any:
+        with sub.handle:
+            info = sub.handle.take_message(sub.msg_type, sub.raw)
+        return None if info is None else info[0]
 
-    def _on_info(self, msg: CameraInfo) -> None:
-        with self._lock:
+    def _drain(self) -> None:
+        while (msg := self._take(self.depth_sub)) is not None:
+            self._depth.append((_stamp(msg), msg))
+        while (msg := self._take(self.info_sub)) is not None:
             self._info = msg
 
     def destroy(self) -> None:
-        for sub in self._subs:
-            self._node.destroy_subscription(sub)
-        self._subs = []
+        self._node.destroy_subscription(self.depth_sub)
+        self._node.destroy_subscription(self.info_sub)
 
     def lift(self, stamp: float, result: GroundingResult,
-             settings: DepthSettings) -> tuple[list[list[Lifted]], str]:
+             settings: DepthSettings) -> list[list[Lifted]]:
         """Return 3D per box of every phrase (or why none) for a colour frame's stamp."""
         with self._lock:
+            self._drain()
             candidates, info = list(self._depth), self._info
-        none = [[Lifted(None)] * len(p.boxes) for p in result.phrases]
         if info is None:
-            return none, 'no camera_info received'
+            return _without(result, f'no camera_info received on {self.info_topic}')
         msg, reason = closest_by_stamp(stamp, candidates, settings.tolerance)
         if msg is None:
-            return none, reason
+            return _without(result, f'{reason} ({self.depth_topic})')
         try:
             intrinsics = Intrinsics.from_camera_info(info)
             depth = depth_from_message(msg)
         except ImageError as exc:
-            return none, str(exc)
+            return _without(result, str(exc))
         lifted = [[lift_box(b.pixels, depth, intrinsics, result.image_size, settings.min_depth,
                             settings.max_depth, settings.inner_fraction) for b in p.boxes]
                   for p in result.phrases]
-        return lifted, ''
+        return lifted
 
 
-def phrase_positions(result: GroundingResult, lifted: list[list[Lifted]]
-                     ) -> list[Point | None]:
-    """Return the 3D centre of each phrase's best box that has 3D, or None."""
-    out: list[Point | None] = []
-    for phrase, boxes in zip(result.phrases, lifted):
+def _without(result: GroundingResult, reason: str) -> list[list[Lifted]]:
+    return [[Lifted(None, reason)] * len(p.boxes) for p in result.phrases]
+
+
+def apply_positions(grounding: Any, result: GroundingResult,
+                    lifted: list[list[Lifted]] | None, note: str = '') -> None:
+    """Fill each GroundedPhrase's position from its best box that has 3D, or say why not."""
+    for item, phrase, boxes in zip(grounding.phrases, result.phrases,
+                                   lifted or [[] for _ in result.phrases]):
         ranked = sorted(zip(phrase.boxes, boxes), key=lambda pair: -pair[0].score)
-        point = next((Point(x=lb.box.center[0], y=lb.box.center[1], z=lb.box.center[2])
-                      for _, lb in ranked if lb.box is not None), None)
-        out.append(point)
-    return out
+        best = next((lb.box for _, lb in ranked if lb.box is not None), None)
+        if best is not None:
+            item.has_position = True
+            item.position = Point(x=best.center[0], y=best.center[1], z=best.center[2])
+            item.position_note = ''
+        elif not phrase.boxes:
+            item.position_note = 'the phrase has no box'
+        else:
+            reasons = [lb.reason for lb in boxes if lb.reason]
+            item.position_note = reasons[0] if reasons else note
 
 
 def detections_3d_msg(result: GroundingResult, lifted: list[list[Lifted]],

@@ -1,0 +1,121 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""3D over DDS: colour, depth and camera_info publishers into the node; analytic geometry."""
+
+import time
+
+from kosmos_ros_interfaces.srv import Ground
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
+
+from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
+
+from test_node import Harness, wait_for  # noqa: I100
+
+FX, FY, CX, CY = 400.0, 410.0, 299.5, 199.5
+PLANE, OBJECT = 2.5, 1.25
+
+
+@pytest.fixture
+def rig(ros, tiny_model_dir, steer):
+    h = Harness(ros, tiny_model_dir, steer=steer, rate_hz=0.0, depth_tolerance=0.02,
+                **{'front.depth_topic': 'front/depth'})
+    h.depth_pub = h.client.create_publisher(Image, 'front/depth', 10)
+    h.info_pub = h.client.create_publisher(CameraInfo, 'front/camera_info', 10)
+    h.det3d, h.markers = [], []
+    h.client.create_subscription(Detection3DArray, 'front/detections_3d', h.det3d.append, 10)
+    assert wait_for(lambda: h.depth_pub.get_subscription_count() > 0)
+    assert wait_for(lambda: h.info_pub.get_subscription_count() > 0)
+    yield h
+    h.close()
+
+
+def cat_box(width, height):
+    return normalized_to_pixels(patch_indices_to_normalized(44, 863), width, height)
+
+
+def publish_scene(h, rgb, offset=0.0, depth_offset=0.0, fill=None):
+    """Publish a colour frame, its depth (plane with the steered 'a cat' box closer) and info."""
+    height, width = rgb.shape[:2]
+    color = h.image(rgb, offset=offset)
+    depth = np.full((height, width), PLANE, np.float32)
+    box = cat_box(width, height)
+    depth[int(box.y1):int(np.ceil(box.y2)), int(box.x1):int(np.ceil(box.x2))] = OBJECT
+    if fill is not None:
+        depth[:] = fill
+    depth_msg = Image(height=height, width=width, encoding='32FC1', step=width * 4,
+                      data=depth.tobytes())
+    depth_msg.header.stamp.sec, depth_msg.header.stamp.nanosec = h.stamp(offset + depth_offset)
+    depth_msg.header.frame_id = color.header.frame_id
+    info = CameraInfo(width=width, height=height, k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
+    info.header = depth_msg.header
+    h.info_pub.publish(info)
+    h.depth_pub.publish(depth_msg)
+    time.sleep(0.2)
+    h.raw_pub.publish(color)
+    return color, box
+
+
+def expected_center(box, z):
+    u, v = (box.x1 + box.x2) / 2 - 0.5, (box.y1 + box.y2) / 2 - 0.5
+    return ((u - CX) * z / FX, (v - CY) * z / FY, z)
+
+
+def test_service_returns_3d_and_positions(rig, photos):
+    color, box = publish_scene(rig, photos['coffee'])
+    assert wait_for(lambda: rig.node._worker.take_latest('front')[0] is not None)
+    response = rig.call(task=Ground.Request.CAPTION)
+    assert response.success, response.message
+    assert response.detections_3d.header == color.header
+    cat = response.grounding.phrases[0]
+    assert cat.text == 'a cat' and cat.has_position
+    expected = expected_center(box, OBJECT)
+    position = (cat.position.x, cat.position.y, cat.position.z)
+    assert position == pytest.approx(expected, abs=1e-4)
+    dets = [d for d in response.detections_3d.detections
+            if d.results[0].hypothesis.class_id == 'a cat']
+    assert len(dets) == 1
+    size = dets[0].bbox.size
+    assert (size.x, size.y) == pytest.approx((box.width * OBJECT / FX,
+                                              box.height * OBJECT / FY), abs=1e-4)
+    assert dets[0].header == color.header
+
+
+def test_stale_or_invalid_depth_gives_no_3d_and_a_reason(rig, photos):
+    publish_scene(rig, photos['coffee'], depth_offset=0.5)  # beyond the 20 ms tolerance
+    assert wait_for(lambda: rig.node._worker.take_latest('front')[0] is not None)
+    response = rig.call(task=Ground.Request.CAPTION)
+    assert response.success and not response.detections_3d.detections
+    cat = response.grounding.phrases[0]
+    assert not cat.has_position and 'tolerance 20 ms' in cat.position_note
+    publish_scene(rig, photos['coffee'], offset=1.0, fill=np.nan)
+    time.sleep(0.3)
+    response = rig.call(task=Ground.Request.CAPTION)
+    cat = response.grounding.phrases[0]
+    assert not cat.has_position and 'valid depth pixels' in cat.position_note
+    explicit = rig.call(task=Ground.Request.CAPTION, image=rig.image(photos['rocket']))
+    assert 'image sent with the request' in explicit.grounding.phrases[0].position_note
+
+
+def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
+    node = rig.node
+    node.set_parameters([Parameter('rate_hz', value=5.0)])
+    publisher = node._outputs['front']['markers']
+    assert publisher.get_subscription_count() == 0
+    color, box = publish_scene(rig, photos['chelsea'])
+    assert wait_for(lambda: rig.det3d, 30)
+    assert rig.det3d[0].header == color.header
+    centres = [d.bbox.center.position for d in rig.det3d[0].detections
+               if d.results[0].hypothesis.class_id == 'a cat']
+    assert (centres[0].x, centres[0].y, centres[0].z) == pytest.approx(
+        expected_center(box, OBJECT), abs=1e-4)
+    rig.client.create_subscription(MarkerArray, 'front/markers', rig.markers.append, 10)
+    assert wait_for(lambda: publisher.get_subscription_count() > 0)
+    color, _ = publish_scene(rig, photos['chelsea'], offset=1.0)
+    assert wait_for(lambda: rig.markers, 30)
+    cubes = [m for m in rig.markers[-1].markers if m.type == m.CUBE]
+    assert cubes and cubes[0].header == color.header

@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Test helpers shared by several test modules."""
 
+import time
+
 from transformers import LogitsProcessor
 
 STEERED = ('<phrase> a cat</phrase><object><patch_index_0044><patch_index_0863></object> and'
@@ -35,3 +37,13 @@ class Steer(LogitsProcessor):
 
 def steer_for(tokenizer, text=STEERED):
     return Steer(tokenizer(text, add_special_tokens=False)['input_ids'])
+
+
+def wait_for(predicate, timeout=20.0, period=0.01):
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()

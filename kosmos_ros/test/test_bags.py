@@ -41,20 +41,13 @@ from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.tiny_model import TINY_LABEL
 
+from helpers import wait_for  # noqa: I100
+
 
 RAW = '/camera/image_raw'
 JPEG = '/camera/image_raw/compressed'
 FRAMES = 8  # 0.8 s at 10 Hz
 _names = itertools.count()
-
-
-def wait_for(predicate, timeout=20.0, period=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
 
 
 def read_bag(path):

@@ -23,17 +23,10 @@ from vision_msgs.msg import BoundingBox2D, Detection2DArray
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.tiny_model import build_tiny_model
 
+from helpers import wait_for  # noqa: I100
+
 
 _names = itertools.count()
-
-
-def wait_for(predicate, timeout=20.0, period=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
 
 
 class Harness:

@@ -14,7 +14,8 @@ from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
 
-from test_node import Harness, wait_for  # noqa: I100
+from helpers import wait_for  # noqa: I100
+from test_node import Harness  # noqa: I100
 
 FX, FY, CX, CY = 400.0, 410.0, 299.5, 199.5
 PLANE, OBJECT = 2.5, 1.25

@@ -61,18 +61,11 @@ from kosmos_ros.errors import ImageError, PromptError
 from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.grounding_node import GroundingNode, QUERY_QOS
 
+from helpers import wait_for  # noqa: I100
+
 PACKAGE = Path(__file__).resolve().parents[1]
 SUCCEEDED, ABORTED = 4, 6  # action_msgs/GoalStatus
 _names = itertools.count()
-
-
-def wait_for(predicate, timeout=20.0, period=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
 
 
 def status_mb(field):

@@ -16,6 +16,7 @@ location tokens of given regions), from which the engine scores boxes.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 import inspect
 from typing import Any, Callable, Sequence
@@ -159,6 +160,11 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
     if static_steps is not None and max_steps > 1:
         static = static_steps(batch, width + max_steps)
         static.load_prompt(cache, attention)
+        if not settings.no_repeat_ngram_size and not settings.logits_processors:
+            static.loop_begin(logits, lengths, width, [r.max_new_tokens for r in rows],
+                              settings.eos_token_id, pad, pidx, settings.min_new_tokens)
+            tokens, probs = _device_loop(static, max_steps, device, should_stop)
+            return [DecodedRow(tokens[b], probs[b], prompt_probs[b]) for b in range(batch)]
     while step < max_steps and not bool(done.all()):
         if should_stop is not None and should_stop():
             raise InferenceCancelled('cancelled during generation')
@@ -193,6 +199,44 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
         logits = out.logits[:, -1, :].float()
         cache = out.cache if hasattr(out, 'cache') else out.past_key_values
     return [DecodedRow(tokens[b], probs[b], prompt_probs[b]) for b in range(batch)]
+
+
+# How many steps the host may run ahead of the "all rows done" flag it has read (CUDA).
+LOOKAHEAD = 3
+
+
+def _device_loop(static: Any, max_steps: int, device: torch.device,
+                 should_stop: Callable[[], bool] | None
+                 ) -> tuple[list[list[int]], list[list[float]]]:
+    """Greedy loop kept on the device (see :meth:`StaticStep.loop_step`).
+
+    On CUDA the host never waits for a step it has just launched: each step's "all done" flag
+    is copied to pinned memory behind an event, and the host reads the flag of the step
+    ``LOOKAHEAD`` launches back. A row that is done records nothing more, so the few steps
+    run after every row has finished change no result.
+    """
+    pending: deque[tuple[Any, torch.Tensor]] = deque()
+    cuda = device.type == 'cuda'
+    flags = (torch.zeros(LOOKAHEAD + 1, dtype=torch.bool, pin_memory=True) if cuda else None)
+    for step in range(max_steps):
+        if should_stop is not None and should_stop():
+            raise InferenceCancelled('cancelled during generation')
+        all_done = static.loop_step(decode=step < max_steps - 1)
+        if not cuda:
+            if bool(all_done):
+                break
+            continue
+        slot = flags[step % (LOOKAHEAD + 1)]
+        slot.copy_(all_done[0], non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        pending.append((event, slot))
+        if len(pending) > LOOKAHEAD:
+            event, slot = pending.popleft()
+            event.synchronize()
+            if bool(slot):
+                break
+    return static.loop_results()
 
 
 def beam_decode(model: Any, row: DecodeRow, settings: DecodeSettings, num_beams: int,

@@ -11,6 +11,12 @@ once for the longest sequence, the attention mask covers all of it and unused sl
 so every step has the same shapes. On CUDA the step is captured once as a CUDA graph and
 replayed per token.
 
+The greedy loop can also run on the device (:meth:`StaticStep.loop_begin` and
+:meth:`StaticStep.loop_step`): choosing the token (argmax, with end-of-sequence forbidden
+before ``min_new_tokens``), recording it and its probability, updating positions and
+end-of-sequence flags all happen in device buffers, inside the same CUDA graph as the decoder
+step, so the host only launches replays and reads a "all rows done" flag a few steps behind.
+
 The prompt still runs through the model's own forward pass; its cache is copied into the
 static buffers. Tests check that greedy results equal the reference decoding token for token.
 """
@@ -57,6 +63,8 @@ class StaticStep:
         self.logits: torch.Tensor | None = None
         self.use_cuda_graph = use_cuda_graph and device.type == 'cuda'
         self.graph: Any = None
+        self.loop_graph: Any = None
+        self._loop: dict[str, torch.Tensor] | None = None
         positions = self.model.embed_positions
         needed = positions.padding_idx + 1 + max_len + 2
         if positions.weights.size(0) < needed:
@@ -106,23 +114,30 @@ class StaticStep:
         hidden = model.layer_norm(hidden)
         return self.lm.lm_head(hidden)[:, -1, :]
 
-    def _capture(self) -> None:
-        # Warm up on a side stream (allocations, autotuning), then capture one step.
-        saved = ([k.clone() for k in self.keys], [v.clone() for v in self.values],
-                 self.mask.clone())
+    def _mutable(self) -> list[torch.Tensor]:
+        """Buffers a warm-up run changes (restored after capturing a graph)."""
+        buffers = self.keys + self.values + [self.mask, self.tokens, self.positions, self.index]
+        if self._loop is not None:
+            buffers += list(self._loop.values())
+        return buffers
+
+    def _capture(self, fn: Any) -> tuple[Any, Any]:
+        """Capture ``fn`` as a CUDA graph; return (graph, fn's output tensor)."""
+        # Warm up on a side stream (allocations, autotuning), then capture one call.
+        buffers = self._mutable()
+        saved = [b.clone() for b in buffers]
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._step()
+                fn()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.logits = self._step()
-        for buf, orig in zip(self.keys + self.values, saved[0] + saved[1]):
+            output = fn()
+        for buf, orig in zip(buffers, saved):
             buf.copy_(orig)
-        self.mask.copy_(saved[2])
-        self.graph = graph
+        return graph, output
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, index: int
                  ) -> torch.Tensor:
@@ -135,6 +150,107 @@ class StaticStep:
         if not self.use_cuda_graph:
             return self._step()
         if self.graph is None:
-            self._capture()
+            self.graph, self.logits = self._capture(self._step)
         self.graph.replay()
         return self.logits
+
+    # -- the greedy loop on the device -------------------------------------------------------
+
+    def loop_begin(self, logits: torch.Tensor, lengths: list[int], width: int,
+                   budgets: list[int], eos: int, pad: int, padding_idx: int,
+                   min_new_tokens: int) -> None:
+        """Start a greedy loop from the prompt pass: its last logits and the rows' lengths."""
+        if self._loop is None:
+            batch, dev = self.batch, self.device
+            vocab = int(logits.shape[-1])
+            self._loop = {
+                'logits': torch.zeros((batch, vocab), dtype=torch.float32, device=dev),
+                'done': torch.zeros(batch, dtype=torch.bool, device=dev),
+                'all_done': torch.zeros(1, dtype=torch.bool, device=dev),
+                'budgets': torch.zeros(batch, dtype=torch.long, device=dev),
+                'count': torch.zeros(batch, dtype=torch.long, device=dev),
+                'step': torch.zeros(1, dtype=torch.long, device=dev),
+                'lengths': torch.zeros(batch, dtype=torch.long, device=dev),
+                # eos, pad, padding_idx, min_new_tokens
+                'consts': torch.zeros(4, dtype=torch.long, device=dev),
+                'tokens': torch.zeros((batch, self.max_len), dtype=torch.long, device=dev),
+                'probs': torch.zeros((batch, self.max_len), dtype=torch.float32, device=dev),
+            }
+        if width + max(budgets) > self.max_len:
+            raise ValueError(f'{width} + {max(budgets)} tokens do not fit {self.max_len} '
+                             'positions')
+        state = self._loop
+        state['logits'].copy_(logits)
+        budget = torch.tensor(budgets, dtype=torch.long)
+        state['budgets'].copy_(budget)
+        state['done'].copy_(budget <= 0)
+        state['all_done'].copy_(state['done'].all().view(1))
+        state['count'].zero_()
+        state['step'].zero_()
+        state['lengths'].copy_(torch.tensor(lengths, dtype=torch.long))
+        state['consts'].copy_(torch.tensor([eos, pad, padding_idx, min_new_tokens]))
+        self.index.fill_(width)
+
+    def _select(self) -> torch.Tensor:
+        """Choose, record and account the next token of every row (device only)."""
+        state = self._loop
+        assert state is not None
+        logits, consts, step, done = state['logits'], state['consts'], state['step'], state['done']
+        eos_index = consts[:1]
+        # MinNewTokensLengthLogitsProcessor's rule: no end-of-sequence before min_new_tokens.
+        eos_column = logits.index_select(1, eos_index)
+        blocked = torch.where(step < consts[3], torch.full_like(eos_column, float('-inf')),
+                              eos_column)
+        chosen = logits.index_copy(1, eos_index, blocked).argmax(dim=-1)
+        chosen = torch.where(done, consts[1].expand_as(chosen), chosen)
+        # Probability from the raw logits, as the host loop reports it.
+        prob = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).exp()
+        state['tokens'].index_copy_(1, step, chosen[:, None])
+        state['probs'].index_copy_(1, step, prob)
+        state['count'].add_(done.logical_not().long())
+        step.add_(1)
+        done.logical_or_(chosen.eq(consts[0]) | state['budgets'].le(step))
+        state['all_done'].copy_(done.all().view(1))
+        return chosen
+
+    def _select_and_step(self) -> None:
+        state = self._loop
+        assert state is not None
+        chosen = self._select()
+        # Reference rule for one token: (tokens so far + 1) unless it is padding.
+        lengths = state['lengths']
+        lengths.add_(1)
+        padding_idx = state['consts'][2]
+        self.positions.copy_(lengths * chosen.ne(padding_idx).long() + padding_idx)
+        self.tokens.copy_(chosen)
+        state['logits'].copy_(self._step().float())
+        self.index.add_(1)
+
+    def loop_step(self, decode: bool) -> torch.Tensor:
+        """Choose the next tokens and, if ``decode``, run the decoder on them.
+
+        Returns the device flag "every row is done" (after this step).
+        """
+        state = self._loop
+        if state is None:
+            raise RuntimeError('loop_step before loop_begin')
+        if not decode:
+            self._select()
+        elif not self.use_cuda_graph:
+            self._select_and_step()
+        else:
+            if self.loop_graph is None:
+                self.loop_graph, _ = self._capture(self._select_and_step)
+            self.loop_graph.replay()
+        return state['all_done']
+
+    def loop_results(self) -> tuple[list[list[int]], list[list[float]]]:
+        """Tokens and probabilities each row generated (one device-to-host copy)."""
+        state = self._loop
+        assert state is not None
+        steps = int(state['step'].item())
+        counts = state['count'].tolist()
+        tokens = state['tokens'][:, :steps].tolist()
+        probs = state['probs'][:, :steps].tolist()
+        return ([row[:n] for row, n in zip(tokens, counts)],
+                [row[:n] for row, n in zip(probs, counts)])

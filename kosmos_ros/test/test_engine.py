@@ -273,3 +273,88 @@ def test_fixed_work_with_min_new_tokens_equals_reference(engine, reference, phot
         ids = model.generate(**inputs, min_new_tokens=12, max_new_tokens=12)
     text = processor.batch_decode(ids, skip_special_tokens=True)[0]
     assert result.text == processor.post_process_generation(text)[0]
+
+
+def _decode_rows(engine, frames):
+    """Return DecodeRows of varied prompts and budgets (1 to 30 tokens) over two frames."""
+    from kosmos_ros.decoding import DecodeRow
+    encoded = engine.encode([frames['coffee'], frames['chelsea']])
+    queries = [(0, Query(Task.CAPTION, max_new_tokens=30)),
+               (1, Query(Task.FIND, 'the animal', max_new_tokens=1)),
+               (0, Query(Task.QUESTION, 'What is [this]?', (PixelBox(10, 20, 300, 200),), 12)),
+               (1, Query(Task.DETAILED_CAPTION, max_new_tokens=7))]
+    rows = []
+    for k, query in queries:
+        item = engine._prepared(encoded[k], query)
+        rows.append(DecodeRow(item.prompt_ids, item.image_mask, item.encoded.embeds,
+                              item.max_new_tokens, item.score_positions))
+    return rows
+
+
+def _three_loops(engine, rows, settings):
+    """Decode with the dynamic loop, the host loop and the device loop.
+
+    The host loop over the static cache is forced by a logits processor that changes nothing.
+    """
+    from dataclasses import replace
+    from kosmos_ros.decoding import greedy_decode
+    static = engine.with_options(decoder='static')
+
+    def identity(input_ids, scores):
+        return scores
+
+    with torch.inference_mode():
+        dynamic = greedy_decode(engine.model.text_model, rows, settings, engine.device)
+        host = greedy_decode(engine.model.text_model, rows,
+                             replace(settings, logits_processors=(identity,)), engine.device,
+                             static_steps=static._static_step)
+        device = greedy_decode(engine.model.text_model, rows, settings, engine.device,
+                               static_steps=static._static_step)
+    return dynamic, host, device
+
+
+def _assert_rows_equal(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x.tokens == y.tokens
+        assert x.token_probs == pytest.approx(y.token_probs, rel=1e-4, abs=1e-7)
+        assert x.prompt_probs.keys() == y.prompt_probs.keys()
+
+
+def test_device_loop_equals_host_loops_with_budgets_and_min_new_tokens(engine, frames):
+    from dataclasses import replace
+    rows = _decode_rows(engine, frames)
+    for min_new in (0, 5):
+        settings = replace(engine._settings, min_new_tokens=min_new)
+        dynamic, host, device = _three_loops(engine, rows, settings)
+        _assert_rows_equal(dynamic, host)
+        _assert_rows_equal(dynamic, device)
+        assert [len(r.tokens) for r in device] == [30, 1, 12, 7]
+
+
+def test_device_loop_stops_rows_at_end_of_sequence(engine, frames):
+    """Stop rows at a token declared end-of-sequence, in every loop alike.
+
+    A token the model emits mid-sequence becomes end-of-sequence: every loop must stop that
+    row there (token included), leave the others running, and agree.
+    """
+    from dataclasses import replace
+    rows = _decode_rows(engine, frames)
+    free, _, _ = _three_loops(engine, rows, engine._settings)
+    stop_token = free[0].tokens[4]
+    first = free[0].tokens.index(stop_token)
+    settings = replace(engine._settings, eos_token_id=stop_token)
+    dynamic, host, device = _three_loops(engine, rows, settings)
+    _assert_rows_equal(dynamic, host)
+    _assert_rows_equal(dynamic, device)
+    assert device[0].tokens == free[0].tokens[:first + 1]
+    for mine, unbounded in zip(device[1:], free[1:]):
+        if stop_token in unbounded.tokens:
+            assert mine.tokens == unbounded.tokens[:unbounded.tokens.index(stop_token) + 1]
+        else:
+            assert mine.tokens == unbounded.tokens
+    # With min_new_tokens, end-of-sequence is forbidden before that many tokens.
+    settings = replace(settings, min_new_tokens=first + 2)
+    dynamic, host, device = _three_loops(engine, rows, settings)
+    _assert_rows_equal(dynamic, host)
+    _assert_rows_equal(dynamic, device)
+    assert len(device[0].tokens) > first + 1

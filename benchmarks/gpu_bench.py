@@ -266,7 +266,11 @@ class SuppressEos:
 
 def _engine(loaded: LoadedModel, tokens: int, decoder: str | None,
             suppress_eos: bool = False) -> GroundingEngine:
-    extra: dict[str, Any] = {} if decoder is None else {'decoder': decoder}
+    # 'NAME+compile': decoder NAME with EngineOptions.compile_step (torch.compile'd step).
+    name, _, flag = (decoder or '').partition('+')
+    extra: dict[str, Any] = {} if decoder is None else {'decoder': name}
+    if flag == 'compile':
+        extra['compile_step'] = True
     if suppress_eos:
         eos = loaded.model.generation_config.eos_token_id
         extra['logits_processors'] = (SuppressEos(eos),)
@@ -376,6 +380,8 @@ def bench_setup(setup: Setup, images: list[np.ndarray], decoders: list[str | Non
             print_row(rows[-1])
             continue
         resolved = getattr(base, 'decoder', decoder)
+        if getattr(base.options, 'compile_step', False):
+            resolved = f'{resolved}+compile'
         if resolved != decoder and resolved in measured:
             rows.append({**common, 'pipeline': 'engine', 'decoder': decoder,
                          'skipped': f'resolves to {resolved} on this device and model '
@@ -417,7 +423,7 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-HEADER = (f'{"config":<16} {"pipeline":<10} {"decoder":<11} {"TTFT ms":>8} {"tok/s":>7} '
+HEADER = (f'{"config":<16} {"pipeline":<10} {"decoder":<18} {"TTFT ms":>8} {"tok/s":>7} '
           f'{"bound":>7} {"%bound":>6} {"cap30 ms":>9} {"find10 ms":>9} {"peak GiB":>8} '
           f'{"img/s x1/x2/x4":>20}')
 
@@ -425,12 +431,12 @@ HEADER = (f'{"config":<16} {"pipeline":<10} {"decoder":<11} {"TTFT ms":>8} {"tok
 def print_row(row: dict[str, Any]) -> None:
     for key in ('error', 'skipped'):
         if key in row:
-            print(f'{row["config"]:<16} {row["pipeline"]:<10} {str(row["decoder"]):<11} '
+            print(f'{row["config"]:<16} {row["pipeline"]:<10} {str(row["decoder"]):<18} '
                   f'{key}: {row[key]}', flush=True)
             return
     share = row['decode_tok_s'] / row['bound_tok_s'] * 100 if row['bound_tok_s'] else None
     tput = '/'.join(_fmt(row['images_per_s'][str(n)], '.1f') for n in CAMERAS)
-    print(f'{row["config"]:<16} {row["pipeline"]:<10} {str(row["decoder"]):<11} '
+    print(f'{row["config"]:<16} {row["pipeline"]:<10} {str(row["decoder"]):<18} '
           f'{_fmt(row["ttft_ms"], ".1f"):>8} {_fmt(row["decode_tok_s"], ".1f"):>7} '
           f'{_fmt(row["bound_tok_s"], ".0f"):>7} {_fmt(share, ".1f"):>6} '
           f'{_fmt(row["caption_ms"], ".1f"):>9} {_fmt(row["find_ms"], ".1f"):>9} '
@@ -521,7 +527,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'])
     parser.add_argument('--quantizations', nargs='*', default=['8bit', '4bit'])
     parser.add_argument('--decoders', nargs='*', default=None,
-                        help='values of EngineOptions.decoder (default: all it declares)')
+                        help='values of EngineOptions.decoder, NAME+compile for NAME with '
+                        'compile_step (default: all it declares, and cuda_graph+compile)')
     parser.add_argument('--fixed-work', choices=('auto', 'min_new_tokens', 'suppress_eos'),
                         default='auto', help='how the engine generates a fixed token count '
                         '(auto: min_new_tokens, or suppress_eos where that fails)')
@@ -555,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           'read + write)' + (f'; nominal {nominal / 1e12:.2f} TB/s' if nominal else
                              '; nominal unknown for this device'))
     decoders = decoder_choices(args.decoders)
+    if args.decoders is None and device.type == 'cuda' and \
+            'compile_step' in {f.name for f in dataclasses.fields(EngineOptions)}:
+        decoders.append('cuda_graph+compile')
     images = [camera_frame(name, FRAME_SIZE) for name in PHOTOS]
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -598,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print('decode: engine vs reference (goal >= 3x) and bound / measured (goal <= 3x):')
     for item in summary:
-        print(f'  {item["config"]:<10} decoder={str(item["decoder"]):<11} '
+        print(f'  {item["config"]:<10} decoder={str(item["decoder"]):<18} '
               f'speed-up {item["decode_speedup_vs_reference"]:.2f}x '
               f'[{"ok" if item["goal_decode_3x_reference"] else "short"}]   '
               f'bound/measured {item["bound_over_measured"]:.1f}x '

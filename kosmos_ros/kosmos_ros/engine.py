@@ -24,6 +24,7 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from kosmos_ros.boxes import normalized_to_pixels
@@ -32,7 +33,7 @@ from kosmos_ros.datatypes import (GroundedBox, GroundedPhrase, GroundingResult, 
 from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
                                  greedy_decode, InferenceCancelled)
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
-from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame
+from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
 from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
 from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
                                 parse_grounded_text)
@@ -63,6 +64,12 @@ class EngineOptions:
             'cuda_graph' (static, captured as a CUDA graph; CUDA only) or 'auto'
             (cuda_graph on CUDA, except static for 8-bit models, whose bitsandbytes kernels
             cannot be captured; dynamic on the CPU).
+        fuse_qkv: in the static and CUDA-graph decoders, compute the query, key and value
+            projections as one matrix product (the model's three weights become views of one
+            tensor: no extra memory).
+        compile_step: ``torch.compile`` the decode step of the static and CUDA-graph decoders
+            (Inductor; Triton on CUDA). Each new batch size or length bucket compiles once,
+            tens of seconds, on first use.
     """
 
     max_new_tokens: int = 128
@@ -74,6 +81,8 @@ class EngineOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     logits_processors: tuple[Any, ...] = ()
     decoder: str = 'auto'
+    fuse_qkv: bool = True
+    compile_step: bool = False
 
 
 DECODERS = ('auto', 'dynamic', 'static', 'cuda_graph')
@@ -160,7 +169,9 @@ class GroundingEngine:
         step = self._static_steps.get(key)
         if step is None:
             step = StaticStep(self.model.text_model, batch, size, self.device,
-                              use_cuda_graph=self.decoder == 'cuda_graph')
+                              use_cuda_graph=self.decoder == 'cuda_graph',
+                              fuse_qkv=self.options.fuse_qkv,
+                              compile_step=self.options.compile_step)
             self._static_steps[key] = step
             while len(self._static_steps) > 4:
                 self._static_steps.popitem(last=False)
@@ -177,7 +188,8 @@ class GroundingEngine:
     def with_options(self, **changes: Any) -> GroundingEngine:
         """Return an engine sharing this model (and its decode buffers) with new options."""
         engine = GroundingEngine(self.loaded, replace(self.options, **changes))
-        if engine.decoder == self.decoder:
+        if (engine.decoder, engine.options.fuse_qkv, engine.options.compile_step) == (
+                self.decoder, self.options.fuse_qkv, self.options.compile_step):
             engine._static_steps = self._static_steps
         return engine
 
@@ -318,6 +330,18 @@ class GroundingEngine:
             **kw: Any) -> GroundingResult:
         return self.ground(frame, Query(Task.RAW, prompt, tuple(regions),
                                         kw.get('max_new_tokens')))
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run a caption on a grey frame for each batch size (capture, compile) now.
+
+        The static decoders allocate, capture or compile per batch size and length bucket on
+        first use; warming up moves that cost out of the first real query.
+        """
+        frame = frame_from_array(np.full((224, 224, 3), 128, dtype=np.uint8))
+        encoded = self.encode([frame])[0]
+        for batch in batch_sizes:
+            self.with_options(max_batch_size=max(batch, 1)).run(
+                [(encoded, Query(Task.CAPTION))] * max(batch, 1))
 
     def close(self) -> None:
         """Drop the model and free its GPU memory."""

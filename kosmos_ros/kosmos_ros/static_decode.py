@@ -36,11 +36,42 @@ def _layers_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(cache.key_cache[i], cache.value_cache[i]) for i in range(len(cache.key_cache))]
 
 
+def fused_qkv(attn: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """One (weight, bias) for the query, key and value projections of ``attn``, or None.
+
+    The three projections' parameters become views into the fused tensors, so the model's own
+    forward pass reads the same memory and no weight is stored twice. Only plain
+    ``torch.nn.Linear`` layers with floating-point weights are fused (not quantized ones).
+    """
+    cached = getattr(attn, '_kosmos_ros_qkv', None)
+    if cached is not None:
+        return cached
+    projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+    if any(type(m) is not torch.nn.Linear or not m.weight.is_floating_point()
+           for m in projections):
+        return None
+    biases = [m.bias for m in projections]
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        return None
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([m.weight.detach() for m in projections])
+        bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+        size = projections[0].weight.shape[0]
+        for i, module in enumerate(projections):
+            module.weight = torch.nn.Parameter(weight[i * size:(i + 1) * size],
+                                               requires_grad=False)
+            if bias is not None:
+                module.bias = torch.nn.Parameter(bias[i * size:(i + 1) * size],
+                                                 requires_grad=False)
+    attn._kosmos_ros_qkv = (weight, bias)
+    return attn._kosmos_ros_qkv
+
+
 class StaticStep:
     """Decode steps for ``batch`` rows and up to ``max_len`` cached positions."""
 
     def __init__(self, text_model: Any, batch: int, max_len: int, device: torch.device,
-                 use_cuda_graph: bool):
+                 use_cuda_graph: bool, fuse_qkv: bool = False, compile_step: bool = False):
         self.lm = text_model
         self.model = text_model.model
         cfg = self.model.config
@@ -62,6 +93,10 @@ class StaticStep:
         self.index = torch.zeros(1, dtype=torch.long, device=device)
         self.logits: torch.Tensor | None = None
         self.use_cuda_graph = use_cuda_graph and device.type == 'cuda'
+        self.qkv = [fused_qkv(layer.self_attn) for layer in self.model.layers] if fuse_qkv \
+            else [None] * len(self.model.layers)
+        self.compile_step = compile_step
+        self._compiled: dict[str, Any] = {}
         self.graph: Any = None
         self.loop_graph: Any = None
         self._loop: dict[str, torch.Tensor] | None = None
@@ -90,13 +125,18 @@ class StaticStep:
         hidden = hidden + table.index_select(0, self.positions).view(batch, 1, -1).to(
             hidden.device)
         self.mask.index_fill_(3, self.index, 0.0)
-        for layer, key_buf, value_buf in zip(model.layers, self.keys, self.values):
+        shape = (batch, 1, self.heads, self.head_dim)
+        for layer, key_buf, value_buf, qkv in zip(model.layers, self.keys, self.values, self.qkv):
             attn = layer.self_attn
             residual = hidden
             h = layer.self_attn_layer_norm(hidden)
-            q = attn.q_proj(h).view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
+            if qkv is not None:
+                q, k, v = F.linear(h, qkv[0], qkv[1]).chunk(3, dim=-1)
+            else:
+                q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+            q = q.reshape(shape).transpose(1, 2)
+            k = k.reshape(shape).transpose(1, 2)
+            v = v.reshape(shape).transpose(1, 2)
             key_buf.index_copy_(2, self.index, k.to(key_buf.dtype))
             value_buf.index_copy_(2, self.index, v.to(value_buf.dtype))
             out = F.scaled_dot_product_attention(q, key_buf, value_buf,
@@ -113,6 +153,15 @@ class StaticStep:
             hidden = residual + h
         hidden = model.layer_norm(hidden)
         return self.lm.lm_head(hidden)[:, -1, :]
+
+    def _compiled_fn(self, name: str) -> Any:
+        """Return the method ``name``, through ``torch.compile`` when ``compile_step`` is set."""
+        fn = getattr(self, name)
+        if not self.compile_step:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, fullgraph=True, dynamic=False)
+        return self._compiled[name]
 
     def _mutable(self) -> list[torch.Tensor]:
         """Buffers a warm-up run changes (restored after capturing a graph)."""
@@ -148,9 +197,9 @@ class StaticStep:
         self.positions.copy_(positions)
         self.index.fill_(index)
         if not self.use_cuda_graph:
-            return self._step()
+            return self._compiled_fn('_step')()
         if self.graph is None:
-            self.graph, self.logits = self._capture(self._step)
+            self.graph, self.logits = self._capture(self._compiled_fn('_step'))
         self.graph.replay()
         return self.logits
 
@@ -237,10 +286,10 @@ class StaticStep:
         if not decode:
             self._select()
         elif not self.use_cuda_graph:
-            self._select_and_step()
+            self._compiled_fn('_select_and_step')()
         else:
             if self.loop_graph is None:
-                self.loop_graph, _ = self._capture(self._select_and_step)
+                self.loop_graph, _ = self._capture(self._compiled_fn('_select_and_step'))
             self.loop_graph.replay()
         return state['all_done']
 

@@ -3,6 +3,7 @@
 """The engine equals the reference pipeline: one at a time, with cached features, batched."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -358,3 +359,45 @@ def test_device_loop_stops_rows_at_end_of_sequence(engine, frames):
     _assert_rows_equal(dynamic, host)
     _assert_rows_equal(dynamic, device)
     assert len(device[0].tokens) > first + 1
+
+
+def test_fused_qkv_shares_the_model_weights(engine):
+    from kosmos_ros.static_decode import fused_qkv
+    attn = engine.model.text_model.model.layers[0].self_attn
+    before = [m.weight.detach().clone() for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+    weight, bias = fused_qkv(attn)
+    assert fused_qkv(attn)[0] is weight, 'fusing twice must reuse the fused tensor'
+    size = before[0].shape[0]
+    for i, module in enumerate((attn.q_proj, attn.k_proj, attn.v_proj)):
+        assert torch.equal(module.weight, before[i])
+        # A view into the fused tensor: the weights are not stored twice.
+        assert module.weight.data_ptr() == weight[i * size].data_ptr()
+        if bias is not None:
+            assert module.bias.data_ptr() == bias[i * size].data_ptr()
+
+
+@pytest.mark.parametrize('options', [dict(decoder='static', fuse_qkv=False),
+                                     dict(decoder='static', fuse_qkv=True)])
+def test_static_decoder_variants_equal_reference(engine, reference, photos, frames, options):
+    variant = engine.with_options(**options)
+    for name in ('chelsea', 'rocket'):
+        for query in queries_for(photos[name])[:4]:
+            assert_same(variant.ground(frames[name], query),
+                        run_reference(reference, photos[name], query))
+
+
+@pytest.mark.skipif(not (shutil.which('g++') or shutil.which('clang++')),
+                    reason='torch.compile on the CPU needs a C++ compiler')
+def test_compiled_step_equals_reference(engine, steered_engine, reference, photos, frames):
+    """The torch.compile'd decode step, in the device loop and in the host loop."""
+    compiled = engine.with_options(decoder='static', compile_step=True)
+    compiled.warm_up()
+    assert any(step._compiled for step in compiled._static_steps.values())
+    for query in queries_for(photos['coffee'])[:3]:
+        assert_same(compiled.ground(frames['coffee'], query),
+                    run_reference(reference, photos['coffee'], query))
+    steered, steer = steered_engine
+    steered = steered.with_options(decoder='static', compile_step=True)
+    query = Query(Task.CAPTION)
+    assert_same(steered.ground(frames['coffee'], query),
+                run_reference(reference, photos['coffee'], query, [steer]))

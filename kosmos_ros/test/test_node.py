@@ -3,6 +3,7 @@
 """The grounding node over real DDS (loopback) with the tiny model."""
 
 import itertools
+import shutil
 import time
 
 import cv2
@@ -404,3 +405,29 @@ def test_debug_image_only_with_a_subscriber(harness, photos):
     annotated = np.frombuffer(bytes(debug[0].data), np.uint8).reshape(400, 600, 3)
     assert not np.array_equal(annotated, photos['coffee'])
     h.client.destroy_subscription(sub)
+
+
+@pytest.mark.skipif(not (shutil.which('g++') or shutil.which('clang++')),
+                    reason='torch.compile on the CPU needs a C++ compiler')
+def test_decoder_parameters_and_compiled_decoder(ros, tiny_model_dir, photos):
+    """decoder/compile_decoder reach the engine; the compiled step answers like the default."""
+    plain = Harness(ros, tiny_model_dir)
+    try:
+        expected = plain.call(task=Ground.Request.CAPTION, image=plain.image(photos['coffee']))
+        assert expected.success and plain.node._engine.decoder == 'dynamic'
+        result = plain.node.set_parameters([Parameter('decoder', value='turbo')])[0]
+        assert not result.successful
+    finally:
+        plain.close()
+    compiled = Harness(ros, tiny_model_dir, decoder='static', compile_decoder=True)
+    try:
+        engine = compiled.node._engine
+        assert engine.decoder == 'static' and engine.options.compile_step
+        steps = list(engine._static_steps.values())
+        assert steps and all(s.compile_step and s._compiled for s in steps), \
+            'configure must have compiled the decode step'
+        got = compiled.call(task=Ground.Request.CAPTION, image=compiled.image(photos['coffee']))
+        assert got.success and got.grounding.text == expected.grounding.text
+        assert len(got.grounding.phrases) == len(expected.grounding.phrases)
+    finally:
+        compiled.close()

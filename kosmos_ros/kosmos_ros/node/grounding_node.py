@@ -218,7 +218,8 @@ class GroundingNode(LifecycleNode):
         return dict(max_new_tokens=p.max_new_tokens, num_beams=p.num_beams,
                     no_repeat_ngram_size=p.no_repeat_ngram_size,
                     max_prompt_tokens=p.max_prompt_tokens, max_batch_size=p.max_batch_size,
-                    max_pixels=p.max_image_pixels, logits_processors=self._logits_processors)
+                    max_pixels=p.max_image_pixels, logits_processors=self._logits_processors,
+                    decoder=p.decoder, compile_step=p.compile_decoder)
 
     def _continuous_settings(self) -> ContinuousSettings:
         p = self._params
@@ -252,6 +253,19 @@ class GroundingNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f'loaded {self._engine.describe()} in '
                                f'{time.monotonic() - started:.1f} s')
+        if p.compile_decoder and self._engine.decoder != 'dynamic':
+            started = time.monotonic()
+            try:
+                self._engine.warm_up()
+            except KosmosError as exc:
+                self.get_logger().error(f'configure failed: compile_decoder: {exc} (set '
+                                        'compile_decoder to false to decode without it)')
+                self._engine.close()
+                self._engine, self._params = None, None
+                self._state = 'unconfigured'
+                return TransitionCallbackReturn.FAILURE
+            self.get_logger().info(f'compiled the {self._engine.decoder} decode step in '
+                                   f'{time.monotonic() - started:.1f} s')
         for cam in p.cameras:
             self._outputs[cam.name] = {
                 'detections': self.create_lifecycle_publisher(

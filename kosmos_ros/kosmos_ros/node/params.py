@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from kosmos_ros.datatypes import Task
+from kosmos_ros.engine import DECODERS
 from kosmos_ros.loading import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS
 
 TASK_NAMES = tuple(t.name.lower() for t in Task)
@@ -50,6 +51,13 @@ SPECS: dict[str, Spec] = {
     'attn_implementation': Spec('sdpa', 'Attention kernels: sdpa or eager.', reload=True,
                                 choices=ATTENTION),
     # Cameras (reload).
+    'decoder': Spec('auto', 'How tokens after the first are decoded: auto (cuda_graph on CUDA, '
+                    'static for 8-bit models, dynamic on the CPU), dynamic, static or '
+                    'cuda_graph.', reload=True, choices=DECODERS),
+    'compile_decoder': Spec(False, 'torch.compile the decode step of the static and cuda_graph '
+                            'decoders (faster decoding on CUDA; configure then compiles for '
+                            'about 30 s, and each new batch size compiles on first use).',
+                            reload=True),
     'cameras': Spec(['camera'], 'Camera names. Camera NAME subscribes NAME.topic and publishes '
                     'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True),
     'image_qos_reliability': Spec('best_effort', 'Image subscription reliability; best_effort '

@@ -264,7 +264,8 @@ class Streamer:
 def _node_command(kind: str, namespace: str, model_dir: Path, rate_hz: float) -> list[str]:
     params = {'model': str(model_dir), 'rate_hz': float(rate_hz), 'max_new_tokens': 8}
     if kind == 'project':
-        params.update({'device': 'cpu', 'local_files_only': 'true', 'camera_timeout': 0.0})
+        # Defaults otherwise: camera_timeout 5 s, so the liveness take runs every 1.7 s.
+        params.update({'device': 'cpu', 'local_files_only': 'true'})
         head = [sys.executable, '-m', 'kosmos_ros.node.main']
     else:
         head = [sys.executable, str(HERE / 'reference_node.py')]
@@ -290,8 +291,11 @@ def idle_cost(model_dir: Path, rgb: np.ndarray, rates: tuple[float, ...], second
     def on_diag(msg: Any) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            if status.name.endswith(': camera camera') and 'frames in' in values:
-                diagnostics.append((time.monotonic(), status.name, int(values['frames in'])))
+            # The reference counts frames received; the project, which takes frames from DDS
+            # only when it uses them, reports the publisher's count (sequence numbers).
+            count = values.get('frames in', values.get('frames published', 'unknown'))
+            if status.name.endswith(': camera camera') and count.isdigit():
+                diagnostics.append((time.monotonic(), status.name, int(count)))
 
     from diagnostic_msgs.msg import DiagnosticArray
     client.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 50)

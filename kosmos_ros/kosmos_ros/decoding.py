@@ -102,7 +102,10 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
 
     With ``static_steps`` (a function of batch size and sequence length returning a
     :class:`~kosmos_ros.static_decode.StaticStep`), tokens after the first are decoded on a
-    preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass.
+    preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass. Then,
+    unless a Python logits processor (``no_repeat_ngram_size``, ``logits_processors``) needs
+    the tokens on the host at every step, the whole loop runs on the device
+    (:func:`_device_loop`); both loops give the same tokens and probabilities.
     """
     batch = len(rows)
     lengths = [len(r.prompt_ids) for r in rows]

@@ -67,6 +67,19 @@ def fused_qkv(attn: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     return attn._kosmos_ros_qkv
 
 
+def _allow_recompiles(limit: int) -> None:
+    """Let torch.compile keep ``limit`` specialisations per function (default 8).
+
+    Each batch size and length bucket is one specialisation of the compiled step; past the
+    limit, torch would silently run the step uncompiled.
+    """
+    import torch._dynamo
+    config = torch._dynamo.config
+    name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
+    if getattr(config, name, limit) < limit:
+        setattr(config, name, limit)
+
+
 class StaticStep:
     """Decode steps for ``batch`` rows and up to ``max_len`` cached positions."""
 
@@ -160,6 +173,7 @@ class StaticStep:
         if not self.compile_step:
             return fn
         if name not in self._compiled:
+            _allow_recompiles(64)
             self._compiled[name] = torch.compile(fn, fullgraph=True, dynamic=False)
         return self._compiled[name]
 

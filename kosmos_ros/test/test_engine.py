@@ -229,16 +229,22 @@ def test_beam_search_equals_reference(engine, reference, photos, frames):
     assert result.text == processor.post_process_generation(text)[0]
 
 
-def test_cancellation_stops_generation(engine, frames):
+@pytest.mark.parametrize('decoder', ['dynamic', 'static'])
+def test_cancellation_stops_generation(engine, frames, decoder):
     calls = []
 
     def stop():
         calls.append(1)
         return len(calls) > 2
 
+    engine = engine.with_options(decoder=decoder)
     with pytest.raises(InferenceCancelled, match='cancelled'):
         engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=20), should_stop=stop)
     assert len(calls) == 3
+    # The next query after a cancelled one is unaffected.
+    assert engine.ground(frames['coffee'], Query(Task.CAPTION, max_new_tokens=5)).text == \
+        engine.with_options(decoder='dynamic').ground(
+            frames['coffee'], Query(Task.CAPTION, max_new_tokens=5)).text
 
 
 def test_model_failures_become_typed_errors(engine, frames, monkeypatch):

@@ -66,7 +66,8 @@ class EngineOptions:
             cannot be captured; dynamic on the CPU).
         fuse_qkv: in the static and CUDA-graph decoders, compute the query, key and value
             projections as one matrix product (the model's three weights become views of one
-            tensor: no extra memory).
+            tensor: no extra memory; the model then holds shared storage, which matters only
+            to code that saves it).
         compile_step: ``torch.compile`` the decode step of the static and CUDA-graph decoders
             (Inductor; Triton on CUDA). Each new batch size or length bucket compiles once,
             tens of seconds, on first use.

@@ -253,7 +253,11 @@ class GroundingNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f'loaded {self._engine.describe()} in '
                                f'{time.monotonic() - started:.1f} s')
-        if p.compile_decoder and self._engine.decoder != 'dynamic':
+        if p.compile_decoder and self._engine.decoder == 'dynamic':
+            self.get_logger().warning('compile_decoder has no effect with the dynamic decoder '
+                                      '(decoder: auto is dynamic on the CPU); set decoder to '
+                                      'static or cuda_graph to compile the decode step')
+        elif p.compile_decoder:
             started = time.monotonic()
             try:
                 self._engine.warm_up()

@@ -56,7 +56,8 @@ SPECS: dict[str, Spec] = {
                     'cuda_graph.', reload=True, choices=DECODERS),
     'compile_decoder': Spec(False, 'torch.compile the decode step of the static and cuda_graph '
                             'decoders (faster decoding on CUDA; configure then compiles for '
-                            'about 30 s, and each new batch size compiles on first use).',
+                            'about 30 s, and each new batch size or length bucket compiles on '
+                            'first use).',
                             reload=True),
     'cameras': Spec(['camera'], 'Camera names. Camera NAME subscribes NAME.topic and publishes '
                     'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True),

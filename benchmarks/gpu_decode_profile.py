@@ -150,8 +150,7 @@ def main() -> int:
     print(f'{"variant":<20} {"loop":<7} {"first s":>8} {"ms/token":>9} {"tok/s":>8} '
           f'{"x bound":>8} {"same":>6}', flush=True)
 
-    def record(variant: str, loop: str, engine: GroundingEngine | None, first_s: float,
-               ms: float, same: str) -> None:
+    def record(variant: str, loop: str, first_s: float, ms: float, same: str) -> None:
         rows[f'{variant}/{loop}'] = {'first_s': first_s, 'ms_per_token': ms, 'same': same}
         print(f'{variant:<20} {loop:<7} {first_s:>8.1f} {ms:>9.3f} {1e3 / ms:>8.1f} '
               f'{ms / bound:>8.2f} {same:>6}', flush=True)
@@ -161,7 +160,7 @@ def main() -> int:
                                                     decoder='dynamic'))
     expected = [dynamic.run([(encoded, query)])[0].raw_text
                 for encoded in dynamic.encode(frames) for query in QUERIES]
-    record('transformers', 'dynamic', dynamic, 0.0, ms_per_token(dynamic, frames[0], args.reps),
+    record('transformers', 'dynamic', 0.0, ms_per_token(dynamic, frames[0], args.reps),
            f'{len(expected)}/{len(expected)}')
     for variant in args.variants:
         engine = GroundingEngine(loaded, EngineOptions(
@@ -171,12 +170,12 @@ def main() -> int:
         first = time.perf_counter() - started
         ms = ms_per_token(engine, frames[0], args.reps)
         same = same_as(engine, frames, expected)
-        record(variant, 'device', engine, first, ms, f'{same}/{len(expected)}')
+        record(variant, 'device', first, ms, f'{same}/{len(expected)}')
         if not VARIANTS[variant].get('compile_step'):
             floor = graph_floor(engine, device, 200 if device.type == 'cuda' else 5)
-            record(variant, 'floor', None, 0.0, floor, '-')
+            record(variant, 'floor', 0.0, floor, '-')
             host = engine.with_options(logits_processors=(identity,))
-            record(variant, 'host', host, 0.0, ms_per_token(host, frames[0], args.reps),
+            record(variant, 'host', 0.0, ms_per_token(host, frames[0], args.reps),
                    f'{same_as(host, frames, expected)}/{len(expected)}')
     print('loop: device = token choice in the graph; host = one read per token; floor = '
           "the step graph replayed alone; same = texts equal to transformers' (of 8)")

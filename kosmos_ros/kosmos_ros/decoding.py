@@ -149,16 +149,7 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
     logits = logits_all[:, keep_index[width - 1], :]
     cache = out.cache if hasattr(out, 'cache') else out.past_key_values
 
-    processors = _processors(settings, width, device)
-    cache_arg = cache_argument(text_model)
-    budgets = torch.tensor([r.max_new_tokens for r in rows], device=device)
-    done = budgets <= 0
-    tokens: list[list[int]] = [[] for _ in rows]
-    probs: list[list[float]] = [[] for _ in rows]
-    sequence = ids
-    cache_lengths = torch.tensor(lengths, device=device)
-    step = 0
-    max_steps = int(budgets.max().item()) if batch else 0
+    max_steps = max((r.max_new_tokens for r in rows), default=0)
     static = None
     if static_steps is not None and max_steps > 1:
         static = static_steps(batch, width + max_steps)
@@ -168,6 +159,17 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
                               settings.eos_token_id, pad, pidx, settings.min_new_tokens)
             tokens, probs = _device_loop(static, max_steps, device, should_stop)
             return [DecodedRow(tokens[b], probs[b], prompt_probs[b]) for b in range(batch)]
+
+    # The host loop: every token comes back to the host, for Python logits processors.
+    processors = _processors(settings, width, device)
+    cache_arg = cache_argument(text_model)
+    budgets = torch.tensor([r.max_new_tokens for r in rows], device=device)
+    done = budgets <= 0
+    tokens = [[] for _ in rows]
+    probs = [[] for _ in rows]
+    sequence = ids
+    cache_lengths = torch.tensor(lengths, device=device)
+    step = 0
     while step < max_steps and not bool(done.all()):
         if should_stop is not None and should_stop():
             raise InferenceCancelled('cancelled during generation')

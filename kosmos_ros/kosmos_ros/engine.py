@@ -332,17 +332,14 @@ class GroundingEngine:
         return self.ground(frame, Query(Task.RAW, prompt, tuple(regions),
                                         kw.get('max_new_tokens')))
 
-    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """Run a caption on a grey frame for each batch size (capture, compile) now.
+    def warm_up(self) -> None:
+        """Run one caption on a grey frame now (batch 1: allocate, capture, compile).
 
         The static decoders allocate, capture or compile per batch size and length bucket on
         first use; warming up moves that cost out of the first real query.
         """
-        frame = frame_from_array(np.full((224, 224, 3), 128, dtype=np.uint8))
-        encoded = self.encode([frame])[0]
-        for batch in batch_sizes:
-            self.with_options(max_batch_size=max(batch, 1)).run(
-                [(encoded, Query(Task.CAPTION))] * max(batch, 1))
+        self.ground(frame_from_array(np.full((224, 224, 3), 128, dtype=np.uint8)),
+                    Query(Task.CAPTION))
 
     def close(self) -> None:
         """Drop the model and free its GPU memory."""

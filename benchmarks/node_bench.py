@@ -16,7 +16,11 @@ Both use the tiny random model (its model time is measured and subtracted, or ir
   ``python benchmarks/reference_node.py``) while this process streams 1920x1080 rgb8 frames at
   30 Hz; the node's CPU time (user + system, all threads, ``psutil``) over a window, divided by
   the window, is its load in % of one core. The frames each node received are read from its
-  ``/diagnostics`` (``frames in``).
+  ``/diagnostics`` (``frames in``). At ``rate_hz: 0`` the project runs twice: with its default
+  parameters (an unused camera is not subscribed: ``unsubscribe_idle_after``) and with
+  ``unsubscribe_idle_after: 0`` (always subscribed, frames kept in DDS untaken). After each
+  project window two caption queries (2 tokens) on the camera are timed: the first after the
+  idle window (it may have to subscribe and wait for the next frame), the second right after.
 """
 
 from __future__ import annotations
@@ -261,8 +265,10 @@ class Streamer:
         self._thread.join(5.0)
 
 
-def _node_command(kind: str, namespace: str, model_dir: Path, rate_hz: float) -> list[str]:
+def _node_command(kind: str, namespace: str, model_dir: Path, rate_hz: float,
+                  extra: dict[str, Any] | None = None) -> list[str]:
     params = {'model': str(model_dir), 'rate_hz': float(rate_hz), 'max_new_tokens': 8}
+    params.update(extra or {})
     if kind == 'project':
         # Defaults otherwise: camera_timeout 5 s, so the liveness take runs every 1.7 s.
         params.update({'device': 'cpu', 'local_files_only': 'true'})
@@ -280,10 +286,14 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
+IDLE_VARIANTS = {'project subscribed': {'unsubscribe_idle_after': 0.0}}
+
+
 def idle_cost(model_dir: Path, rgb: np.ndarray, rates: tuple[float, ...], seconds: float,
               warmup: float, hz: float = 30.0, log_dir: Path | None = None
               ) -> dict[str, dict[str, Any]]:
     """Per node and rate_hz: CPU % of one core while frames stream in at ``hz``."""
+    from kosmos_ros_interfaces.srv import Ground
     ros = Ros()
     client = ros.node('bench_stream', '/')
     diagnostics: list[tuple[float, str, int]] = []
@@ -299,44 +309,87 @@ def idle_cost(model_dir: Path, rgb: np.ndarray, rates: tuple[float, ...], second
 
     from diagnostic_msgs.msg import DiagnosticArray
     client.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 50)
+    runs = [(kind, rate) for kind in ('reference', 'project') for rate in rates]
+    runs += [(variant, 0.0) for variant in IDLE_VARIANTS if 0.0 in rates]
     out: dict[str, dict[str, Any]] = {}
     env = dict(os.environ, PYTHONUNBUFFERED='1', HF_HUB_OFFLINE='1',
                TRANSFORMERS_VERBOSITY='error')
     try:
-        for kind in ('reference', 'project'):
-            for rate in rates:
-                namespace = f'/idle_{kind}_{int(rate * 10)}'
-                publisher = client.create_publisher(
-                    Image, f'{namespace}/camera/image_raw',
-                    QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-                log = open(log_dir / f'idle_{kind}_{rate:g}.log', 'w') if log_dir else \
-                    subprocess.DEVNULL
-                proc = subprocess.Popen(_node_command(kind, namespace, model_dir, rate),
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+        for index, (kind, rate) in enumerate(runs):
+            namespace = f'/idle_{index}_{int(rate * 10)}'
+            publisher = client.create_publisher(
+                Image, f'{namespace}/camera/image_raw',
+                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+            label = f'{kind} rate_hz={rate:g}'
+            log = open(log_dir / f'idle_{kind.replace(" ", "_")}_{rate:g}.log', 'w') \
+                if log_dir else subprocess.DEVNULL
+            project = kind.startswith('project')
+            command = _node_command('project' if project else kind, namespace, model_dir, rate,
+                                    IDLE_VARIANTS.get(kind))
+            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            ground = client.create_client(Ground, f'{namespace}/kosmos_grounding/ground') \
+                if project else None
+            try:
+                out[label] = _measure_idle(proc, publisher, rgb, hz, seconds, warmup,
+                                           namespace, diagnostics, ground, client)
+            finally:
+                proc.send_signal(signal.SIGINT)
                 try:
-                    out[f'{kind} rate_hz={rate:g}'] = _measure_idle(
-                        proc, publisher, rgb, hz, seconds, warmup, namespace, diagnostics)
-                finally:
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait(5)
-                    if log is not subprocess.DEVNULL:
-                        log.close()
-                    client.destroy_publisher(publisher)
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+                if log is not subprocess.DEVNULL:
+                    log.close()
+                client.destroy_publisher(publisher)
+                if ground is not None:
+                    client.destroy_client(ground)
     finally:
         ros.close()
     return out
 
 
+def _wait_active(client: Any, namespace: str, proc: subprocess.Popen,
+                 timeout: float = 120.0) -> bool:
+    """Wait until the project's lifecycle node in ``namespace`` is active."""
+    from lifecycle_msgs.srv import GetState
+    get_state = client.create_client(GetState, f'{namespace}/kosmos_grounding/get_state')
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if get_state.service_is_ready():
+                future = get_state.call_async(GetState.Request())
+                if wait_for(future.done, 5.0) and \
+                        future.result().current_state.label == 'active':
+                    return True
+            time.sleep(0.1)
+        return False
+    finally:
+        client.destroy_client(get_state)
+
+
+def _timed_query(ground: Any) -> tuple[float, str]:
+    """Milliseconds for one 2-token caption query on the camera, and the error if any."""
+    from kosmos_ros_interfaces.srv import Ground
+    started = time.perf_counter()
+    future = ground.call_async(Ground.Request(task=Ground.Request.CAPTION, max_new_tokens=2))
+    if not wait_for(future.done, 60.0):
+        return float('nan'), 'no answer within 60 s'
+    response = future.result()
+    return (time.perf_counter() - started) * 1e3, '' if response.success else response.message
+
+
 def _measure_idle(proc: subprocess.Popen, publisher: Any, rgb: np.ndarray, hz: float,
                   seconds: float, warmup: float, namespace: str,
-                  diagnostics: list[tuple[float, str, int]]) -> dict[str, Any]:
-    if not wait_for(lambda: publisher.get_subscription_count() > 0 or proc.poll() is not None,
-                    120.0, 0.05) or proc.poll() is not None:
-        raise RuntimeError(f'node in {namespace} did not subscribe (exit code {proc.poll()})')
+                  diagnostics: list[tuple[float, str, int]], ground: Any = None,
+                  client: Any = None) -> dict[str, Any]:
+    if ground is not None:  # the project: it may not subscribe while unused
+        started = _wait_active(client, namespace, proc)
+    else:
+        started = wait_for(lambda: publisher.get_subscription_count() > 0
+                           or proc.poll() is not None, 120.0, 0.05)
+    if not started or proc.poll() is not None:
+        raise RuntimeError(f'node in {namespace} did not start (exit code {proc.poll()})')
     ps = psutil.Process(proc.pid)
     time.sleep(2.0)  # settle after start-up
     c0, t0 = _cpu_seconds(ps), time.monotonic()
@@ -348,6 +401,7 @@ def _measure_idle(proc: subprocess.Popen, publisher: Any, rgb: np.ndarray, hz: f
         sent0, c0, t0 = streamer.sent, _cpu_seconds(ps), time.monotonic()
         time.sleep(seconds)
         sent1, c1, t1 = streamer.sent, _cpu_seconds(ps), time.monotonic()
+        queries = [_timed_query(ground) for _ in range(2)] if ground is not None else []
     finally:
         streamer.stop()
     window = [(t, n) for t, name, n in diagnostics if name.startswith(namespace + '/')
@@ -358,4 +412,7 @@ def _measure_idle(proc: subprocess.Popen, publisher: Any, rgb: np.ndarray, hz: f
         received_hz = (nb - na) / (tb - ta) if tb > ta else float('nan')
     return {'cpu_pct': (c1 - c0) / (t1 - t0) * 100, 'quiet_cpu_pct': quiet,
             'sent_hz': (sent1 - sent0) / (t1 - t0), 'received_hz': received_hz,
+            'first_query_ms': queries[0][0] if queries else None,
+            'next_query_ms': queries[1][0] if queries else None,
+            'query_errors': [error for _, error in queries if error],
             'window_s': t1 - t0}

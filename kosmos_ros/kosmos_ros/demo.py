@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
                   rate_hz=args.rate, task=args.task, prompt=args.prompt,
                   max_new_tokens=args.max_new_tokens, image_qos_reliability='reliable',
                   image_qos_depth=10, max_frame_age=0.0, camera_timeout=0.0, autostart=False,
-                  use_sim_time=True)
+                  use_sim_time=True, unsubscribe_idle_after=0.0)  # subscribed before replay
     overrides = [Parameter(k, value=v) for k, v in params.items()]
     overrides += [Parameter(f'{camera}.topic', value=image_topic),
                   Parameter(f'{camera}.transport', value='compressed' if compressed else 'raw')]

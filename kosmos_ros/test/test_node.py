@@ -4,6 +4,7 @@
 
 import itertools
 import shutil
+import threading
 import time
 
 import cv2
@@ -37,10 +38,13 @@ class Harness:
         context, executor = ros
         self.ns = f'/t{next(_names)}'
         self.executor = executor
+        # unsubscribe_idle_after 0: these tests publish one frame and then query it; the
+        # subscriptions that come and go are tested on their own.
         values = dict(model=str(model_dir), device='cpu', local_files_only=True,
                       cameras=['front', 'rear'], max_new_tokens=24, rate_hz=0.0,
-                      max_frame_age=30.0, camera_timeout=0.0)
+                      max_frame_age=30.0, camera_timeout=0.0, unsubscribe_idle_after=0.0)
         values.update(params)
+        always = values['unsubscribe_idle_after'] == 0 or values['rate_hz'] > 0
         overrides = [Parameter(k, value=v) for k, v in values.items()]
         overrides.append(Parameter('rear.transport', value='compressed'))
         self.node = GroundingNode(context=context, namespace=self.ns,
@@ -67,8 +71,9 @@ class Harness:
         if configure:
             assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
             assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-            assert wait_for(lambda: self.raw_pub.get_subscription_count() > 0)
-            assert wait_for(lambda: self.jpeg_pub.get_subscription_count() > 0)
+            if always:
+                assert wait_for(lambda: self.raw_pub.get_subscription_count() > 0)
+                assert wait_for(lambda: self.jpeg_pub.get_subscription_count() > 0)
 
     def stamp(self, offset=0.0):
         now = self.node.get_clock().now().nanoseconds * 1e-9 + offset
@@ -194,7 +199,8 @@ def test_service_errors_are_precise(harness, photos):
     rotated.center.theta = 0.5
     rotated.size_x = rotated.size_y = 10.0
     before = h.call(task=Ground.Request.CAPTION)
-    assert not before.success and 'no frame received yet from camera' in before.message
+    assert not before.success and 'no frame received from camera' in before.message
+    assert 'within 2 s (frame_wait_timeout)' in before.message
     h.raw_pub.publish(h.image(photos['coffee']))
     assert wait_for(lambda: h.node._worker.take_latest('front')[0] is not None)
     old = h.image(photos['coffee'], offset=-100.0)
@@ -317,6 +323,77 @@ def test_nothing_waits_for_inference_and_the_newest_frame_wins(harness, photos):
     after = h.call(task=Ground.Request.CAPTION, max_new_tokens=2)
     assert after.success and after.grounding.header == newest.header
     assert (after.grounding.image_width, after.grounding.image_height) == (451, 300)
+
+
+class Camera:
+    """Publish ``rgb`` on the harness's front camera at ``hz``, freshly stamped, until stopped."""
+
+    def __init__(self, h, rgb, hz=20.0):
+        self.h, self.rgb, self.period = h, rgb, 1.0 / hz
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.period):
+            self.h.raw_pub.publish(self.h.image(self.rgb))
+            self.sent += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+@pytest.mark.parametrize('harness', [dict(unsubscribe_idle_after=1.0, frame_wait_timeout=3.0,
+                                          max_new_tokens=4)], indirect=True)
+def test_idle_cameras_unsubscribe_and_queries_wait_for_the_next_frame(harness, photos):
+    """On demand, an unused camera has no subscription (no frames cross DDS).
+
+    A query subscribes again and is answered on a frame published after it; continuous
+    grounding keeps the subscription.
+    """
+    h = harness
+    intake = h.node._intakes['front']
+    subscribed = h.raw_pub.get_subscription_count
+    time.sleep(0.5)
+    assert subscribed() == 0 and not intake.subscribed
+    # No camera: the query subscribes, waits frame_wait_timeout, and says why it failed.
+    started = time.monotonic()
+    silent = h.call(task=Ground.Request.CAPTION)
+    waited = time.monotonic() - started
+    assert not silent.success and 'within 3 s (frame_wait_timeout)' in silent.message
+    assert 2.9 <= waited < 10.0, waited
+    assert intake.subscribed_count == 1
+    assert wait_for(lambda: subscribed() == 0, 5.0), 'not released after 1 s without a query'
+    camera = Camera(h, photos['coffee'])
+    try:
+        time.sleep(1.5)  # a streaming camera alone does not bring the subscription back
+        assert subscribed() == 0 and intake.taken == 0 and camera.sent >= 20
+        asked = h.node.get_clock().now().nanoseconds * 1e-9
+        answer = h.call(task=Ground.Request.CAPTION)
+        assert answer.success, answer.message
+        stamp = answer.grounding.header.stamp
+        assert stamp.sec + stamp.nanosec * 1e-9 > asked  # a frame sent after the query
+        assert intake.subscribed_count == 2 and subscribed() == 1
+        again = h.call(task=Ground.Request.CAPTION)  # subscribed: the newest frame at once
+        assert again.success and intake.subscribed_count == 2
+        assert wait_for(lambda: subscribed() == 0, 5.0)
+        assert h.node._worker.latest('front')[0] is None  # no frame kept from before
+        # Continuous grounding subscribes (and stays subscribed) while it is on.
+        h.node.set_parameters([Parameter('rate_hz', value=4.0)])
+        assert wait_for(lambda: len(h.received['front']) >= 2, 30.0)
+        time.sleep(1.5)
+        assert subscribed() == 1
+        h.node.set_parameters([Parameter('rate_hz', value=0.0)])
+        assert wait_for(lambda: subscribed() == 0, 5.0)
+        # unsubscribe_idle_after 0 keeps the subscription without any query.
+        h.node.set_parameters([Parameter('unsubscribe_idle_after', value=0.0)])
+        assert wait_for(lambda: subscribed() == 1, 5.0)
+        time.sleep(1.5)
+        assert subscribed() == 1
+    finally:
+        camera.stop()
 
 
 def test_lifecycle_and_reconfigure(ros, tiny_model_dir, tmp_path, photos):

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """3D over DDS: colour, depth and camera_info publishers into the node; analytic geometry."""
 
+import threading
 import time
 
 from kosmos_ros_interfaces.srv import Ground
@@ -120,3 +121,52 @@ def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
     assert wait_for(lambda: rig.markers, 30)
     cubes = [m for m in rig.markers[-1].markers if m.type == m.CUBE]
     assert cubes and cubes[0].header == color.header
+
+
+def test_an_idle_camera_drops_depth_too_and_its_next_query_has_3d(
+        ros, tiny_model_dir, steer, photos):
+    h = Harness(ros, tiny_model_dir, steer=steer, rate_hz=0.0, depth_tolerance=0.02,
+                unsubscribe_idle_after=1.0, frame_wait_timeout=3.0,
+                **{'front.depth_topic': 'front/depth'})
+    depth_pub = h.client.create_publisher(Image, 'front/depth', 10)
+    info_pub = h.client.create_publisher(CameraInfo, 'front/camera_info', 10)
+    rgb = photos['coffee']
+    height, width = rgb.shape[:2]
+    box = cat_box(width, height)
+    depth = np.full((height, width), PLANE, np.float32)
+    depth[int(box.y1):int(np.ceil(box.y2)), int(box.x1):int(np.ceil(box.x2))] = OBJECT
+    stop = threading.Event()
+
+    def camera():  # colour, depth and info with one stamp, 10 times a second
+        while not stop.wait(0.1):
+            color = h.image(rgb)
+            depth_msg = Image(height=height, width=width, encoding='32FC1', step=width * 4,
+                              data=depth.tobytes())
+            depth_msg.header = color.header
+            info = CameraInfo(width=width, height=height,
+                              k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
+            info.header = color.header
+            info_pub.publish(info)
+            depth_pub.publish(depth_msg)
+            h.raw_pub.publish(color)
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    counts = (h.raw_pub.get_subscription_count, depth_pub.get_subscription_count,
+              info_pub.get_subscription_count)
+    try:
+        time.sleep(1.0)
+        assert [count() for count in counts] == [0, 0, 0]
+        response = h.call(task=Ground.Request.CAPTION)
+        assert response.success, response.message
+        assert [count() for count in counts] == [1, 1, 1]
+        cat = response.grounding.phrases[0]
+        assert cat.text == 'a cat' and cat.has_position, cat.position_note
+        assert (cat.position.x, cat.position.y, cat.position.z) == pytest.approx(
+            expected_center(box, OBJECT), abs=1e-4)
+        assert response.detections_3d.header == response.grounding.header
+        assert wait_for(lambda: [count() for count in counts] == [0, 0, 0], 5.0)
+    finally:
+        stop.set()
+        thread.join(5.0)
+        h.close()

@@ -185,7 +185,7 @@ class Rig:
         values = dict(model=str(model_dir), device='cpu', local_files_only=True,
                       cameras=list(cameras), max_new_tokens=2, rate_hz=0.0,
                       max_frame_age=30.0, camera_timeout=0.0, diagnostics_period=0.5,
-                      image_qos_reliability='reliable')
+                      image_qos_reliability='reliable', unsubscribe_idle_after=0.0)
         values.update(params)
         overrides = [Parameter(k, value=v) for k, v in values.items()]
         overrides += [Parameter(f'{c}.transport', value='compressed') for c in compressed]

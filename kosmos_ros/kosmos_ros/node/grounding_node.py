@@ -3,13 +3,15 @@
 """The managed node ``kosmos_grounding``: messages in, engine calls, messages out.
 
 Lifecycle: configure validates parameters and loads the model (a failure is a failed
-transition, logged with its reason); activate subscribes to the cameras and starts continuous
+transition, logged with its reason); activate subscribes to the cameras (on demand, a camera is
+subscribed only while queries use it: ``unsubscribe_idle_after``) and starts continuous
 grounding; deactivate stops both; cleanup frees the model and its GPU memory. The service and
 the action ``~/ground`` exist in every state and answer ``success: false`` with the reason
 when the node is not active.
 
-Threads: image callbacks store the newest message and return; service and action callbacks are
-coroutines that await the worker's answer, so no executor thread waits for inference.
+Threads: frames stay in DDS until the worker takes them (:mod:`.intake`); service and action
+callbacks are coroutines that await the worker's answer (or a camera's next frame), so no
+executor thread waits for inference.
 """
 
 from __future__ import annotations
@@ -300,36 +302,81 @@ class GroundingNode(LifecycleNode):
         p = self._params
         if self._intake_node is None:
             self._intake_node = intake_node(self)
+        subscribe = not self._may_unsubscribe(p)
         for cam in p.cameras:
             self._intakes[cam.name] = CameraIntake(
                 self._intake_node, cam.subscribed_topic, cam.transport == 'compressed',
-                p.image_qos_reliability, int(p.image_qos_depth))
-            self.get_logger().info(f'camera {cam.name}: {cam.transport} images on '
-                                   f'{self._intakes[cam.name].topic}')
+                p.image_qos_reliability, int(p.image_qos_depth), subscribe=subscribe)
+            self.get_logger().info(
+                f'camera {cam.name}: {cam.transport} images on {self._intakes[cam.name].topic}'
+                + ('' if subscribe else ' (subscribed only while queries use it)'))
             if cam.depth_topic:
-                depth = DepthSource(self._intake_node, cam.depth_topic, cam.camera_info_topic)
+                depth = DepthSource(self._intake_node, cam.depth_topic, cam.camera_info_topic,
+                                    subscribe=subscribe)
                 self._depths[cam.name] = depth
                 self.get_logger().info(f'camera {cam.name}: 3D from {depth.depth_topic} and '
                                        f'{depth.info_topic}')
         self._worker.set_sources(
-            {name: self._take_function(intake) for name, intake in self._intakes.items()},
-            lambda camera, msg: self._on_image(camera, msg))
+            {name: self._take_function(name) for name in self._intakes},
+            lambda camera, msg: self._on_image(camera, msg), self._check_idle_cameras)
         self._worker.set_paused(False)
         self._state = 'active'
         return super().on_activate(state)
 
-    @staticmethod
-    def _take_function(intake: CameraIntake):
-        def take() -> Any:
+    def _take_function(self, camera: str):
+        intake, depth = self._intakes[camera], self._depths.get(camera)
+
+        def take(use: bool) -> Any:
+            if use:
+                if depth is not None and not intake.subscribed:
+                    depth.acquire()  # first: depth should flow by the first colour frame
+                if intake.acquire():
+                    self.get_logger().debug(f'camera {camera}: subscribed again')
             taken = intake.take()
             return None if taken is None else taken.msg
         return take
+
+    @staticmethod
+    def _may_unsubscribe(params: NodeParams) -> bool:
+        """Whether idle cameras drop their subscriptions (on demand, unsubscribe_idle_after)."""
+        return params.unsubscribe_idle_after > 0 and params.rate_hz <= 0
+
+    def _check_idle_cameras(self) -> None:
+        """Drop the subscriptions of cameras no query used lately; restore them when needed.
+
+        Runs on the worker thread, between its takes, so that no frame taken before the
+        release is stored after it. Subscribing again otherwise happens on the first take
+        that uses the camera (a query's, on an executor thread).
+        """
+        worker, params = self._worker, self._params
+        if self._state != 'active' or worker is None or params is None:
+            return
+        lazy, after = self._may_unsubscribe(params), float(params.unsubscribe_idle_after)
+        now = time.monotonic()
+        try:
+            for name, intake in list(self._intakes.items()):
+                depth = self._depths.get(name)
+                if not lazy:  # continuous grounding, or unsubscribe_idle_after set to 0
+                    if depth is not None:
+                        depth.acquire()
+                    intake.acquire()
+                elif (intake.subscribed and now - intake.last_used >= after
+                      and not worker.waiting(name)):
+                    intake.release()
+                    if depth is not None:
+                        depth.release()
+                    worker.forget_frames(name)
+                    self.get_logger().debug(f'camera {name}: unsubscribed after {after:g} s '
+                                            'without a query')
+        except Exception as exc:  # never end the worker thread over a subscription
+            self.get_logger().error(f'image subscriptions: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=CAMERA_LOG_PERIOD)
 
     def _drop_intakes(self) -> None:
         if self._worker is not None:
             self._worker.set_sources({}, None)
         for intake in self._intakes.values():
-            self._intake_node.destroy_subscription(intake.subscription)
+            intake.close()
         self._intakes = {}
         for depth in self._depths.values():
             depth.destroy()
@@ -490,22 +537,51 @@ class GroundingNode(LifecycleNode):
         if camera not in cameras:
             raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(cameras)}')
         msg, stamp = worker.take_latest(camera)
-        if msg is None:
-            topic = next(c.subscribed_topic for c in params.cameras if c.name == camera)
-            raise ValueError(f'no frame received yet from camera {camera!r} (topic '
-                             f'{self.resolve_topic_name(topic)})')
+        if msg is not None:
+            self._check_age(camera, stamp, params)
+        return query, camera, msg, True, worker  # msg None: wait for the camera's next frame
+
+    def _check_age(self, camera: str, stamp: float, params: NodeParams) -> None:
         max_age = float(params.max_frame_age)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp
         if max_age > 0 and age > max_age:
             self._stale_queries += 1
             raise ValueError(f'newest frame of camera {camera!r} is {age:.2f} s old '
                              f'(max_frame_age {max_age:g} s)')
-        return query, camera, msg, True, worker
+
+    async def _next_frame(self, worker: InferenceWorker, camera: str) -> Any:
+        """Wait (without blocking the executor) for a first frame of ``camera``."""
+        params = self._params
+        if params is None:
+            raise ValueError(f'node is not active (state: {self._state}); activate it first')
+        wait = float(params.frame_wait_timeout)
+        msg, stamp = None, 0.0
+        if wait > 0:
+            future = Future(executor=self.executor)
+            future.add_done_callback(lambda f: None)  # wakes the executor when set
+
+            def done(frame, frame_stamp):
+                if not future.done():
+                    future.set_result((frame, frame_stamp))
+
+            worker.wait_for_frame(camera, wait, done)
+            msg, stamp = await future
+        if msg is None:
+            if self._state != 'active':
+                raise ValueError(f'node is not active (state: {self._state}); activate it first')
+            topic = self.resolve_topic_name(
+                next(c.subscribed_topic for c in params.cameras if c.name == camera))
+            raise ValueError(f'no frame received from camera {camera!r} (topic {topic}) within '
+                             f'{wait:g} s (frame_wait_timeout)')
+        self._check_age(camera, stamp, params)
+        return msg
 
     async def _answer(self, request: Any, on_stage=None, cancelled=lambda: False):
         """Run one request on the worker; return (result, error, header, camera, from camera)."""
         try:
             query, camera, msg, from_camera, worker = self._check_request(request)
+            if msg is None:
+                msg = await self._next_frame(worker, camera)
         except (ValueError, KosmosError) as exc:
             return None, str(exc), None, '', False
         future = Future(executor=self.executor)
@@ -614,16 +690,25 @@ class GroundingNode(LifecycleNode):
                 rx = stats['last_received_wall']
                 silent = (now - rx) if rx is not None else None
                 stale = silent is None or silent > timeout
-                if timeout > 0 and self._state == 'active' and stale:
+                intake = self._intakes.get(cam)
+                idle = intake is not None and not intake.subscribed
+                if idle:  # on demand and unused: no frames to judge by, only discovery
+                    publishers = intake.publishers()
+                    status.message = (f'not subscribed while unused ({publishers} '
+                                      f'publisher{"s" if publishers != 1 else ""})')
+                    if publishers == 0 and timeout > 0 and self._state == 'active':
+                        status.level = DiagnosticStatus.WARN
+                        status.message = f'no publisher on {intake.topic}'
+                elif timeout > 0 and self._state == 'active' and stale:
                     status.level = DiagnosticStatus.WARN
                     status.message = ('no image received yet' if silent is None else
                                       f'no image for {silent:.1f} s')
+                if status.level == DiagnosticStatus.WARN:
                     self.get_logger().warning(f'camera {cam}: {status.message}',
                                               throttle_duration_sec=max(timeout, 1.0))
                 lat = stats['latencies']
                 last = stats['last_result_wall']
                 inferences = stats['inferences'] - before.get('inferences', 0)
-                intake = self._intakes.get(cam)
                 rate = intake.rate_hz if intake is not None else None
                 published = intake.published if intake is not None else None
                 status.values = [KeyValue(key=k, value=v) for k, v in {
@@ -631,6 +716,7 @@ class GroundingNode(LifecycleNode):
                     'inference rate Hz': f'{inferences / period:.2f}',
                     'latency p50 ms': f'{_percentile(lat, 50) * 1e3:.1f}',
                     'latency p95 ms': f'{_percentile(lat, 95) * 1e3:.1f}',
+                    'subscribed': 'no' if idle else 'yes',
                     'frames published': 'unknown' if published is None else str(published),
                     'frames taken': str(stats['frames_in']),
                     'inferences': str(stats['inferences']),

@@ -84,6 +84,14 @@ SPECS: dict[str, Spec] = {
     'max_frame_age': Spec(2.0, 'Seconds (node clock minus frame stamp) after which a camera '
                           'frame is too old to answer a query; 0 disables the check.', low=0.0,
                           high=3600.0),
+    'unsubscribe_idle_after': Spec(10.0, "On demand (rate_hz 0): drop a camera's image (and "
+                                   'depth) subscriptions after this many seconds without a query '
+                                   'on it, so that an idle node receives no frames; the next '
+                                   'query subscribes again and waits for the next frame. 0 keeps '
+                                   'the subscriptions at all times.', low=0.0, high=86400.0),
+    'frame_wait_timeout': Spec(2.0, 'Seconds a query on a camera waits for a frame when the node '
+                               'has none (just subscribed, or no frame received yet); 0 answers '
+                               'at once.', low=0.0, high=60.0),
     'camera_timeout': Spec(5.0, 'Warn when a camera has sent nothing for this many seconds; 0 '
                            'disables the warning.', low=0.0, high=3600.0),
     'max_image_pixels': Spec(50_000_000, 'Largest accepted image, in pixels.', low=1,

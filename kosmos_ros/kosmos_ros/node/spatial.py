@@ -46,25 +46,50 @@ class DepthSource:
     matching one is decoded.
     """
 
-    def __init__(self, node: Any, depth_topic: str, info_topic: str):
+    def __init__(self, node: Any, depth_topic: str, info_topic: str, subscribe: bool = True):
         self._lock = threading.Lock()
         self._depth: deque[tuple[float, Any]] = deque(maxlen=DEPTH_BUFFER)
-        self._info: Any = None
-        no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
-        self.depth_sub = node.create_subscription(
-            Image, depth_topic, lambda msg: None,
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH_QUEUE,
-                       reliability=ReliabilityPolicy.BEST_EFFORT), event_callbacks=no_events)
-        self.info_sub = node.create_subscription(
-            CameraInfo, info_topic, lambda msg: None,
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                       reliability=ReliabilityPolicy.BEST_EFFORT), event_callbacks=no_events)
-        self.depth_topic = self.depth_sub.topic_name
-        self.info_topic = self.info_sub.topic_name
+        self._info: Any = None  # kept across release(): the intrinsics do not change
         self._node = node
+        self._topics = (depth_topic, info_topic)
+        self.depth_topic = node.resolve_topic_name(depth_topic)
+        self.info_topic = node.resolve_topic_name(info_topic)
+        self.depth_sub: Any = None
+        self.info_sub: Any = None
+        self._closed = False
+        if subscribe:
+            self.acquire()
+
+    def acquire(self) -> None:
+        """Subscribe to the depth image and camera info (no-op when subscribed)."""
+        with self._lock:
+            if self.depth_sub is not None or self._closed:
+                return
+            no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
+            self.depth_sub = self._node.create_subscription(
+                Image, self._topics[0], lambda msg: None,
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH_QUEUE,
+                           reliability=ReliabilityPolicy.BEST_EFFORT),
+                event_callbacks=no_events)
+            self.info_sub = self._node.create_subscription(
+                CameraInfo, self._topics[1], lambda msg: None,
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                           reliability=ReliabilityPolicy.BEST_EFFORT),
+                event_callbacks=no_events)
+
+    def release(self) -> None:
+        """Drop both subscriptions and the buffered depth frames (they would be stale)."""
+        with self._lock:
+            for sub in (self.depth_sub, self.info_sub):
+                if sub is not None:
+                    self._node.destroy_subscription(sub)
+            self.depth_sub = self.info_sub = None
+            self._depth.clear()
 
     @staticmethod
     def _take(sub: Any) -> Any:
+        if sub is None:
+            return None
         with sub.handle:
             info = sub.handle.take_message(sub.msg_type, sub.raw)
         return None if info is None else info[0]
@@ -76,8 +101,10 @@ class DepthSource:
             self._info = msg
 
     def destroy(self) -> None:
-        self._node.destroy_subscription(self.depth_sub)
-        self._node.destroy_subscription(self.info_sub)
+        """Release for good: later :meth:`acquire` calls do nothing."""
+        with self._lock:
+            self._closed = True
+        self.release()
 
     def lift(self, stamp: float, result: GroundingResult,
              settings: DepthSettings) -> list[list[Lifted]]:

@@ -4,12 +4,13 @@
 
 Camera frames stay in DDS (keep last) until the worker takes them (:mod:`.intake`): when a
 query needs the camera's newest frame, when continuous grounding is due by the node's clock,
-and at a slow heartbeat for liveness. A frame taken but not yet grounded is replaced by a
-newer one, never queued. Queries queue with a completion callback. Each cycle the worker
-takes the newest frame of each due camera and the pending queries, up to the batch size (when
-both wait, the cameras leave at least one place to the queries, so that neither starves the
-other), converts those frames (only now), runs the vision encoder once per distinct frame and
-decodes all queries together.
+and at a slow heartbeat for liveness. A query on a camera with no frame yet (its subscription
+was just made) waits here, polled by this thread, for the next frame or its deadline. A frame
+taken but not yet grounded is replaced by a newer one, never queued. Queries queue with a
+completion callback. Each cycle the worker takes the newest frame of each due camera and the
+pending queries, up to the batch size (when both wait, the cameras leave at least one place to
+the queries, so that neither starves the other), converts those frames (only now), runs the
+vision encoder once per distinct frame and decodes all queries together.
 
 A camera is due when continuous grounding is on and its newest frame is at least
 ``1 / rate_hz`` seconds of message time after the frame it last grounded (or time went
@@ -31,6 +32,7 @@ from kosmos_ros.errors import ImageError, KosmosError, OutOfMemoryError
 from kosmos_ros.images import Frame, frame_from_message
 
 
+HOUSEKEEPING_PERIOD = 0.5
 UNLOADING = 'the model is being unloaded (cleanup or shutdown); retry once the node is active'
 
 
@@ -96,6 +98,7 @@ class QueryJob:
     from_camera: bool = True
 
 
+FrameCallback = Callable[[Any, float], None]
 ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float], None]
 ErrorCallback = Callable[[str, Exception], None]
 
@@ -124,8 +127,11 @@ class InferenceWorker:
         self.engine = engine
         self._clock = clock
         self._heartbeat_s = heartbeat_s
-        self._sources: dict[str, Callable[[], Any]] = {}
+        self._sources: dict[str, Callable[[bool], Any]] = {}
+        self._waiters: dict[str, list[tuple[float, FrameCallback]]] = {}
         self._on_take: Callable[[str, Any], None] | None = None
+        self._housekeeping: Callable[[], None] | None = None
+        self._last_housekeeping = time.monotonic()
         self._last_heartbeat = time.monotonic()
         self.cameras = {name: CameraState(name) for name in cameras}
         self._on_result = on_result
@@ -155,23 +161,28 @@ class InferenceWorker:
             self.engine = engine
             self._max_pixels = engine.options.max_pixels
 
-    def set_sources(self, sources: dict[str, Callable[[], Any]],
-                    on_take: Callable[[str, Any], None] | None) -> None:
+    def set_sources(self, sources: dict[str, Callable[[bool], Any]],
+                    on_take: Callable[[str, Any], None] | None,
+                    housekeeping: Callable[[], None] | None = None) -> None:
         """Set how to take each camera's newest message (None when nothing new).
 
-        ``on_take(camera, msg)`` checks a taken message and calls :meth:`offer_frame`.
+        ``source(use)`` takes it; ``use`` is False for liveness takes, True when a query or
+        continuous grounding needs the frame (the source may subscribe then). ``on_take(camera,
+        msg)`` checks a taken message and calls :meth:`offer_frame`. ``housekeeping()`` runs on
+        this thread about every :data:`HOUSEKEEPING_PERIOD` seconds between cycles.
         """
         with self._lock:
             self._sources = dict(sources)
             self._on_take = on_take
+            self._housekeeping = housekeeping
             self._lock.notify()
 
-    def poll(self, camera: str) -> bool:
+    def poll(self, camera: str, use: bool = True) -> bool:
         """Take the newest message of ``camera`` from its source; True if there was one."""
         source, on_take = self._sources.get(camera), self._on_take
         if source is None or on_take is None:
             return False
-        msg = source()
+        msg = source(use)
         if msg is None:
             return False
         on_take(camera, msg)
@@ -181,6 +192,33 @@ class InferenceWorker:
         """Take the newest message of ``camera`` now; return the newest known and its stamp."""
         self.poll(camera)
         return self.latest(camera)
+
+    def wait_for_frame(self, camera: str, timeout: float, done: FrameCallback) -> None:
+        """Call ``done(msg, stamp)`` with the first frame of ``camera`` once there is one.
+
+        ``done(None, 0.0)`` after ``timeout`` seconds without one, or when the worker stops.
+        Called on the worker thread (or at once on this one when a frame is already there).
+        """
+        with self._lock:
+            state = self.cameras[camera]
+            if state.latest is None and not self._stop.is_set():
+                self._waiters.setdefault(camera, []).append((time.monotonic() + timeout, done))
+                self._lock.notify()
+                return
+            msg, stamp = state.latest, state.latest_stamp
+        done(msg, stamp)
+
+    def waiting(self, camera: str) -> bool:
+        """Tell whether a query waits for a first frame of ``camera``."""
+        with self._lock:
+            return bool(self._waiters.get(camera))
+
+    def forget_frames(self, camera: str) -> None:
+        """Drop the newest frame of ``camera`` and its features (its subscription ended)."""
+        with self._lock:
+            state = self.cameras[camera]
+            state.latest, state.latest_taken = None, True
+            state.encoded_msg, state.encoded = None, None
 
     def set_paused(self, paused: bool) -> None:
         """Paused: no continuous grounding (queries are refused by the node meanwhile)."""
@@ -244,6 +282,7 @@ class InferenceWorker:
         self._thread.join(timeout)
         alive = self._thread.is_alive()
         self._fail_pending(InferenceCancelled(UNLOADING))
+        self._serve_waiters()
         return not alive
 
     @property
@@ -283,9 +322,47 @@ class InferenceWorker:
             return 0.0
         return max(0.0, last + 1.0 / self._settings.rate_hz - 0.005 - now)
 
+    def _serve_waiters(self) -> None:
+        """Hand waiting queries their camera's frame, or None once their time is up."""
+        ready = []
+        with self._lock:
+            now = time.monotonic()
+            for camera, waiters in list(self._waiters.items()):
+                state = self.cameras[camera]
+                if state.latest is not None:
+                    ready += [(done, state.latest, state.latest_stamp) for _, done in waiters]
+                    waiters = []
+                else:
+                    ready += [(done, None, 0.0) for deadline, done in waiters
+                              if deadline <= now or self._stop.is_set()]
+                    waiters = [w for w in waiters if w[0] > now and not self._stop.is_set()]
+                if waiters:
+                    self._waiters[camera] = waiters
+                else:
+                    del self._waiters[camera]
+        for done, msg, stamp in ready:
+            done(msg, stamp)
+
     def _poll_sources(self) -> float:
-        """Take the frames continuous grounding (or the heartbeat) needs; return the wait."""
-        wait = 0.5
+        """Take the frames continuous grounding, waiting queries or the heartbeat need.
+
+        Return how long to wait before the next look.
+        """
+        wait = HOUSEKEEPING_PERIOD
+        housekeeping = self._housekeeping
+        if housekeeping is not None:
+            since = time.monotonic() - self._last_housekeeping
+            if since >= HOUSEKEEPING_PERIOD:
+                self._last_housekeeping = time.monotonic()
+                housekeeping()
+                since = 0.0
+            wait = min(wait, HOUSEKEEPING_PERIOD - since)
+        if self._waiters:
+            for name in list(self._waiters):
+                self.poll(name)
+            self._serve_waiters()
+            if self._waiters:
+                wait = 0.005
         if self._continuous_on():
             for state in list(self.cameras.values()):
                 remaining = self._wants_frame(state)
@@ -298,7 +375,7 @@ class InferenceWorker:
             if since >= self._heartbeat_s:
                 self._last_heartbeat = time.monotonic()
                 for name in list(self.cameras):
-                    self.poll(name)
+                    self.poll(name, use=False)
                 since = 0.0
             wait = min(wait, self._heartbeat_s - since)
         return max(wait, 0.001)

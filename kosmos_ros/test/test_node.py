@@ -396,6 +396,24 @@ def test_idle_cameras_unsubscribe_and_queries_wait_for_the_next_frame(harness, p
         camera.stop()
 
 
+@pytest.mark.parametrize('harness', [dict(unsubscribe_idle_after=1.0, frame_wait_timeout=5.0)],
+                         indirect=True)
+def test_a_query_waiting_for_a_frame_ends_with_the_model(harness):
+    """Cleanup during the wait for a camera's first frame answers the query at once."""
+    h = harness
+    assert h.service.wait_for_service(timeout_sec=10.0)
+    future = h.service.call_async(Ground.Request(task=Ground.Request.CAPTION))
+    assert wait_for(lambda: h.node._worker.waiting('front'), 10.0)
+    started = time.monotonic()
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(future.done, 10.0)
+    assert time.monotonic() - started < 3.0  # not the 5 s frame_wait_timeout
+    response = future.result()
+    assert not response.success and 'node is not active' in response.message
+    assert h.raw_pub.get_subscription_count() == 0
+
+
 def test_lifecycle_and_reconfigure(ros, tiny_model_dir, tmp_path, photos):
     other = build_tiny_model(tmp_path / 'other', seed=1)
     h = Harness(ros, tiny_model_dir, configure=False, rate_hz=0.0)

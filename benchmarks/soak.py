@@ -15,6 +15,9 @@ after warm-up, thread count stable. Exit status 1 if a goal is missed.
 
     tools/in-env python benchmarks/soak.py                      # 20,000 frames at 400 Hz
     tools/in-env python benchmarks/soak.py --frames 2000 --rate 200 --calls-hz 2
+    # on demand, the cameras' subscriptions dropped and made again around most calls:
+    tools/in-env python benchmarks/soak.py --frames 6000 --rate 60 --ground-hz 0 \
+        --calls-hz 3 --unsubscribe-idle-after 0.3
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--tokens', type=int, default=8, help='max_new_tokens (default 8)')
     parser.add_argument('--warmup', type=int, default=2000,
                         help='frames before the start figures are taken (default 2000)')
+    parser.add_argument('--unsubscribe-idle-after', type=float, default=None,
+                        help="the node's unsubscribe_idle_after (default: the node's); with "
+                             '--ground-hz 0, a small value makes calls subscribe again')
     parser.add_argument('--model', default='',
                         help='model folder (default: build the tiny random model)')
     parser.add_argument('--device', default='cpu')
@@ -116,6 +122,8 @@ class Driver:
         self.counters: dict[str, dict[str, str]] = {}
         self.node_status: dict[str, str] = {}
         self.max_pending = 0
+        self.subscribed = dict.fromkeys(CAMERAS, False)
+        self.subscriptions_seen = dict.fromkeys(CAMERAS, 0)  # times a camera got a subscriber
         self._lock = threading.Lock()
         for cam in CAMERAS:
             self.node.create_subscription(
@@ -168,7 +176,12 @@ class Driver:
         key = (cam, msg.header.stamp.sec, msg.header.stamp.nanosec)
         with self._lock:
             self.sent[key] = time.monotonic()
-        self.pubs[cam].publish(msg)
+        publisher = self.pubs[cam]
+        subscribed = publisher.get_subscription_count() > 0  # as discovery tells this side
+        if subscribed and not self.subscribed[cam]:
+            self.subscriptions_seen[cam] += 1
+        self.subscribed[cam] = subscribed
+        publisher.publish(msg)
 
     def call(self, index: int) -> None:
         request = self.Ground.Request(task=self.Ground.Request.CAPTION,
@@ -206,6 +219,8 @@ def start_node(model: str, args: argparse.Namespace, log_path: Path) -> subproce
                   cameras='[' + ','.join(CAMERAS) + ']', rate_hz=args.ground_hz,
                   task='caption', max_new_tokens=args.tokens, max_frame_age=5.0,
                   camera_timeout=2.0, diagnostics_period=0.5)
+    if args.unsubscribe_idle_after is not None:
+        params['unsubscribe_idle_after'] = args.unsubscribe_idle_after
     command = [sys.executable, '-m', 'kosmos_ros.node.main', '--ros-args', '-r',
                f'__ns:={NAMESPACE}']
     for key, value in params.items():
@@ -238,8 +253,11 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool]:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
+        # On demand, unused cameras are not subscribed: then wait for the diagnostics instead.
+        subscribed = args.ground_hz > 0 or args.unsubscribe_idle_after == 0
         if not driver.client.wait_for_service(timeout_sec=120.0) or not wait_until(
-                lambda: all(p.get_subscription_count() for p in driver.pubs.values()), 60):
+                lambda: all(p.get_subscription_count() for p in driver.pubs.values())
+                if subscribed else driver.node_status.get('pending queries') is not None, 60):
             raise RuntimeError('the node did not come up:\n' + log_path.read_text()[-3000:])
         start: dict = {}
         started = time.monotonic()
@@ -317,6 +335,9 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool]:
         f'({succeeded} succeeded, {len(answered) - succeeded} failed), {unanswered} unanswered'
         + (f'; failures: {"; ".join(failures)[:200]}' if failures else ''),
         f'queries waiting (peak)    {driver.max_pending} (node diagnostics, every 0.5 s)',
+        'camera subscriptions      '
+        + ', '.join(f'{c} {driver.subscriptions_seen[c]}' for c in CAMERAS)
+        + ' times subscribed (seen from the publishers at each frame)',
         f'latency frame -> result   {percentiles(driver.latencies)}',
         f'inference time            {percentiles(driver.inference_times)}',
         f'node resident memory      {start["rss"]:.1f} MiB after warm-up ({args.warmup} '

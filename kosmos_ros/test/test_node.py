@@ -52,8 +52,6 @@ class Harness:
                                   logits_processors=(steer,) if steer else ())
         self.client = rclpy.create_node(f'client_{self.ns[1:]}', context=context,
                                         namespace=self.ns)
-        executor.add_node(self.node)
-        executor.add_node(self.client)
         best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.raw_pub = self.client.create_publisher(Image, 'front/image_raw', best_effort)
         self.jpeg_pub = self.client.create_publisher(CompressedImage,
@@ -68,6 +66,10 @@ class Harness:
                                             self.groundings[cam].append, 10)
         self.service = self.client.create_client(Ground, 'kosmos_grounding/ground')
         self.action = ActionClient(self.client, GroundAction, 'kosmos_grounding/ground')
+        # Entities first, then the executor: rclpy's ActionClient registers itself with its
+        # node before its lock exists, and a spinning executor may look at it in between.
+        executor.add_node(self.node)
+        executor.add_node(self.client)
         if configure:
             assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
             assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS

@@ -193,8 +193,6 @@ class Rig:
                                   parameter_overrides=overrides)
         self.client = rclpy.create_node(f'client_{self.ns[1:]}', context=context,
                                         namespace=self.ns)
-        executor.add_node(self.node)
-        executor.add_node(self.client)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pubs, self.results, self.stamps = {}, {}, {}
         for cam in cameras:
@@ -219,6 +217,10 @@ class Rig:
                                    goal_service_qos_profile=QUERY_QOS,
                                    result_service_qos_profile=QUERY_QOS,
                                    cancel_service_qos_profile=QUERY_QOS)
+        # Entities first, then the executor: rclpy's ActionClient registers itself with its
+        # node before its lock exists, and a spinning executor may look at it in between.
+        executor.add_node(self.node)
+        executor.add_node(self.client)
         if configure:
             self.start()
 
@@ -1217,9 +1219,9 @@ def test_process_exits_on_sigint_during_inference(ros, tiny_model_dir, photos, l
          'device:=cpu', '-p', 'rate_hz:=0.0', '-p', 'cameras:=[front]'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = rclpy.create_node(f'client{ns[1:]}', context=context, namespace=ns)
-    executor.add_node(client)
+    action = ActionClient(client, GroundAction, 'kosmos_grounding/ground')
+    executor.add_node(client)  # after the ActionClient (see Rig)
     try:
-        action = ActionClient(client, GroundAction, 'kosmos_grounding/ground')
         assert action.wait_for_server(timeout_sec=60.0), 'the node process did not start'
         stages = []
         img = Image(width=160, height=120, encoding='rgb8', step=480,

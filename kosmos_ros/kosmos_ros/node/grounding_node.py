@@ -327,14 +327,18 @@ class GroundingNode(LifecycleNode):
         intake, depth = self._intakes[camera], self._depths.get(camera)
 
         def take(use: bool) -> Any:
-            if use:
-                if depth is not None and not intake.subscribed:
-                    depth.acquire()  # first: depth should flow by the first colour frame
-                if intake.acquire():
-                    self.get_logger().debug(f'camera {camera}: subscribed again')
+            if use and self._acquire(intake, depth):
+                self.get_logger().debug(f'camera {camera}: subscribed again')
             taken = intake.take()
             return None if taken is None else taken.msg
         return take
+
+    @staticmethod
+    def _acquire(intake: CameraIntake, depth: DepthSource | None) -> bool:
+        """Mark a camera used; subscribe it if needed (True if it subscribed just now)."""
+        if depth is not None and not intake.subscribed:
+            depth.acquire()  # first: depth should flow by the first colour frame
+        return intake.acquire()
 
     @staticmethod
     def _may_unsubscribe(params: NodeParams) -> bool:
@@ -357,9 +361,7 @@ class GroundingNode(LifecycleNode):
             for name, intake in list(self._intakes.items()):
                 depth = self._depths.get(name)
                 if not lazy:  # continuous grounding, or unsubscribe_idle_after set to 0
-                    if depth is not None:
-                        depth.acquire()
-                    intake.acquire()
+                    self._acquire(intake, depth)
                 elif (intake.subscribed and now - intake.last_used >= after
                       and not worker.waiting(name)):
                     intake.release()
@@ -512,6 +514,9 @@ class GroundingNode(LifecycleNode):
         response.message = message
         return response
 
+    def _not_active(self) -> ValueError:
+        return ValueError(f'node is not active (state: {self._state}); activate it first')
+
     def _check_request(self, request: Any) -> tuple[Query, str, Any, bool, InferenceWorker]:
         """Validate what can be checked without the model; raise ValueError with the reason.
 
@@ -519,7 +524,7 @@ class GroundingNode(LifecycleNode):
         """
         worker, params = self._worker, self._params
         if self._state != 'active' or worker is None or params is None:
-            raise ValueError(f'node is not active (state: {self._state}); activate it first')
+            raise self._not_active()
         try:
             task = Task(int(request.task))
         except ValueError:
@@ -553,7 +558,7 @@ class GroundingNode(LifecycleNode):
         """Wait (without blocking the executor) for a first frame of ``camera``."""
         params = self._params
         if params is None:
-            raise ValueError(f'node is not active (state: {self._state}); activate it first')
+            raise self._not_active()
         wait = float(params.frame_wait_timeout)
         msg, stamp = None, 0.0
         if wait > 0:
@@ -568,7 +573,7 @@ class GroundingNode(LifecycleNode):
             msg, stamp = await future
         if msg is None:
             if self._state != 'active':
-                raise ValueError(f'node is not active (state: {self._state}); activate it first')
+                raise self._not_active()
             topic = self.resolve_topic_name(
                 next(c.subscribed_topic for c in params.cameras if c.name == camera))
             raise ValueError(f'no frame received from camera {camera!r} (topic {topic}) within '

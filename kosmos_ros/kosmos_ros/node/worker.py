@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -326,16 +327,16 @@ class InferenceWorker:
         """Hand waiting queries their camera's frame, or None once their time is up."""
         ready = []
         with self._lock:
-            now = time.monotonic()
+            # When stopping, every deadline has passed.
+            now = math.inf if self._stop.is_set() else time.monotonic()
             for camera, waiters in list(self._waiters.items()):
                 state = self.cameras[camera]
                 if state.latest is not None:
                     ready += [(done, state.latest, state.latest_stamp) for _, done in waiters]
                     waiters = []
                 else:
-                    ready += [(done, None, 0.0) for deadline, done in waiters
-                              if deadline <= now or self._stop.is_set()]
-                    waiters = [w for w in waiters if w[0] > now and not self._stop.is_set()]
+                    ready += [(done, None, 0.0) for deadline, done in waiters if deadline <= now]
+                    waiters = [w for w in waiters if w[0] > now]
                 if waiters:
                     self._waiters[camera] = waiters
                 else:

@@ -81,10 +81,13 @@ def test_direct_encodings_are_zero_copy_views(rgb):
     assert not frame.array.flags.writeable
 
 
-@pytest.mark.parametrize('fmt, ext', [('jpeg', '.jpg'), ('png', '.png'),
-                                      ('rgb8; jpeg compressed bgr8', '.jpg')])
-def test_compressed_frames_decode_like_rosbags_image(rgb, fmt, ext):
-    ok, payload = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+@pytest.mark.parametrize('fmt, ext, params', [
+    ('jpeg', '.jpg', []), ('png', '.png', []), ('rgb8; jpeg compressed bgr8', '.jpg', []),
+    ('jpeg', '.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),  # SOF2, many scans
+    ('jpeg', '.jpg', [cv2.IMWRITE_JPEG_RST_INTERVAL, 1]),  # DRI, RSTn markers in the scan
+])
+def test_compressed_frames_decode_like_rosbags_image(rgb, fmt, ext, params):
+    ok, payload = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     msg = compressed_msg(payload.tobytes(), fmt)
     assert np.array_equal(frame_from_message(msg).to_rgb(), message_to_cvimage(msg, 'rgb8'))
 
@@ -129,9 +132,143 @@ def test_corrupt_and_truncated_compressed_images_are_refused(rgb):
         frame_from_message(compressed_msg(b'GIF89a' + bytes(100), 'gif'))
     with pytest.raises(ImageError, match='no data'):
         frame_from_message(compressed_msg(b''))
+    with pytest.raises(ImageError, match='truncated JPEG'):
+        frame_from_message(compressed_msg(jpeg[:len(jpeg) // 2] + bytes(100)))
     garbage = jpeg[:20] + bytes(200) + b'\xff\xd9'
-    with pytest.raises(ImageError, match='corrupt|cannot decode'):
+    with pytest.raises(ImageError, match='size of the JPEG: the end-of-image marker at byte 220'):
         frame_from_message(compressed_msg(garbage))
+
+
+# Hostile and damaged compressed frames, made by editing the bytes of real encoder output.
+
+def jpeg_of(rgb):
+    ok, payload = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return payload.tobytes()
+
+
+def segment_offsets(jpeg):
+    """Return {marker: offset of its first 0xFF} of an encoder's JPEG, up to the scan."""
+    offsets, pos = {}, 2
+    while True:
+        assert jpeg[pos] == 0xFF, 'encoder output has no bytes between segments'
+        marker = jpeg[pos + 1]
+        offsets.setdefault(marker, pos)
+        if marker == 0xDA:
+            return offsets
+        pos += 2 + int.from_bytes(jpeg[pos + 2:pos + 4], 'big')
+
+
+def with_frame_size(jpeg, width, height):
+    """Return ``jpeg`` with the size in its frame header (SOF0) replaced."""
+    sof = segment_offsets(jpeg)[0xC0]
+    return (jpeg[:sof + 5] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+            + jpeg[sof + 9:])
+
+
+def insert_before(jpeg, marker, data):
+    at = segment_offsets(jpeg)[marker]
+    return jpeg[:at] + data + jpeg[at:]
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if anything reaches OpenCV's decoder (a spy on cv2.imdecode)."""
+    def imdecode(*args, **kwargs):
+        raise AssertionError('cv2.imdecode was called')
+
+    monkeypatch.setattr(cv2, 'imdecode', imdecode)
+
+
+# libjpeg skips bytes before a marker ("Corrupt JPEG data: 1 extraneous bytes before marker")
+# and fill 0xFF bytes, and reads 0xFF 0x00 as data: all of these hide no marker from it.
+STRAY = [b'\x00', b'\xa5', b'\xff\x00', b'\x00\xff', bytes(3)]
+STRAY_IDS = ['00', 'A5', 'FF00', '00FF', '000000']
+MARKER_IDS = {0xDB: 'DQT', 0xC0: 'SOF0', 0xC4: 'DHT', 0xDA: 'SOS'}
+
+
+@pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
+@pytest.mark.parametrize('before', [0xDB, 0xC0], ids=MARKER_IDS.get)
+def test_tiny_jpeg_declaring_a_huge_image_behind_stray_bytes_is_refused_undecoded(
+        rgb, no_decoding, stray, before):
+    # Decoded, this frame would be 32767x32767: 3.2 GB of BGR, seconds of work.
+    tiny = insert_before(with_frame_size(jpeg_of(rgb[:8, :8]), 32767, 32767), before, stray)
+    assert len(tiny) < 1024
+    with pytest.raises(ImageError, match=r'image of 32767x32767 = 1073676289 pixels exceeds'):
+        frame_from_message(compressed_msg(tiny))
+
+
+@pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
+@pytest.mark.parametrize('before', [0xDB, 0xC0, 0xC4, 0xDA], ids=MARKER_IDS.get)
+def test_stray_bytes_between_segments_decode_like_the_clean_jpeg(rgb, stray, before):
+    jpeg = jpeg_of(rgb)
+    clean = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    stray_jpeg = insert_before(jpeg, before, stray)
+    pixels = rgb.shape[0] * rgb.shape[1]
+    frame = frame_from_message(compressed_msg(stray_jpeg), max_pixels=pixels)
+    assert np.array_equal(frame.array, clean)
+
+
+@pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
+@pytest.mark.parametrize('before', [0xDB, 0xC0], ids=MARKER_IDS.get)
+def test_size_behind_stray_bytes_is_checked_before_decoding(rgb, no_decoding, stray, before):
+    stray_jpeg = insert_before(jpeg_of(rgb), before, stray)
+    h, w = rgb.shape[:2]
+    with pytest.raises(ImageError, match=f'image of {w}x{h} = {w * h} pixels exceeds the limit '
+                                         f'of {w * h - 1} pixels'):
+        frame_from_message(compressed_msg(stray_jpeg), max_pixels=w * h - 1)
+
+
+def _without_frame_header(jpeg):
+    sof = segment_offsets(jpeg)[0xC0]
+    return jpeg[:sof] + jpeg[sof + 2 + int.from_bytes(jpeg[sof + 2:sof + 4], 'big'):]
+
+
+def _with_second_frame_header(jpeg):
+    sof = segment_offsets(jpeg)[0xC0]
+    header = with_frame_size(jpeg, 32767, 32767)[sof:sof + 2 + jpeg[sof + 3]]
+    return insert_before(jpeg, 0xC4, header)
+
+
+def _with_overlong_segment(jpeg):
+    dht = segment_offsets(jpeg)[0xC4]
+    assert len(jpeg) < 0xFFF0
+    return jpeg[:dht + 2] + b'\xff\xf0' + jpeg[dht + 4:]  # a length beyond the payload
+
+
+def _png_with_first_chunk(png, kind):
+    import zlib
+    data = b'kosmos_ros'
+    chunk = (len(data).to_bytes(4, 'big') + kind + data
+             + zlib.crc32(kind + data).to_bytes(4, 'big'))
+    return png[:8] + chunk + png[8:]
+
+
+@pytest.mark.parametrize('edit, fmt, message', [
+    (_without_frame_header, 'jpeg', 'JPEG: no frame header found before the scan'),
+    (lambda j: with_frame_size(j, 451, 0), 'jpeg', 'JPEG: the frame header declares width 451 '
+     'and height 0'),
+    (_with_second_frame_header, 'jpeg', r'JPEG: a second frame header \(marker 0xC0\)'),
+    (_with_overlong_segment, 'jpeg', r'JPEG: marker 0xC4 at byte \d+ declares 65520 bytes'),
+    (lambda j: j[:2] + b'\xff\xf0' + j[4:], 'jpeg', 'JPEG: marker 0xF0 before the scan'),
+    (lambda j: insert_before(j, 0xC0, b'\xff\xd8'), 'jpeg', 'JPEG: a second start-of-image'),
+    (lambda p: _png_with_first_chunk(p, b'tEXt'), 'png', "PNG: its first chunk is b'tEXt'"),
+    (lambda p: _png_with_first_chunk(p, b'CgBI'), 'png', "PNG: its first chunk is b'CgBI'"),
+])
+def test_frames_whose_size_cannot_be_established_are_refused_undecoded(
+        rgb, no_decoding, edit, fmt, message):
+    ok, payload = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png', rgb[:, :, ::-1])
+    with pytest.raises(ImageError, match=f'cannot establish the size of the {message}'):
+        frame_from_message(compressed_msg(edit(payload.tobytes()), fmt))
+
+
+@pytest.mark.parametrize('name', ['chelsea', 'astronaut'])
+@pytest.mark.parametrize('padding', [64, 100, 4096, 1 << 20])
+def test_jpeg_with_zero_padding_decodes_like_the_unpadded_one(photos, name, padding):
+    jpeg = jpeg_of(photos[name])
+    clean = frame_from_message(compressed_msg(jpeg))
+    padded = frame_from_message(compressed_msg(jpeg + bytes(padding)))
+    assert np.array_equal(padded.array, clean.array)
 
 
 def test_frame_from_array_validation(rgb):

@@ -7,6 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import enum
 
+# Names of the loading and decoding options, here rather than in loading.py and engine.py so
+# that parameter tables and command-line help import no torch.
+DEFAULT_MODEL = 'microsoft/kosmos-2-patch14-224'
+QUANTIZATIONS = ('none', '8bit', '4bit')
+ATTENTION = ('sdpa', 'eager')
+DECODERS = ('auto', 'dynamic', 'static', 'cuda_graph')
+
 
 class Task(enum.IntEnum):
     """What a query asks; values equal the task constants of ``kosmos_ros_interfaces``."""

@@ -5,7 +5,10 @@
 Rules:
 - weights load from safetensors only (``use_safetensors=True``); a folder that holds only
   pickle checkpoints (``pytorch_model.bin``, ``*.pt``, ``*.ckpt``) is refused before anything
-  is read from it;
+  is read from it, and so is a weight map (``*.index.json``) or ``transformers_weights`` that
+  names anything but a safetensors file of the folder; every weight file's safetensors header
+  is checked before transformers opens it. A hub model's config and weight files are fetched and
+  checked the same way, then loaded at that commit;
 - ``trust_remote_code`` is never enabled, and a model that asks for remote code is refused;
 - ``local_files_only`` makes loading fully offline (no network attempt);
 - every failure raises :class:`~kosmos_ros.errors.ModelLoadError` with the reason.
@@ -19,15 +22,27 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open, SafetensorError
 import torch
 
+from kosmos_ros.datatypes import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS
 from kosmos_ros.errors import ModelLoadError
 
-DEFAULT_MODEL = 'microsoft/kosmos-2-patch14-224'
+__all__ = ['ATTENTION', 'DEFAULT_MODEL', 'DTYPES', 'load_model', 'LoadedModel', 'ModelOptions',
+           'QUANTIZATIONS', 'resolve_device', 'resolve_dtype']
+
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-QUANTIZATIONS = ('none', '8bit', '4bit')
-ATTENTION = ('sdpa', 'eager')
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.ckpt', '.pkl', '.pickle')
+SAFETENSORS = '.safetensors'
+INDEX_SUFFIX = '.index.json'  # a sharded checkpoint's weight map: tensor name -> file
+SAFE_WEIGHTS = 'model.safetensors'
+ADAPTER_CONFIG = 'adapter_config.json'  # a PEFT adapter, whose weights may be pickles
+# What transformers raises for malformed or missing files: OSError (files, hub), ValueError
+# (JSON and UTF-8 decoding included), KeyError, IndexError, TypeError and AttributeError (JSON of
+# the wrong shape), RuntimeError (tensor shapes, torch), ImportError (a missing backend),
+# SafetensorError (a corrupt weight file).
+LOAD_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+               RuntimeError, ImportError, SafetensorError)
 
 
 @dataclass(frozen=True)
@@ -102,22 +117,146 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file as transformers does (UTF-8 text), or raise ModelLoadError."""
+    try:
+        return json.loads(path.read_bytes().decode('utf-8'))
+    except OSError as exc:
+        raise ModelLoadError(f'cannot read {path}: {exc.strerror or exc}') from None
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f'{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at '
+                             f'offset {exc.start}') from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError; RecursionError: deep nesting
+        raise ModelLoadError(f'{path} is not valid JSON: {exc}') from None
+
+
+def _read_json_object(path: Path) -> dict:
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        kind = {list: 'an array', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(
+            type(value), 'a number')
+        raise ModelLoadError(f'{path} holds {kind}, not a JSON object')
+    return value
+
+
+def _check_weight_name(name: Any, where: str,
+                       suffixes: str | tuple[str, ...] = SAFETENSORS) -> str:
+    """Return ``name`` if it is a plain safetensors file name of the model folder."""
+    if not isinstance(name, str):
+        raise ModelLoadError(f'{where} names {name!r}, not a file name')
+    if name in ('', '.', '..') or Path(name).name != name or '\\' in name:
+        raise ModelLoadError(f'{where} names {name!r}, which is not a plain file name inside '
+                             'the model folder')
+    if name.endswith(PICKLE_SUFFIXES):
+        raise ModelLoadError(f'{where} names the pickle checkpoint {name!r}; kosmos_ros loads '
+                             'safetensors only, because unpickling can run arbitrary code')
+    if not name.endswith(suffixes):
+        raise ModelLoadError(f'{where} names {name!r}, which is not a safetensors file')
+    return name
+
+
+def _index_shards(path: Path) -> list[str]:
+    """Return the shard names a ``*.index.json`` weight map lists, all checked safetensors."""
+    weight_map = _read_json_object(path).get('weight_map')
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelLoadError(f'{path} has no weight_map object naming the weight files')
+    where = f'{path.name} (weight_map)'
+    return sorted({_check_weight_name(name, where) for name in weight_map.values()})
+
+
+def _check_safetensors(path: Path) -> None:
+    """Parse a safetensors header (its offsets must cover the file exactly); reads no tensor."""
+    try:
+        with safe_open(str(path), framework='pt'):
+            pass
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f'{path} is not a valid safetensors file: {exc}') from None
+
+
 def _check_local_folder(folder: Path) -> None:
+    """Check a model folder before transformers opens anything in it.
+
+    transformers loads whatever ``model.safetensors.index.json`` (or ``transformers_weights`` in
+    config.json) names, ``.bin`` shards with torch.load included, so every index and every weight
+    file is checked here first.
+    """
     if not folder.is_dir():
         raise ModelLoadError(f'model path {folder} is not a folder')
-    config = folder / 'config.json'
-    if not config.is_file():
+    config_path = folder / 'config.json'
+    if not config_path.is_file():
         raise ModelLoadError(f'model folder {folder} has no config.json')
-    files = [p.name for p in folder.iterdir() if p.is_file()]
-    if not any(name.endswith('.safetensors') for name in files):
-        pickles = sorted(n for n in files if n.endswith(PICKLE_SUFFIXES))
+    config = _read_json_object(config_path)
+    _check_config(config, str(folder))
+    try:
+        files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise ModelLoadError(f'cannot list model folder {folder}: {exc}') from None
+    if ADAPTER_CONFIG in files:
+        raise ModelLoadError(f'model folder {folder} holds a PEFT adapter ({ADAPTER_CONFIG}); '
+                             'kosmos_ros loads full KOSMOS-2 checkpoints only')
+    weights = [name for name in files if name.endswith(SAFETENSORS)]
+    if not weights:
+        pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
         if pickles:
             raise ModelLoadError(
                 f'model folder {folder} holds only pickle checkpoints ({", ".join(pickles)}); '
                 'kosmos_ros loads safetensors only, because unpickling can run arbitrary code. '
                 'Convert the weights to model.safetensors first.')
         raise ModelLoadError(f'model folder {folder} has no weights (*.safetensors)')
-    _check_config(json.loads(config.read_text()), str(folder))
+    explicit = config.get('transformers_weights')
+    named = [explicit] if explicit is not None else []
+    # The weight maps transformers reads with use_safetensors (a legacy
+    # pytorch_model.bin.index.json beside them is never read).
+    for index in (name for name in files if name.endswith(SAFETENSORS + INDEX_SUFFIX)):
+        named += _index_shards(folder / index)
+    for name in named:
+        if name not in files:
+            raise ModelLoadError(f'model folder {folder} has no file {name!r}, which its '
+                                 'config.json or weight map names')
+    for name in weights:
+        _check_safetensors(folder / name)
+
+
+def _check_hub_model(repo: str, options: ModelOptions) -> str | None:
+    """Fetch and check a hub model's config and weight files; return the commit they are from.
+
+    On the hub path transformers also loads the ``.bin`` shards a ``model.safetensors.index.json``
+    lists (``use_safetensors=True`` only decides which index it reads). So the files transformers
+    will read are fetched here first, checked as a local folder's are, and the model is then
+    loaded at the commit they came from: transformers finds them in the cache, pinned, and reads
+    no other weight file.
+    """
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    def fetch(name: str, revision: str | None, required: bool = True) -> str | None:
+        return cached_file(repo, name, revision=revision, cache_dir=options.cache_dir,
+                           local_files_only=options.local_files_only,
+                           _raise_exceptions_for_missing_entries=required)
+
+    config_path = fetch('config.json', options.revision)
+    if config_path is None:
+        raise ModelLoadError(f'{repo!r} has no config.json')
+    revision = extract_commit_hash(config_path, None) or options.revision
+    config = _read_json_object(Path(config_path))
+    _check_config(config, repo)
+    if fetch(ADAPTER_CONFIG, revision, required=False) is not None:
+        raise ModelLoadError(f'{repo!r} is a PEFT adapter ({ADAPTER_CONFIG}); kosmos_ros loads '
+                             'full KOSMOS-2 checkpoints only')
+    explicit = config.get('transformers_weights')
+    candidates = [SAFE_WEIGHTS, SAFE_WEIGHTS + INDEX_SUFFIX] if explicit is None else [explicit]
+    for name in candidates:
+        path = fetch(name, revision, required=False)
+        if path is not None:
+            break
+    else:
+        raise ModelLoadError(f'{repo!r} has no {" nor ".join(candidates)} at revision '
+                             f'{revision or "main"}; kosmos_ros loads safetensors only')
+    shards = [path]
+    if name.endswith(INDEX_SUFFIX):
+        shards = [fetch(shard, revision) for shard in _index_shards(Path(path))]
+    for shard in shards:
+        _check_safetensors(Path(shard))
+    return revision
 
 
 def _check_config(config: dict, source: str) -> None:
@@ -127,6 +266,10 @@ def _check_config(config: dict, source: str) -> None:
     model_type = config.get('model_type')
     if model_type != 'kosmos-2':
         raise ModelLoadError(f'{source} is a {model_type!r} model, not KOSMOS-2 (kosmos-2)')
+    if config.get('transformers_weights') is not None:  # the file transformers loads instead
+        _check_weight_name(config['transformers_weights'],
+                           f'{source} config.json (transformers_weights)',
+                           (SAFETENSORS, SAFETENSORS + INDEX_SUFFIX))
 
 
 def _quantization_config(options: ModelOptions, device: torch.device, dtype: torch.dtype):
@@ -150,9 +293,11 @@ def _quantization_config(options: ModelOptions, device: torch.device, dtype: tor
                               bnb_4bit_quant_type='nf4')
 
 
-def _describe_failure(exc: BaseException, options: ModelOptions) -> str:
+def _describe_failure(exc: BaseException, options: ModelOptions, local: bool) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if options.local_files_only:
+    if not isinstance(exc, OSError):  # a library's internal error: its type says what failed
+        text = f'{type(exc).__name__}: {text}'
+    if options.local_files_only and not local:
         return (f'cannot load {options.model!r} offline (local_files_only): it is not a local '
                 f'folder nor in the Hugging Face cache ({text})')
     return f'cannot load {options.model!r}: {text}'
@@ -169,13 +314,15 @@ def load_model(options: ModelOptions) -> LoadedModel:
     dtype = resolve_dtype(options.dtype, device)
     quantization = _quantization_config(options, device, dtype)
     source = os.path.expanduser(options.model)
-    local = Path(source)
-    if local.exists() or source.startswith(('/', './', '../', '~')):
-        _check_local_folder(local)
-        source = str(local)
-    common = dict(revision=options.revision, local_files_only=options.local_files_only,
-                  cache_dir=options.cache_dir, trust_remote_code=False)
+    local = Path(source).exists() or source.startswith(('/', './', '../', '~'))
     try:
+        if local:
+            source, revision = str(Path(source)), options.revision
+            _check_local_folder(Path(source))
+        else:
+            revision = _check_hub_model(source, options)
+        common = dict(revision=revision, local_files_only=options.local_files_only,
+                      cache_dir=options.cache_dir, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(source, **common)
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, quantization_config=quantization, use_safetensors=True,
@@ -187,8 +334,8 @@ def load_model(options: ModelOptions) -> LoadedModel:
                              f'{str(exc).splitlines()[0]}') from None
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
-        raise ModelLoadError(_describe_failure(exc, options)) from None
+    except LOAD_ERRORS as exc:
+        raise ModelLoadError(_describe_failure(exc, options, local)) from None
     _check_config(model.config.to_dict(), options.model)
     if not hasattr(processor, 'post_process_generation'):
         raise ModelLoadError(f'{options.model!r} has a {type(processor).__name__}, not a '

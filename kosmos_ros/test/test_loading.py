@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Model loading: options, safetensors only, no remote code, offline, typed failures."""
 
+from dataclasses import replace
 import json
 import shutil
 import socket
@@ -136,3 +137,162 @@ def test_engine_load_and_close(model_options):
     assert engine.describe().startswith(model_options.model)
     engine.close()
     assert engine.model is None
+
+
+# Damaged and hostile model folders: copies of the tiny model with one thing changed.
+
+def torch_load_spy(monkeypatch):
+    """Make torch.load fail the test: nothing may unpickle weights, not even weights_only."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f'torch.load was called on {args[:1]}')
+
+    monkeypatch.setattr(torch, 'load', refuse)
+
+
+def shard_model(folder, first_shard):
+    """Split model.safetensors into two shards listed by model.safetensors.index.json.
+
+    The first shard is written at ``folder / first_shard`` (a pickle if it ends in .bin; the
+    name sorts first, so transformers opens it first, with torch.load), the second at
+    ``model-00002-of-00002.safetensors``.
+    """
+    from safetensors.torch import load_file, save_file
+    state = load_file(folder / 'model.safetensors')
+    (folder / 'model.safetensors').unlink()
+    names = sorted(state)
+    first = {k: state[k] for k in names[:len(names) // 2]}
+    rest = {k: state[k] for k in names[len(names) // 2:]}
+    if first_shard.endswith('.bin'):
+        torch.save(first, folder / first_shard)
+    else:
+        save_file(first, folder / first_shard, metadata={'format': 'pt'})
+    save_file(rest, folder / 'model-00002-of-00002.safetensors', metadata={'format': 'pt'})
+    weight_map = dict.fromkeys(first, first_shard)
+    weight_map.update(dict.fromkeys(rest, 'model-00002-of-00002.safetensors'))
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / 'model.safetensors.index.json').write_text(
+        json.dumps({'metadata': {'total_size': size}, 'weight_map': weight_map}))
+    return folder
+
+
+def hub_cache(folder, cache, repo='kosmos-tests/tiny'):
+    """Lay ``folder`` out as the Hugging Face cache holds a downloaded repo; return its id."""
+    commit = '0123456789abcdef0123456789abcdef01234567'
+    root = cache / ('models--' + repo.replace('/', '--'))
+    shutil.copytree(folder, root / 'snapshots' / commit)
+    (root / 'refs').mkdir()
+    (root / 'refs' / 'main').write_text(commit)
+    return repo
+
+
+def test_sharded_safetensors_load_from_a_folder_and_the_cache(tiny_model_dir, tmp_path,
+                                                              monkeypatch):
+    torch_load_spy(monkeypatch)
+    folder = shard_model(copy_model(tiny_model_dir, tmp_path / 'sharded'),
+                         'model-00001-of-00002.safetensors')
+    reference = load_model(ModelOptions(model=str(tiny_model_dir), local_files_only=True))
+    for options in (ModelOptions(model=str(folder), local_files_only=True),
+                    ModelOptions(model=hub_cache(folder, tmp_path / 'cache'),
+                                 cache_dir=str(tmp_path / 'cache'), local_files_only=True)):
+        loaded = load_model(options)
+        for (name, a), (_, b) in zip(loaded.model.state_dict().items(),
+                                     reference.model.state_dict().items()):
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize('text, message', [
+    ('[1, 2]', 'config.json holds an array, not a JSON object'),
+    ('"kosmos-2"', 'config.json holds a string, not a JSON object'),
+    ('{"model_type": "kosmos-2",', 'config.json is not valid JSON: Expecting'),
+    ('[' * 100_000, 'config.json is not valid JSON'),
+])
+def test_config_that_is_not_a_json_object_is_refused(tiny_model_dir, tmp_path, text, message):
+    folder = copy_model(tiny_model_dir, tmp_path / 'config')
+    (folder / 'config.json').write_text(text)
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+def test_config_that_is_not_utf8_is_refused(tiny_model_dir, tmp_path):
+    folder = copy_model(tiny_model_dir, tmp_path / 'latin1')
+    config = json.loads((folder / 'config.json').read_text())
+    config['comment'] = 'Modèle'
+    text = json.dumps(config, ensure_ascii=False)
+    (folder / 'config.json').write_bytes(text.encode('latin-1'))
+    with pytest.raises(ModelLoadError, match='config.json is not UTF-8 text: byte 0xe8 at'):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+@pytest.mark.parametrize('corrupt, message', [
+    (lambda data: data[:len(data) // 2], 'incomplete metadata, file not fully covered'),
+    (lambda data: b'\xff' * 8 + data[8:], 'header too large'),
+    (lambda data: data[:8] + b'[' + data[9:], 'invalid JSON in header'),
+    (lambda data: b'', 'header too small'),
+])
+def test_corrupt_safetensors_are_refused(tiny_model_dir, tmp_path, corrupt, message):
+    folder = copy_model(tiny_model_dir, tmp_path / 'corrupt')
+    weights = folder / 'model.safetensors'
+    weights.write_bytes(corrupt(weights.read_bytes()))
+    with pytest.raises(ModelLoadError, match=f'model.safetensors is not a valid safetensors '
+                                             f'file: .*{message}'):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+@pytest.mark.parametrize('through', ['folder', 'hub cache'])
+def test_weight_map_naming_a_pickle_shard_is_refused_unopened(tiny_model_dir, tmp_path,
+                                                              monkeypatch, through):
+    torch_load_spy(monkeypatch)
+    folder = shard_model(copy_model(tiny_model_dir, tmp_path / 'mixed'),
+                         'model-00001-of-00002.bin')
+    options = ModelOptions(model=str(folder), local_files_only=True)
+    if through == 'hub cache':
+        cache = tmp_path / 'cache'
+        options = replace(options, model=hub_cache(folder, cache), cache_dir=str(cache))
+    message = r"weight_map\) names the pickle checkpoint 'model-00001-of-00002.bin'; kosmos_ros"
+    with pytest.raises(ModelLoadError, match=message + ' loads safetensors only'):
+        load_model(options)
+
+
+def test_transformers_weights_naming_a_pickle_is_refused_unopened(tiny_model_dir, tmp_path,
+                                                                  monkeypatch):
+    torch_load_spy(monkeypatch)
+    folder = copy_model(tiny_model_dir, tmp_path / 'explicit')
+    from safetensors.torch import load_file
+    torch.save(load_file(folder / 'model.safetensors'), folder / 'adapter_model.bin')
+    config = json.loads((folder / 'config.json').read_text())
+    config['transformers_weights'] = 'adapter_model.bin'
+    (folder / 'config.json').write_text(json.dumps(config))
+    message = r"\(transformers_weights\) names the pickle checkpoint 'adapter_model.bin'"
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+@pytest.mark.parametrize('shard, message', [
+    ('../outside.safetensors', "names '../outside.safetensors', which is not a plain file name"),
+    ('ABSOLUTE', 'which is not a plain file name inside the model folder'),
+    ('sub/model-00001-of-00002.safetensors', 'which is not a plain file name'),
+])
+def test_weight_map_naming_a_file_outside_the_folder_is_refused(tiny_model_dir, tmp_path,
+                                                                shard, message):
+    folder = copy_model(tiny_model_dir, tmp_path / 'models' / 'escape')
+    if shard == 'ABSOLUTE':
+        shard = str(tmp_path / 'elsewhere.safetensors')
+    (folder / 'sub').mkdir()
+    shard_model(folder, shard)  # writes a valid shard there: the old code loaded it
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+def test_weight_map_naming_a_missing_shard_is_refused(tiny_model_dir, tmp_path):
+    folder = shard_model(copy_model(tiny_model_dir, tmp_path / 'missing'),
+                         'model-00001-of-00002.safetensors')
+    (folder / 'model-00002-of-00002.safetensors').unlink()
+    with pytest.raises(ModelLoadError, match="has no file 'model-00002-of-00002.safetensors'"):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))
+
+
+def test_processor_files_of_the_wrong_shape_are_refused(tiny_model_dir, tmp_path):
+    folder = copy_model(tiny_model_dir, tmp_path / 'processor')
+    (folder / 'processor_config.json').write_text('[]')
+    with pytest.raises(ModelLoadError, match="processor': AttributeError: 'list' object"):
+        load_model(ModelOptions(model=str(folder), local_files_only=True))

@@ -23,11 +23,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from kosmos_ros.errors import KosmosError
+from kosmos_ros.errors import InferenceCancelled
 
-
-class InferenceCancelled(KosmosError):
-    """The caller asked to stop (e.g. an action goal was cancelled)."""
+__all__ = ['beam_decode', 'DecodedRow', 'DecodeRow', 'DecodeSettings', 'greedy_decode',
+           'InferenceCancelled']
 
 
 @dataclass

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from kosmos_ros.boxes import normalized_to_pixels
-from kosmos_ros.datatypes import (GroundedBox, GroundedPhrase, GroundingResult, PixelBox,
-                                  Query, Task, Timings)
+from kosmos_ros.datatypes import (DECODERS, GroundedBox, GroundedPhrase, GroundingResult,
+                                  PixelBox, Query, Task, Timings)
 from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
                                  greedy_decode, InferenceCancelled)
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
@@ -38,7 +38,7 @@ from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
 from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
                                 parse_grounded_text)
 from kosmos_ros.preprocess import Preprocessor
-from kosmos_ros.prompts import build_prompt
+from kosmos_ros.prompts import build_prompt, CharReader, TAG_RE, TAG_TOKENS
 from kosmos_ros.static_decode import StaticStep
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
@@ -86,7 +86,6 @@ class EngineOptions:
     compile_step: bool = False
 
 
-DECODERS = ('auto', 'dynamic', 'static', 'cuda_graph')
 _STATIC_BUCKET = 128
 
 
@@ -110,6 +109,17 @@ class _Prepared:
     image_mask: list[bool]
     max_new_tokens: int
     score_positions: list[int]
+
+
+def _char_reader(tokenizer: Any) -> CharReader:
+    """How ``tokenizer`` reads single characters (its normaliser, and its vocabulary)."""
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    normalizer = getattr(backend, 'normalizer', None) if backend is not None else None
+    unk = tokenizer.unk_token_id
+
+    def known(char: str) -> bool:
+        return unk not in tokenizer(char, add_special_tokens=False)['input_ids']
+    return CharReader(normalizer.normalize_str if normalizer is not None else None, known)
 
 
 class GroundingEngine:
@@ -148,6 +158,10 @@ class GroundingEngine:
             min_new_tokens=self.options.min_new_tokens,
             no_repeat_ngram_size=self.options.no_repeat_ngram_size,
             logits_processors=tuple(self.options.logits_processors))
+        self._reader = _char_reader(tok)
+        self._special_ids = frozenset(tok.all_special_ids) | {
+            tok.convert_tokens_to_ids('<image>'), self._eoi_id}
+        self._first_added_id = tok.convert_tokens_to_ids(TAG_TOKENS[0])
         self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._static_steps: OrderedDict[tuple[int, int], StaticStep] = OrderedDict()
         self.decoder = self._resolve_decoder(self.options.decoder)
@@ -245,8 +259,9 @@ class GroundingEngine:
         if isinstance(query.prompt, str) and len(query.prompt) > 32 * limit:
             raise PromptError(f'prompt is {len(query.prompt)} characters, far over the limit of '
                               f'{limit} tokens')
-        prompt = build_prompt(query, width, height)
+        prompt = build_prompt(query, width, height, self._reader)
         ids = self._tokenize(prompt)
+        self._check_control_tokens(prompt, ids)
         text_tokens = len(ids) - self.num_image_tokens - 3
         if text_tokens > limit:
             raise PromptError(f'prompt is {text_tokens} tokens; the limit is {limit} tokens '
@@ -259,6 +274,22 @@ class GroundingEngine:
             raise PromptError(f'prompt of {len(ids)} tokens plus {budget} new tokens exceeds '
                               f'the model limit of {self.max_positions} positions')
         return ids, budget
+
+    def _check_control_tokens(self, prompt: str, ids: list[int]) -> None:
+        """Refuse a prompt whose text yields control tokens it does not spell in ASCII.
+
+        The prompt builder neutralises user text by the tokenizer's reading of each character;
+        this checks the outcome on the ids: after the image block, no special or image token,
+        and exactly one tag or patch-index token per tag spelled in the prompt.
+        """
+        text_ids = ids[self.num_image_tokens + 3:]
+        special = sorted({i for i in text_ids if i in self._special_ids})
+        tags = sum(1 for i in text_ids if i >= self._first_added_id)
+        if special or tags != len(TAG_RE.findall(prompt)):
+            found = self.tokenizer.convert_ids_to_tokens(
+                special or [i for i in text_ids if i >= self._first_added_id])
+            raise PromptError(f'prompt text yields control tokens it does not spell '
+                              f'({", ".join(found)}); refused')
 
     def _prepared(self, encoded: EncodedImage, query: Query) -> _Prepared:
         ids, budget = self.prepare(query, encoded.width, encoded.height)

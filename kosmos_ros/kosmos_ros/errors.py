@@ -29,3 +29,7 @@ class InferenceError(KosmosError):
 
 class OutOfMemoryError(InferenceError):
     """The device ran out of memory during inference; the engine freed its caches."""
+
+
+class InferenceCancelled(KosmosError):
+    """The caller asked to stop (e.g. an action goal was cancelled)."""

@@ -2,18 +2,26 @@
 # SPDX-License-Identifier: Apache-2.0
 """Prompt templates of the tasks, control-token neutralisation and region binding.
 
-Neutralisation rule (user text of FIND and QUESTION queries, and the continuous prompt):
+Neutralisation is decided by how the tokenizer reads each character of user text (its
+normaliser folds look-alikes: fullwidth ``＜`` and small-form ``﹤`` read as ``<``, and the
+tokenizer matches ``<s>``, ``</s>``, ``<pad>``, ``<unk>`` and ``<mask>`` after that fold). The
+engine passes the tokenizer's reading (:class:`CharReader`); without a model, NFKC, which that
+normaliser follows, stands in for it. Rule, for the user text of FIND and QUESTION queries and
+the continuous prompt:
 
-- every ``<`` becomes ``‹`` (U+2039) and every ``>`` becomes ``›`` (U+203A), so no part of
-  user text can form ``<grounding>``, ``<phrase>``, ``<object>``, ``</image>``,
-  ``<patch_index_NNNN>`` or any other tag, and the post-processing never strips user text;
+- every character read as or holding ``<`` becomes ``‹`` (U+2039), and as ``>`` becomes ``›``
+  (U+203A), so no user text can form ``<grounding>``, ``<phrase>``, ``<patch_index_NNNN>``,
+  ``<s>`` or any other tag or special token, and the post-processing never strips user text;
+- every character the tokenizer cannot represent (it would become ``<unk>``) becomes a space,
+  so user text yields no special token at all;
 - control characters (NUL, escape, ...) become spaces; tabs and newlines are kept;
 - text that is not valid Unicode (lone surrogates, e.g. from undecodable bytes) is refused.
 
 Only RAW queries pass control tokens through, by definition: the grounding tags and patch
 indices. The tokens that delimit the image and the sequence (``<image>``, ``</image>``, ``<s>``,
-``</s>``, ``<pad>``, ``<unk>``, ``<mask>``) are placed by the node alone; a RAW prompt holding
-one is refused.
+``</s>``, ``<pad>``, ``<unk>``, ``<mask>``) are placed by the node alone; a RAW prompt that
+spells one, in any characters the tokenizer reads as it, is refused. The engine checks the
+result on the token ids as well (:func:`kosmos_ros.engine.GroundingEngine.prepare`).
 
 Square brackets in a QUESTION mark the phrases that regions bind to: ``What is [this object]?``
 with one region becomes ``What is<phrase> this object</phrase><object>...</object>?``.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Callable
 import unicodedata
 
 from kosmos_ros.boxes import normalized_to_patch_indices, patch_token, pixels_to_normalized
@@ -41,24 +50,66 @@ TEMPLATES = {
     Task.QUESTION: '<grounding> Question: {text} Answer:',
 }
 _PHRASE_RE = re.compile(r'<phrase>.+?</phrase>')
+# Every tag and patch-index token, as spelled in a prompt.
+TAG_RE = re.compile('|'.join(re.escape(t) for t in TAG_TOKENS) + r'|<patch_index_\d{4}>')
 _BRACKET_RE = re.compile(r'\s*\[([^\[\]]*)\]')
 _NEUTRAL = str.maketrans({'<': '\u2039', '>': '\u203a'})
 # Tokens of the sequence structure (image block, sequence and special tokens): never user text.
 STRUCTURE_TOKENS = ('<image>', '</image>', '<s>', '</s>', '<pad>', '<unk>', '<mask>')
 
 
-def neutralize(text: str) -> str:
+class CharReader:
+    """How the tokenizer reads single characters: its normal form, or None if unknown.
+
+    Without a tokenizer, NFKC stands in for the normaliser and every character is known.
+    Readings are cached per character.
+    """
+
+    def __init__(self, fold: Callable[[str], str] | None = None,
+                 known: Callable[[str], bool] | None = None):
+        self._fold = fold or (lambda c: unicodedata.normalize('NFKC', c))
+        self._known = known or (lambda c: True)
+        self._cache: dict[str, str | None] = {}
+
+    def __call__(self, char: str) -> str | None:
+        reading = self._cache.get(char, '\0')
+        if reading == '\0':
+            reading = self._fold(char) if self._known(char) else None
+            if len(self._cache) < 65536:
+                self._cache[char] = reading
+        return reading
+
+    def read(self, text: str) -> str:
+        """Return ``text`` as the tokenizer matches special tokens in it (unknown: space)."""
+        return ''.join(' ' if (r := self(c)) is None else r for c in text)
+
+
+NFKC_READER = CharReader()
+
+
+def _neutral_char(char: str, reader: CharReader) -> str:
+    if char in '\t\n':
+        return char
+    reading = reader(char)
+    if reading is None or unicodedata.category(char) == 'Cc':
+        return ' '
+    if '<' in reading:
+        return '\u2039'
+    if '>' in reading:
+        return '\u203a'
+    return char
+
+
+def neutralize(text: str, reader: CharReader = NFKC_READER) -> str:
     """Apply the neutralisation rule of this module to user text."""
     try:
         text.encode('utf-8')
     except UnicodeEncodeError as exc:
         raise PromptError(f'prompt is not valid Unicode text (character {exc.start} is a lone '
                           'surrogate); send UTF-8') from None
-    text = text.translate(_NEUTRAL)
-    if any(unicodedata.category(c) == 'Cc' for c in text):
-        text = ''.join(' ' if unicodedata.category(c) == 'Cc' and c not in '\t\n' else c
-                       for c in text)
-    return text
+    if text.isascii() and '<' not in text and '>' not in text and text.isprintable():
+        return text  # the common case: nothing to read
+    return ''.join(_neutral_char(c, reader) for c in text)
 
 
 def _object_tokens(region: PixelBox, width: int, height: int) -> str:
@@ -126,8 +177,20 @@ def _question_text(question: str) -> tuple[str, list[tuple[int, int]]]:
     return text, spans
 
 
-def build_prompt(query: Query, width: int, height: int) -> str:
+def _readable(text: str, reader: CharReader, task: Task) -> str:
+    """Neutralise user text and fold its white space; refuse it if nothing is left."""
+    text = ' '.join(neutralize(text, reader).split())
+    if not text:
+        raise PromptError(f'empty prompt: no character of the {task.name.lower()} prompt can '
+                          'be read by the model (all are outside its vocabulary)')
+    return text
+
+
+def build_prompt(query: Query, width: int, height: int,
+                 reader: CharReader = NFKC_READER) -> str:
     """Return the model prompt of ``query`` (without image tokens) for a width x height frame.
+
+    ``reader`` says how the tokenizer reads characters (see :class:`CharReader`).
 
     Raises:
         PromptError: empty, malformed or not valid text.
@@ -149,9 +212,9 @@ def build_prompt(query: Query, width: int, height: int) -> str:
     if task is Task.FIND:
         if regions:
             raise RegionError('find takes no regions; it returns the boxes of the phrase')
-        return TEMPLATES[task].format(text=' '.join(neutralize(query.prompt).split()))
+        return TEMPLATES[task].format(text=_readable(query.prompt, reader, task))
     if task is Task.QUESTION:
-        question = ' '.join(neutralize(query.prompt).split())
+        question = _readable(query.prompt, reader, task)
         text, spans = _question_text(question)
         prefix = TEMPLATES[task].split('{text}')[0]
         shifted = [(s + len(prefix), e + len(prefix)) for s, e in spans]
@@ -162,9 +225,13 @@ def build_prompt(query: Query, width: int, height: int) -> str:
         query.prompt.encode('utf-8')
     except UnicodeEncodeError:
         raise PromptError('prompt is not valid Unicode text; send UTF-8') from None
+    prompt = ''.join(' ' if reader(c) is None else c for c in query.prompt)
+    read = reader.read(prompt)
     for token in STRUCTURE_TOKENS:
-        if token in query.prompt:
-            raise PromptError(f'raw prompt holds {token!r}, which is placed by the node (the '
-                              'image block and sequence tokens are not part of a prompt)')
-    spans = [m.span() for m in _PHRASE_RE.finditer(query.prompt)]
-    return _bind_regions(query.prompt, spans, regions, width, height, '<phrase> spans')
+        if token in read:
+            spelled = '' if token in prompt else ' (spelled with look-alike characters)'
+            raise PromptError(f'raw prompt holds {token!r}{spelled}, which is placed by the '
+                              'node (the image block and sequence tokens are not part of a '
+                              'prompt)')
+    spans = [m.span() for m in _PHRASE_RE.finditer(prompt)]
+    return _bind_regions(prompt, spans, regions, width, height, '<phrase> spans')

@@ -3,7 +3,10 @@
 """Prompt templates, control-token neutralisation, regions and prompt limits."""
 
 import math
+import re
 
+from hypothesis import given, HealthCheck, settings
+from hypothesis import strategies as st
 import pytest
 
 from kosmos_ros.datatypes import PixelBox, Query, Task
@@ -73,6 +76,73 @@ def test_user_text_cannot_inject_control_tokens(engine, token):
         assert not added, (token, engine.tokenizer.convert_ids_to_tokens(sorted(added)))
         assert ids.count(0) == 1  # only the template's BOS
     assert '<' not in neutralize(f'a {token} b') and '>' not in neutralize(f'a {token} b')
+
+
+LOOK_ALIKES = ('<', '>', '\uff1c', '\uff1e', '\ufe64', '\ufe65', '\u2039', '\u203a',
+               '\u3008', '\u3009', '\u226e', '/')
+NAMES = ('s', '/s', 'pad', 'unk', 'mask', 'image', '/image', 'grounding', 'phrase', '/phrase',
+         'object', 'patch_index_0044', 'delimiter_of_multi_objects/')
+# Text made of bracket look-alikes, token names, rare and control characters, and anything.
+HOSTILE = st.lists(st.one_of(st.sampled_from(LOOK_ALIKES), st.sampled_from(NAMES),
+                             st.sampled_from(('\U000e0000', '\u227a', '\x00', '\t', ' ', 'a')),
+                             st.text(max_size=3)), max_size=12).map(''.join)
+
+
+def _text_part(engine, prompt):
+    """Token ids of a built prompt as the tokenizer gives them (after the image block)."""
+    ids = engine.tokenizer(f'{engine.tokenizer.bos_token}{engine._image_prefix} {prompt}',
+                           add_special_tokens=False)['input_ids']
+    return ids[engine.num_image_tokens + 3:]
+
+
+@pytest.mark.parametrize('text', ['\uff1cs\uff1e a cup \ufe64/s\ufe65', '\uff1cpad\uff1e',
+                                  '\uff1cmask\uff1e', '\ufe64unk\ufe65 x', 'a \U000e0000 b'])
+def test_look_alike_brackets_yield_no_special_token(engine, text):
+    """Fullwidth and small-form brackets read as ASCII ones by the tokenizer: neutralised."""
+    for task, prompt in ((Task.FIND, text), (Task.QUESTION, f'is {text} here?')):
+        ids = engine.prepare(Query(task, prompt), W, H)[0][engine.num_image_tokens + 3:]
+        special = set(ids) & set(engine.tokenizer.all_special_ids)
+        assert not special, engine.tokenizer.convert_ids_to_tokens(sorted(special))
+
+
+@pytest.mark.parametrize('token', ['<s>', '</s>', '<pad>', '<unk>', '<mask>', '<image>'])
+@pytest.mark.parametrize('spell', [lambda t: t, lambda t: t.replace('<', '\uff1c').replace(
+    '>', '\uff1e'), lambda t: t.replace('<', '\ufe64').replace('>', '\ufe65')])
+def test_raw_refuses_structure_tokens_however_spelled(engine, token, spell):
+    with pytest.raises(PromptError, match=re.escape(repr(token))):
+        engine.prepare(Query(Task.RAW, f'<grounding> a {spell(token)} b'), W, H)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=HOSTILE, task=st.sampled_from([Task.FIND, Task.QUESTION]))
+def test_property_user_text_yields_no_control_token(engine, text, task):
+    """Whatever the text, FIND and QUESTION prompts hold the template's control tokens only."""
+    text = text.replace('[', '(').replace(']', ')')  # brackets bind regions; tested apart
+    try:
+        prompt = build_prompt(Query(task, text), W, H, engine._reader)
+    except PromptError as exc:
+        assert 'empty prompt' in str(exc) or 'not valid Unicode' in str(exc), exc
+        return
+    ids = _text_part(engine, prompt)
+    special = set(ids) & set(engine.tokenizer.all_special_ids)
+    assert not special, (text, engine.tokenizer.convert_ids_to_tokens(sorted(special)))
+    template = _text_part(engine, build_prompt(Query(task, 'x'), W, H))
+    added = [i for i in ids if i >= 64002]
+    assert added == [i for i in template if i >= 64002], (
+        text, engine.tokenizer.convert_ids_to_tokens(added))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=HOSTILE)
+def test_property_raw_prompts_yield_no_structure_token(engine, text):
+    """A RAW prompt is refused, or its text yields no image or special token."""
+    try:
+        prompt = build_prompt(Query(Task.RAW, '<grounding>' + text), W, H, engine._reader)
+    except (PromptError, RegionError):
+        return
+    special = set(_text_part(engine, prompt)) & (set(engine.tokenizer.all_special_ids) | {
+        engine.tokenizer.convert_tokens_to_ids('<image>'), engine._eoi_id})
+    assert not special, (text, engine.tokenizer.convert_ids_to_tokens(sorted(special)))
 
 
 def test_neutralize_rules():

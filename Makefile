@@ -8,7 +8,7 @@ export KOSMOS_ROS_DISTRO := $(DISTRO)
 PYTHON ?= python3
 IN_ENV := tools/in-env
 
-.PHONY: setup test run lint bench bench-gpu lock clean
+.PHONY: setup test run lint bench params lock clean
 
 setup:
 	@$(PYTHON) tools/bootstrap.py
@@ -24,6 +24,10 @@ lint: setup
 
 bench: setup
 	@$(IN_ENV) python benchmarks/run_benchmarks.py $(BENCH_ARGS)
+
+# Write config/grounding.yaml from the parameter tables (kosmos_ros/node/params.py).
+params: setup
+	@$(IN_ENV) python -m kosmos_ros.node.params --write kosmos_ros/config/grounding.yaml
 
 lock:
 	@rm -f env/constraints-$(DISTRO).txt

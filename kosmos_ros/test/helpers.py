@@ -47,3 +47,30 @@ def wait_for(predicate, timeout=20.0, period=0.01):
             return True
         time.sleep(period)
     return predicate()
+
+
+def lifecycle_state(client_node, node_name, timeout=10.0):
+    """Return the lifecycle state label of ``node_name`` (GetState over DDS), '' if none."""
+    from lifecycle_msgs.srv import GetState
+    client = client_node.create_client(GetState, f'{node_name}/get_state')
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            return ''
+        future = client.call_async(GetState.Request())
+        if not wait_for(future.done, timeout):
+            return ''
+        return future.result().current_state.label
+    finally:
+        client_node.destroy_client(client)
+
+
+def wait_for_state(client_node, node_name, label, timeout=60.0):
+    """Wait until ``node_name`` reports lifecycle state ``label``; return the last label seen."""
+    deadline = time.monotonic() + timeout
+    seen = ''
+    while time.monotonic() < deadline:
+        seen = lifecycle_state(client_node, node_name, min(10.0, timeout))
+        if seen == label:
+            break
+        time.sleep(0.2)
+    return seen

@@ -24,6 +24,14 @@ def test_config_lists_every_parameter_with_its_default():
     assert camera == {name: spec.default for name, spec in CAMERA_SPECS.items()}
 
 
+def test_config_is_written_from_the_parameter_tables():
+    """make params (python -m kosmos_ros.node.params --write) keeps the file equal."""
+    from kosmos_ros.node.params import main, render_yaml
+    path = PACKAGE / 'config' / 'grounding.yaml'
+    assert path.read_text() == render_yaml(), 'run: make params'
+    assert main(['--check', str(path)]) == 0
+
+
 def test_launch_file_is_declarative():
     source = (PACKAGE / 'launch' / 'grounding.launch.py').read_text()
     for forbidden in ('eval(', 'exec(', 'subprocess', 'pip ', 'OpaqueFunction'):

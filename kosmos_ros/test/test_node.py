@@ -42,7 +42,8 @@ class Harness:
         # subscriptions that come and go are tested on their own.
         values = dict(model=str(model_dir), device='cpu', local_files_only=True,
                       cameras=['front', 'rear'], max_new_tokens=24, rate_hz=0.0,
-                      max_frame_age=30.0, camera_timeout=0.0, unsubscribe_idle_after=0.0)
+                      max_request_tokens=2000, max_frame_age=30.0, camera_timeout=0.0,
+                      unsubscribe_idle_after=0.0)
         values.update(params)
         always = values['unsubscribe_idle_after'] == 0 or values['rate_hz'] > 0
         overrides = [Parameter(k, value=v) for k, v in values.items()]

@@ -17,9 +17,8 @@ executor thread waits for inference.
 from __future__ import annotations
 
 import math
-import threading
 import time
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from kosmos_ros_interfaces.action import Ground as GroundAction
@@ -31,8 +30,9 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks
-from rclpy.exceptions import InvalidParameterValueException
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import Image
@@ -40,22 +40,24 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.datatypes import GroundingResult, Query, Task
-from kosmos_ros.decoding import InferenceCancelled
 from kosmos_ros.drawing import annotate
-from kosmos_ros.engine import EngineOptions, GroundingEngine
-from kosmos_ros.errors import (ImageError, InferenceError, KosmosError, ModelLoadError,
-                               OutOfMemoryError, PromptError, RegionError)
+from kosmos_ros.errors import (ImageError, InferenceCancelled, InferenceError, KosmosError,
+                               ModelLoadError, OutOfMemoryError, PromptError, RegionError)
 from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
-from kosmos_ros.loading import ModelOptions
 from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
                                          image_msg, regions_from_bboxes)
 from kosmos_ros.node.intake import CameraIntake, intake_node
-from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_value, NodeParams, Spec,
-                                    SPECS)
+from kosmos_ros.node.lifecycle import RCLError, TransitionRunner
+from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_together, check_value,
+                                    coerce_value, NodeParams, Spec, SPECS)
 from kosmos_ros.node.spatial import (apply_positions, DepthSettings, DepthSource,
                                      detections_3d_msg, markers_msg)
-from kosmos_ros.node.worker import ContinuousSettings, InferenceWorker, QueryJob
+from kosmos_ros.node.worker import (ContinuousSettings, InferenceWorker, PendingRequests,
+                                    QueryJob)
 from kosmos_ros.prompts import build_prompt
+
+if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
+    from kosmos_ros.engine import GroundingEngine
 
 NODE_NAME = 'kosmos_grounding'
 CAMERA_LOG_PERIOD = 5.0  # seconds between two log lines of one camera's same kind of error
@@ -88,6 +90,13 @@ def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     return desc
 
 
+def _reason(exc: BaseException) -> str:
+    """One line saying why: the message of a project error, else also the exception type."""
+    text = ' '.join(str(exc).split()) or '(no message)'
+    return text if isinstance(exc, (KosmosError, ValueError)) else \
+        f'{type(exc).__name__}: {text}'
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float('nan')
 
@@ -101,7 +110,7 @@ class GroundingNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._logits_processors = tuple(logits_processors)
         self._state = 'unconfigured'
-        self._lock = threading.Lock()
+        self._closing = False
         self._params: NodeParams | None = None
         self._engine: GroundingEngine | None = None
         self._worker: InferenceWorker | None = None
@@ -110,11 +119,14 @@ class GroundingNode(LifecycleNode):
         self._depths: dict[str, DepthSource] = {}
         self._intake_node: Any = None
         self._stale_queries = 0
+        self._busy_refused = 0
+        self._pending = PendingRequests()
         self._last_diag_counts: dict[str, dict[str, int]] = {}
         self._last_diag_time = time.monotonic()
         self._camera_logged: dict[tuple[str, str], float] = {}
+        self._startup_problems: dict[str, str] = {}
         for name, spec in SPECS.items():
-            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+            self._declare(name, spec)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._queries_group = ReentrantCallbackGroup()
@@ -131,27 +143,93 @@ class GroundingNode(LifecycleNode):
         self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
                                              self._publish_diagnostics,
                                              callback_group=self._timer_group)
+        self._transitions = TransitionRunner(self)
+
+    def autostart(self) -> None:
+        """Configure and activate in the background, if ``autostart`` is set.
+
+        The executor serves the lifecycle and parameter services meanwhile, and the process
+        can stop at any moment (a model load included).
+        """
+        if self.get_parameter('autostart').value:
+            self._transitions.start(['configure', 'activate'], lambda label: None)
+
+    @property
+    def transition_running(self) -> bool:
+        """Whether a lifecycle transition (a model load, say) is running now."""
+        return self._transitions.busy
+
+    def close(self) -> None:
+        """Stop for good before the node is destroyed: no transition starts or finishes."""
+        self._closing = True
+        self._transitions.close()
+        self.stop_worker()
 
     # -- parameters --------------------------------------------------------------------------
 
+    def _declare(self, name: str, spec: Spec) -> None:
+        """Declare a parameter; a start-up value of the wrong type is refused, not fatal.
+
+        rclpy raises at declaration when a ``-p`` or params-file value has another type than
+        the default, or one outside the declared range. Integers are taken for floats; any
+        other mismatch keeps the default and is remembered: configure fails with the reason
+        until the parameter is set right.
+        """
+        override = self._parameter_overrides.get(name)
+        if override is not None:
+            value, problem = coerce_value(name, spec, override.value)
+            # Out of range: rclpy would raise at declaration too.
+            problem = problem or check_value(name, spec, value)
+            if problem:
+                del self._parameter_overrides[name]
+                self._startup_problems[name] = problem
+                self.get_logger().error(problem)
+            elif value is not override.value:
+                self._parameter_overrides[name] = Parameter(name, value=value)
+        self.declare_parameter(name, spec.default, _descriptor(name, spec))
+
     def _read_params(self) -> NodeParams:
+        """Read and check every parameter (start-up values get the rules of later sets)."""
         values = {name: self.get_parameter(name).value for name in SPECS}
+        problem = check_value('cameras', SPECS['cameras'], values['cameras'])
+        if problem:
+            raise ValueError(problem)
         cameras = []
         for cam in values['cameras']:
             for key, spec in CAMERA_SPECS.items():
                 full = f'{cam}.{key}'
                 if not self.has_parameter(full):
-                    self.declare_parameter(full, spec.default, _descriptor(full, spec))
-            topic = self.get_parameter(f'{cam}.topic').value or f'{cam}/image_raw'
-            transport = self.get_parameter(f'{cam}.transport').value
-            problem = check_value(f'{cam}.transport', CAMERA_SPECS['transport'], transport)
+                    self._declare(full, spec)
+                values[full] = self.get_parameter(full).value
+        if self._startup_problems:
+            raise ValueError(next(iter(self._startup_problems.values())))
+        for name, value in values.items():
+            problem = check_value(name, self._spec_of(name), value)
             if problem:
                 raise ValueError(problem)
-            depth_topic = self.get_parameter(f'{cam}.depth_topic').value
-            info_topic = self.get_parameter(f'{cam}.camera_info_topic').value or \
-                f'{cam}/camera_info'
+        problem = check_together(values)
+        if problem:
+            raise ValueError(problem)
+        for cam in values['cameras']:
+            topic = self._resolve(f'{cam}.topic', values[f'{cam}.topic'] or f'{cam}/image_raw')
+            transport = values[f'{cam}.transport']
+            depth_topic = values[f'{cam}.depth_topic']
+            info_topic = values[f'{cam}.camera_info_topic'] or f'{cam}/camera_info'
+            if depth_topic:
+                depth_topic = self._resolve(f'{cam}.depth_topic', depth_topic)
+                info_topic = self._resolve(f'{cam}.camera_info_topic', info_topic)
+            if transport == 'compressed':
+                self._resolve(f'{cam}.topic', topic + '/compressed')
             cameras.append(CameraConfig(cam, topic, transport, depth_topic, info_topic))
-        return NodeParams(values, tuple(cameras))
+        return NodeParams({k: v for k, v in values.items() if k in SPECS}, tuple(cameras))
+
+    def _resolve(self, name: str, topic: str) -> str:
+        """Resolve a topic name with this node's namespace and remap rules, or raise."""
+        try:
+            return self.resolve_topic_name(topic)
+        except (InvalidTopicNameException, RCLError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+            raise ValueError(f'{name}: {topic!r} is not a valid topic name ({first})') from None
 
     def _spec_of(self, name: str) -> Spec | None:
         if name in SPECS:
@@ -172,6 +250,11 @@ class GroundingNode(LifecycleNode):
             problem = check_value(name, spec, value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
+        depth = {k: changes.get(k, self.get_parameter(k).value)
+                 for k in ('depth_min', 'depth_max')}
+        problem = check_together(depth) if depth.keys() & changes.keys() else None
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
         watched = {'task', 'prompt', 'rate_hz', 'max_prompt_tokens'}
         if watched & changes.keys() and self._params is not None:
             current = {k: changes.get(k, self.get_parameter(k).value) for k in watched}
@@ -200,6 +283,7 @@ class GroundingNode(LifecycleNode):
 
     def _apply_parameters(self, params: list[Any]) -> None:
         for p in params:
+            self._startup_problems.pop(p.name, None)  # set right since start-up
             if p.name == 'diagnostics_period':
                 self._diag_timer.timer_period_ns = int(p.value * 1e9)
         if self._params is None:
@@ -236,23 +320,38 @@ class GroundingNode(LifecycleNode):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read and check the parameters, load the model, create the publishers.
+
+        A failure logs one line with its reason, undoes what was done and leaves the node
+        unconfigured: fix the parameter (``ros2 param set``), then configure again.
+        """
         self._state = 'configuring'
         try:
-            self._params = self._read_params()
-            p = self._params
-            options = ModelOptions(model=p.model, revision=p.revision or None,
-                                   local_files_only=p.local_files_only, dtype=p.dtype,
-                                   quantization=p.quantization, device=p.device,
-                                   attn_implementation=p.attn_implementation)
-            self.get_logger().info(f'loading {p.model} (device {p.device}, dtype {p.dtype}, '
-                                   f'quantization {p.quantization})')
-            started = time.monotonic()
-            self._engine = GroundingEngine.load(options, EngineOptions(**self._engine_options()))
-        except (ModelLoadError, ValueError, InvalidParameterValueException) as exc:
-            self.get_logger().error(f'configure failed: {exc}')
-            self._params = None
-            self._state = 'unconfigured'
+            self._configure()
+        except Exception as exc:  # the transition's boundary: report, undo, stay unconfigured
+            if not self._closing:
+                self._release()
+                self.get_logger().error(f'configure failed: {_reason(exc)}; the node stays '
+                                        'unconfigured (fix the cause, then configure)')
             return TransitionCallbackReturn.FAILURE
+        self._state = 'inactive'
+        return super().on_configure(state)
+
+    def _configure(self) -> None:
+        from kosmos_ros.engine import EngineOptions, GroundingEngine  # torch: here, not at start
+        from kosmos_ros.loading import ModelOptions
+
+        self._params = p = self._read_params()
+        options = ModelOptions(model=p.model, revision=p.revision or None,
+                               local_files_only=p.local_files_only, dtype=p.dtype,
+                               quantization=p.quantization, device=p.device,
+                               attn_implementation=p.attn_implementation)
+        self.get_logger().info(f'loading {p.model} (device {p.device}, dtype {p.dtype}, '
+                               f'quantization {p.quantization})')
+        started = time.monotonic()
+        self._engine = GroundingEngine.load(options, EngineOptions(**self._engine_options()))
+        if self._closing:  # stopped during the load: touch nothing more
+            raise ModelLoadError('the node is shutting down')
         self.get_logger().info(f'loaded {self._engine.describe()} in '
                                f'{time.monotonic() - started:.1f} s')
         if p.compile_decoder and self._engine.decoder == 'dynamic':
@@ -264,12 +363,8 @@ class GroundingNode(LifecycleNode):
             try:
                 self._engine.warm_up()
             except KosmosError as exc:
-                self.get_logger().error(f'configure failed: compile_decoder: {exc} (set '
-                                        'compile_decoder to false to decode without it)')
-                self._engine.close()
-                self._engine, self._params = None, None
-                self._state = 'unconfigured'
-                return TransitionCallbackReturn.FAILURE
+                raise KosmosError(f'compile_decoder: {exc} (set compile_decoder to false to '
+                                  'decode without it)') from None
             self.get_logger().info(f'compiled the {self._engine.decoder} decode step in '
                                    f'{time.monotonic() - started:.1f} s')
         for cam in p.cameras:
@@ -292,13 +387,30 @@ class GroundingNode(LifecycleNode):
                                        self._on_continuous_result, self._on_camera_error,
                                        p.max_image_pixels, self._continuous_settings(),
                                        clock=self._now, heartbeat_s=heartbeat)
-        self._state = 'inactive'
-        return super().on_configure(state)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the cameras and start serving.
+
+        A failure logs one line with its reason, drops what was subscribed and leaves the
+        node inactive with its model loaded.
+        """
+        try:
+            self._activate()
+        except Exception as exc:  # the transition's boundary: report, undo, stay inactive
+            self._drop_intakes()
+            if not self._closing:
+                self.get_logger().error(f'activate failed: {_reason(exc)}; the node stays '
+                                        'inactive with its model loaded (to change camera '
+                                        'parameters: cleanup, set, configure, activate)')
+            return TransitionCallbackReturn.FAILURE
+        self._worker.set_paused(False)
+        self._state = 'active'
+        return super().on_activate(state)
+
+    def _activate(self) -> None:
         p = self._params
         if self._intake_node is None:
             self._intake_node = intake_node(self)
@@ -319,9 +431,6 @@ class GroundingNode(LifecycleNode):
         self._worker.set_sources(
             {name: self._take_function(name) for name in self._intakes},
             lambda camera, msg: self._on_image(camera, msg), self._check_idle_cameras)
-        self._worker.set_paused(False)
-        self._state = 'active'
-        return super().on_activate(state)
 
     def _take_function(self, camera: str):
         intake, depth = self._intakes[camera], self._depths.get(camera)
@@ -532,6 +641,9 @@ class GroundingNode(LifecycleNode):
                 from None
         regions = regions_from_bboxes(request.regions)
         budget = int(request.max_new_tokens) or None
+        if budget is not None and budget > int(params.max_request_tokens):
+            raise ValueError(f'max_new_tokens {budget} is more than a request may ask for '
+                             f'(max_request_tokens {params.max_request_tokens})')
         query = Query(task, request.prompt, regions, budget)
         has_image = request.image.width > 0 or request.image.height > 0 or \
             len(request.image.data) > 0
@@ -582,7 +694,26 @@ class GroundingNode(LifecycleNode):
         return msg
 
     async def _answer(self, request: Any, on_stage=None, cancelled=lambda: False):
-        """Run one request on the worker; return (result, error, header, camera, from camera)."""
+        """Run one request on the worker; return (result, error, header, camera, from camera).
+
+        A request is admitted only within ``max_pending_queries`` and
+        ``max_pending_image_mb`` (refused as busy otherwise) and held until answered.
+        """
+        params = self._params
+        size = len(request.image.data)
+        problem = None if params is None else self._pending.admit(
+            size, int(params.max_pending_queries),
+            int(float(params.max_pending_image_mb) * 2 ** 20))
+        if problem:
+            self._busy_refused += 1
+            return None, problem, None, '', False
+        try:
+            return await self._run_request(request, on_stage, cancelled)
+        finally:
+            if params is not None:
+                self._pending.release(size)
+
+    async def _run_request(self, request: Any, on_stage, cancelled):
         try:
             query, camera, msg, from_camera, worker = self._check_request(request)
             if msg is None:
@@ -666,7 +797,9 @@ class GroundingNode(LifecycleNode):
         engine, worker, params = self._engine, self._worker, self._params
         model = DiagnosticStatus(name=f'{name}: model', hardware_id=name)
         values = {'state': self._state,
-                  'stale queries refused': str(self._stale_queries)}
+                  'stale queries refused': str(self._stale_queries),
+                  'requests pending': str(self._pending.count),
+                  'busy refusals': str(self._busy_refused)}
         if engine is not None:
             model.level, model.message = DiagnosticStatus.OK, 'loaded'
             opts = engine.loaded.options

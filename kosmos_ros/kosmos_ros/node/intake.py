@@ -148,9 +148,15 @@ class CameraIntake:
 
 
 def intake_node(parent: Any) -> Any:
-    """Create the never-spun helper node that owns the image subscriptions of ``parent``."""
+    """Create the never-spun helper node that owns the image subscriptions of ``parent``.
+
+    Its name derives from the parent's (``NAME_image_intake``) whatever the command line
+    says: it ignores the global arguments, so a ``__node:=`` remap meant for the parent does
+    not give both nodes one name, and no remap rule applies twice. Topic names reach it
+    already resolved by the parent's own rules (``GroundingNode._resolve``).
+    """
     import rclpy
     return rclpy.create_node(f'{parent.get_name()}_image_intake',
                              namespace=parent.get_namespace(), context=parent.context,
-                             start_parameter_services=False,
+                             use_global_arguments=False, start_parameter_services=False,
                              enable_rosout=False)

@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from kosmos_ros.node.params import CAMERA_SPECS, SPECS
 
@@ -22,6 +25,18 @@ def _usage() -> str:
 
 
 def main(args: list[str] | None = None) -> int:
+    """Run the node until SIGINT or SIGTERM; return the exit status.
+
+    Signals only set an event: the executor spins on its own thread, so a signal never
+    raises inside rclpy or in the middle of the shutdown (``ros2 launch`` sends SIGINT
+    twice), and the process stops within seconds at any moment, a model load included.
+    Then the node is closed, destroyed and the context shut down, in that order, so that
+    nothing logs to a dead context.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
     from rclpy.utilities import remove_ros_args
 
     argv = sys.argv if args is None else args
@@ -32,31 +47,40 @@ def main(args: list[str] | None = None) -> int:
     parser.parse_args(remove_ros_args(argv)[1:])
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from kosmos_ros.node.grounding_node import GroundingNode
 
-    rclpy.init(args=argv)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = GroundingNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    try:
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-            else:
-                node.get_logger().error('autostart: configure failed; the node stays '
-                                        'unconfigured (fix the parameters, then configure)')
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop_worker()
-        executor.shutdown(timeout_sec=5.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    spinner = threading.Thread(target=executor.spin, name='kosmos_executor', daemon=True)
+    spinner.start()
+    node.autostart()
+    status = 0
+    while not stop.wait(0.25):
+        if not spinner.is_alive():  # the executor ended on its own (an error, shut down)
+            status = 0 if not rclpy.ok() else 1
+            break
+    # From here on further signals are ignored: Python's exit restores the default handlers
+    # before the process ends, and a second Ctrl-C (launch sends its own) would then kill it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    node.close()  # pending requests are answered as cancelled...
+    executor.shutdown(timeout_sec=5.0)  # ...while the executor finishes what it runs
+    spinner.join(timeout=5.0)  # nothing may run on the node once it is destroyed
+    loading = node.transition_running  # e.g. a model load, in native code
+    node.destroy_node()
+    rclpy.try_shutdown()
+    if loading:
+        # Python's exit would tear the interpreter down under that thread (native code
+        # aborts: "terminate called without an active exception"); nothing is left to save.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == '__main__':

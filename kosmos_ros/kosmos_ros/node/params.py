@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+import re
 from typing import Any
 
-from kosmos_ros.datatypes import Task
-from kosmos_ros.engine import DECODERS
-from kosmos_ros.loading import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS
+from kosmos_ros.datatypes import ATTENTION, DECODERS, DEFAULT_MODEL, QUANTIZATIONS, Task
 
 TASK_NAMES = tuple(t.name.lower() for t in Task)
 DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+_CAMERA_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ SPECS: dict[str, Spec] = {
                  choices=TASK_NAMES),
     'prompt': Spec('', 'Continuous prompt: the phrase (find), the question (question) or the '
                    'full prompt (raw); unused by the caption tasks.'),
-    'max_new_tokens': Spec(64, 'Tokens to generate at most per query (requests may ask for '
-                           'another budget).', low=1, high=1024),
+    'max_new_tokens': Spec(64, 'Tokens to generate at most per query (a request may ask for '
+                           'another budget, up to max_request_tokens).', low=1, high=1024),
     'num_beams': Spec(1, 'Beam search width; 1 is greedy decoding, which batches.', low=1,
                       high=8),
     'no_repeat_ngram_size': Spec(0, 'Forbid repeating n-grams of this size; 0 is off.', low=0,
@@ -92,6 +92,15 @@ SPECS: dict[str, Spec] = {
     'frame_wait_timeout': Spec(2.0, 'Seconds a query on a camera waits for a frame when the node '
                                'has none (just subscribed, or no frame received yet); 0 answers '
                                'at once.', low=0.0, high=60.0),
+    'max_pending_queries': Spec(32, 'Most service and action requests held at once (waiting '
+                                'for a frame, queued or running); more are refused at once as '
+                                'busy.', low=1, high=10_000),
+    'max_pending_image_mb': Spec(256.0, 'Most megabytes (MiB) of images sent with requests held '
+                                 'at once; a request that would exceed it is refused as busy.',
+                                 low=1.0, high=65_536.0),
+    'max_request_tokens': Spec(256, 'Most new tokens one request may ask for (its '
+                               'max_new_tokens); a request asking for more is refused.', low=1,
+                               high=2048),
     'camera_timeout': Spec(5.0, 'Warn when a camera has sent nothing for this many seconds; 0 '
                            'disables the warning.', low=0.0, high=3600.0),
     'max_image_pixels': Spec(50_000_000, 'Largest accepted image, in pixels.', low=1,
@@ -140,10 +149,54 @@ def check_value(name: str, spec: Spec, value: Any) -> str | None:
         if len(set(names)) != len(names):
             return f'cameras must be unique; got {names}'
         for cam in names:
-            if not cam or not all(c.isalnum() or c == '_' for c in cam) or cam[0].isdigit():
-                return (f'camera name {cam!r} must be letters, digits and underscores, not '
-                        'starting with a digit')
+            if not isinstance(cam, str) or not _CAMERA_NAME.fullmatch(cam):
+                return (f'camera name {cam!r} must be ASCII letters, digits and underscores, '
+                        'not starting with a digit (it names parameters and topics)')
     return None
+
+
+def check_together(values: dict[str, Any]) -> str | None:
+    """Return why a set of parameter values is inconsistent, or None."""
+    if 'depth_min' in values and 'depth_max' in values and \
+            not values['depth_min'] < values['depth_max']:
+        return (f'depth_min ({values["depth_min"]:g} m) must be below depth_max '
+                f'({values["depth_max"]:g} m)')
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'a boolean'
+    if isinstance(value, int):
+        return 'an integer'
+    if isinstance(value, float):
+        return 'a floating-point number'
+    if isinstance(value, str):
+        return 'a string'
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return 'a list of strings'
+    return f'a {type(value).__name__}'
+
+
+def coerce_value(name: str, spec: Spec, value: Any) -> tuple[Any, str | None]:
+    """Fit a value given at start-up (``-p``, params file) to the type of ``spec``.
+
+    Integers are accepted for floating-point parameters, as people write YAML
+    (``camera_timeout: 10``). Return the value to use and None, or the default and the reason
+    the value was refused.
+    """
+    expected = _kind(spec.default)
+    if isinstance(spec.default, float) and isinstance(value, int) and \
+            not isinstance(value, bool):
+        return float(value), None
+    if isinstance(spec.default, list) and isinstance(value, (list, tuple)) and \
+            all(isinstance(v, str) for v in value):
+        return list(value), None
+    if _kind(value) == expected:
+        return value, None
+    return spec.default, (f'parameter {name}: expected {expected}, got {_kind(value)} '
+                          f'{value!r}; fix the value given on the command line or in the '
+                          'params file')
 
 
 @dataclass(frozen=True)
@@ -175,3 +228,67 @@ class NodeParams:
     @property
     def task_enum(self) -> Task:
         return Task.parse(self.values['task'])
+
+
+# -- config/grounding.yaml, written from the tables above ----------------------------------
+
+YAML_HEADER = '''\
+# Parameters of the kosmos_grounding node (kosmos_ros), each with its default.
+# [reload]: changes need a reload (cleanup, set, configure); others apply at runtime.
+# Written from kosmos_ros/node/params.py by: python -m kosmos_ros.node.params --write FILE
+# grounding.launch.py passes this file (params_file:=...); a launch argument given on the
+# command line (model:=..., rate_hz:=...) overrides the file, one that is not given does not.
+'''
+
+
+def _yaml_scalar(value: Any) -> str:
+    import yaml
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-4].strip() if text.endswith('\n...') else text
+
+
+def _yaml_entry(name: str, spec: Spec, indent: str) -> list[str]:
+    lines = [f'{indent}# {spec.description}{" [reload]" if spec.reload else ""}']
+    if spec.choices:
+        lines.append(f'{indent}# One of: {", ".join(spec.choices)}.')
+    elif spec.low is not None:
+        lines.append(f'{indent}# Range: {spec.low:g} to {spec.high:g}.')
+    lines.append(f'{indent}{name}: {_yaml_scalar(spec.default)}')
+    return lines
+
+
+def render_yaml() -> str:
+    """Return config/grounding.yaml: every parameter with its default and description."""
+    lines = YAML_HEADER.splitlines() + ['/**:', '  ros__parameters:']
+    for name, spec in SPECS.items():
+        lines += _yaml_entry(name, spec, '    ')
+    lines.append('    # Per camera NAME listed in cameras:')
+    lines.append('    camera:')
+    for name, spec in CAMERA_SPECS.items():
+        lines += _yaml_entry(name, spec, '      ')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (``--write FILE``) or check (``--check FILE``) the parameters file."""
+    import argparse
+    from pathlib import Path
+    parser = argparse.ArgumentParser(prog='python -m kosmos_ros.node.params',
+                                     description=main.__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument('--write', metavar='FILE', type=Path)
+    group.add_argument('--check', metavar='FILE', type=Path)
+    args = parser.parse_args(argv)
+    text = render_yaml()
+    if args.write:
+        args.write.write_text(text)
+        return 0
+    if args.check.read_text() != text:
+        print(f'{args.check} differs from the parameter tables; run: python -m '
+              f'kosmos_ros.node.params --write {args.check}')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

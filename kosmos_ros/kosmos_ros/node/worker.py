@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 from kosmos_ros.datatypes import GroundingResult, Query
-from kosmos_ros.decoding import InferenceCancelled
-from kosmos_ros.engine import EncodedImage, GroundingEngine
-from kosmos_ros.errors import ImageError, KosmosError, OutOfMemoryError
+from kosmos_ros.errors import ImageError, InferenceCancelled, KosmosError, OutOfMemoryError
 from kosmos_ros.images import Frame, frame_from_message
+
+if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
+    from kosmos_ros.engine import EncodedImage, GroundingEngine
 
 
 HOUSEKEEPING_PERIOD = 0.5
@@ -54,6 +55,36 @@ def rate_allows(stamp: float, last_grounded: float | None, rate_hz: float) -> bo
     if last_grounded is None or stamp < last_grounded:
         return True
     return stamp - last_grounded >= 1.0 / rate_hz - 1e-6
+
+
+# A queued query passed over this many times leads the next batch, whatever its budget.
+PATIENCE = 4
+
+
+def budget_group(budget: int, normal: int) -> int:
+    """Rank of a generation budget: 0 up to ``normal``, then one rank per doubling."""
+    if budget <= normal:
+        return 0
+    return max(1, math.ceil(math.log2(budget / max(normal, 1))))
+
+
+def choose_batch(budgets: list[int], passed: list[int], count: int, normal: int,
+                 patience: int = PATIENCE) -> list[int]:
+    """Pick up to ``count`` queued queries to decode together; return their queue indices.
+
+    A batch ends when its longest row ends, so a query with a long budget would hold back
+    every short one decoded beside it. Queries are therefore batched by budget rank
+    (:func:`budget_group`): those within the node's usual budget (``normal``) together, a
+    longer one only with budgets of its own rank. The lowest rank goes first, in queue order;
+    a query passed over ``patience`` times goes first whatever its rank, so none starves.
+    """
+    if count <= 0 or not budgets:
+        return []
+    groups = [budget_group(b, normal) for b in budgets]
+    overdue = [i for i, n in enumerate(passed) if n >= patience]
+    lead = overdue[0] if overdue else min(range(len(budgets)), key=lambda i: (groups[i], i))
+    chosen = [i for i, g in enumerate(groups) if g == groups[lead] and i != lead]
+    return sorted([lead] + chosen[:count - 1])
 
 
 @dataclass
@@ -97,6 +128,44 @@ class QueryJob:
     cancelled: Callable[[], bool] = lambda: False
     on_stage: Callable[[str], None] | None = None
     from_camera: bool = True
+    passed: int = 0  # batches formed without it while it waited
+
+
+class PendingRequests:
+    """The service and action requests held now, and the bytes of the images they carry.
+
+    A request counts from its arrival to its answer: waiting for a frame, queued or running.
+    Thread-safe; the node admits a request only within its limits, so that a flood of large
+    requests is refused at once instead of filling memory and queueing for minutes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.bytes = 0
+
+    def admit(self, size: int, max_count: int, max_bytes: int) -> str | None:
+        """Count a request carrying ``size`` image bytes in; return why not when over a limit."""
+        mib = 2 ** 20
+        with self._lock:
+            if self.count >= max_count:
+                return (f'busy: {self.count} requests are pending (max_pending_queries '
+                        f'{max_count}); retry later')
+            if size > max_bytes:
+                return (f'the image of {size / mib:.1f} MiB is larger than '
+                        f'max_pending_image_mb ({max_bytes / mib:g} MiB)')
+            if self.bytes + size > max_bytes:
+                return (f'busy: pending requests hold {self.bytes / mib:.1f} MiB of images and '
+                        f'this one {size / mib:.1f} MiB (max_pending_image_mb '
+                        f'{max_bytes / mib:g}); retry later')
+            self.count += 1
+            self.bytes += size
+            return None
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.count -= 1
+            self.bytes -= size
 
 
 FrameCallback = Callable[[Any, float], None]
@@ -400,7 +469,7 @@ class InferenceWorker:
                 places = min(len(due), size)
             self._camera_went_last = places > 0
             due.sort(key=lambda s: s.last_result_wall or 0.0)  # longest waiting first
-            jobs = [self._jobs.popleft() for _ in range(min(size - places, len(self._jobs)))]
+            jobs = self._pick_jobs(size - places)
             frames = []
             for state in due[:places]:
                 frames.append((state.name, state.latest))
@@ -408,6 +477,18 @@ class InferenceWorker:
                 state.last_grounded_stamp = state.latest_stamp
             self._busy = True
             return jobs, frames, self._settings.query
+
+    def _pick_jobs(self, count: int) -> list[QueryJob]:
+        """Take the queries of the next batch off the queue (see :func:`choose_batch`)."""
+        normal = self.engine.options.max_new_tokens
+        queue = list(self._jobs)
+        budgets = [normal if j.query.max_new_tokens is None else int(j.query.max_new_tokens)
+                   for j in queue]
+        chosen = set(choose_batch(budgets, [j.passed for j in queue], count, normal))
+        self._jobs = deque(j for i, j in enumerate(queue) if i not in chosen)
+        for job in self._jobs:
+            job.passed += 1 if chosen else 0
+        return [queue[i] for i in sorted(chosen)]
 
     def _loop(self) -> None:
         while not self._stop.is_set():

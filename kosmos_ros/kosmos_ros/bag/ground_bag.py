@@ -23,8 +23,11 @@ a tolerance; a frame without a match, or with too few valid depth pixels, gets n
 reason is counted in the summary.
 
 Frames that cannot be used (corrupt JPEG, unsupported encoding, ...) are counted skips with
-their reason. The output bag is closed whatever happens, so an interrupted run (Ctrl-C) leaves
-a valid bag holding the frames done so far.
+their reason. A damaged bag, or an output that cannot be written, is a BagError naming the
+path and the reason. No output (bag, HTML report, frames) may be, hold or lie inside the input
+(:func:`~kosmos_ros.bag.safety.check_outputs`). The output bag is closed whatever happens, so
+an interrupted run (Ctrl-C, pressed any number of times) leaves a valid bag holding the frames
+done so far (:class:`~kosmos_ros.bag.safety.SigintGuard`).
 """
 
 from __future__ import annotations
@@ -32,16 +35,20 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from dataclasses import dataclass, field, replace
+import functools
 import os
 from pathlib import Path
 import shutil
+import sqlite3
+import struct
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.report import HtmlReport
+from kosmos_ros.bag.safety import check_outputs, SigintGuard
 from kosmos_ros.bag.spatial import (DepthOptions, DepthPairing, DepthStats, header_stamp_ns,
                                     is_depth_name, Lifter, make_lifters, pair_depth_topics,
                                     PAIRING_RULE)
@@ -64,7 +71,8 @@ class GroundBagOptions:
 
     Attributes:
         bag: input bag: a rosbag2 folder, a ``.mcap`` or ``.db3`` file, or a ROS 1 ``.bag``.
-        output: output rosbag2 folder (MCAP); must not exist unless ``overwrite``.
+        output: output rosbag2 folder (MCAP); must not exist unless ``overwrite``, and must
+            lie apart from the input and the HTML report (:func:`check_outputs`).
         topics: image topics to ground; empty picks them automatically.
         task: caption, detailed_caption, find, question or raw (name or number).
         prompt: the phrase, question or raw prompt of the task.
@@ -232,19 +240,89 @@ def _check_storage(path: Path) -> None:
                            + ', '.join(STORAGES))
 
 
-def open_reader(path: str | Path) -> Any:
-    """Open a bag with ``rosbags.highlevel.AnyReader``; raise BagError with the reason."""
-    from rosbags.highlevel import AnyReader, AnyReaderError
+@functools.cache
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """Return what rosbags raises on a damaged or unreadable bag.
 
+    Its own errors; the database errors of apsw and sqlite3, which its sqlite3 storage lets
+    through (a page of zeros: ``apsw.CorruptError``); OSError; and the built-in
+    errors of its MCAP and ROS 1 parsers, which index, decode and size the bytes they read
+    without checks (an 8-byte MCAP: TypeError; a flipped byte: KeyError, AssertionError,
+    UnicodeDecodeError, OverflowError, or MemoryError for a garbage length). Caught only around
+    rosbags' own calls (opening a bag, taking its next message), never around this package's.
+    """
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Ros1ReaderError
+    from rosbags.rosbag2 import ReaderError as Ros2ReaderError
+
+    errors: tuple[type[BaseException], ...] = (
+        AnyReaderError, Ros1ReaderError, Ros2ReaderError, sqlite3.DatabaseError, OSError,
+        AssertionError, EOFError, IndexError, KeyError, MemoryError, OverflowError,
+        struct.error, TypeError, ValueError)
+    try:
+        import apsw
+    except ImportError:  # a rosbags without apsw
+        return errors
+    return errors + (apsw.Error,)
+
+
+def _reason(exc: BaseException) -> str:
+    """Return why an operation failed, for a one-line message.
+
+    A library's own message; an OS error's reason and path; for a parser's built-in error on
+    damaged bytes, its type and text.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return f'{exc.strerror}: {exc.filename}' if exc.filename else exc.strerror
+    text = str(exc)
+    if type(exc).__module__ != 'builtins' or isinstance(exc, OSError):
+        return text
+    return f'damaged data ({type(exc).__name__}{": " + text if text else ""})'
+
+
+@functools.cache
+def _reader_class() -> type:
+    """Return ``AnyReader`` whose message iteration raises BagError on a damaged bag."""
+    from rosbags.highlevel import AnyReader
+
+    class CheckedReader(AnyReader):
+        def messages(self, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, int, Any]]:
+            return _checked_messages(super().messages(*args, **kwargs), self.paths[0])
+
+    return CheckedReader
+
+
+def _checked_messages(messages: Iterator[tuple[Any, int, Any]],
+                      path: Path) -> Iterator[tuple[Any, int, Any]]:
+    """Yield from rosbags' ``messages``; its errors on a damaged bag become BagError."""
+    try:
+        while True:
+            try:
+                item = next(messages)
+            except StopIteration:
+                return
+            except _read_errors() as exc:
+                raise BagError(f'cannot read bag {path}: {_reason(exc)}') from None
+            yield item
+    finally:
+        messages.close()
+
+
+def open_reader(path: str | Path) -> Any:
+    """Open a bag with ``rosbags.highlevel.AnyReader``; raise BagError with the reason.
+
+    The reader's ``messages`` raises BagError too when the bag turns out to be damaged.
+    """
     path = Path(path)
     if not path.exists():
         raise BagError(f'no bag at {path}: no such file or folder')
     _check_storage(path)
+    store = project_typestore()
     try:
-        reader = AnyReader([path], default_typestore=project_typestore())
+        reader = _reader_class()([path], default_typestore=store)
         reader.open()
-    except (AnyReaderError, FileNotFoundError, ValueError) as exc:  # ValueError: bad bytes
-        raise BagError(f'cannot read bag {path}: {exc}') from None
+    except _read_errors() as exc:
+        raise BagError(f'cannot read bag {path}: {_reason(exc)}') from None
     return reader
 
 
@@ -297,25 +375,63 @@ def select_image_topics(reader: Any, requested: Sequence[str] = (),
 
 # -- writing -----------------------------------------------------------------------------------
 
-def _open_writer(options: GroundBagOptions, store: Any) -> Any:
+@dataclass
+class _Output:
+    """The open output bag: its writer and the connections the results and copies go to.
+
+    ``results`` maps an image topic to its (detections, grounding, detections_3d or None)
+    connections; ``copies`` an input (topic, type) to its copy, None when it cannot be copied.
+    """
+
+    writer: Any
+    results: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    copies: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+def _open_writer(options: GroundBagOptions) -> Any:
+    """Create the output bag (replacing an old one with ``overwrite``); BagError on failure.
+
+    The output paths are checked again right before anything is deleted.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     out = Path(options.output)
-    if out.resolve() == Path(options.bag).resolve():
-        raise BagError(f'the output {out} is the input bag')
-    if out.exists():
-        if not options.overwrite:
-            raise BagError(f'output {out} exists already; choose another or pass --overwrite')
-        if not (out / 'metadata.yaml').is_file():
-            raise BagError(f'refusing to overwrite {out}: it is not a rosbag2 folder')
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    check_outputs(options.bag, out, options.html, options.html_embed, options.overwrite)
     try:
+        if out.exists():  # check_outputs let through only a rosbag2 folder, with overwrite
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
         writer.open()
-    except WriterError as exc:
-        raise BagError(f'cannot write {out}: {exc}') from None
+    except (OSError, WriterError) as exc:
+        raise BagError(f'cannot write the output bag {out}: {_reason(exc)}') from None
     return writer
+
+
+def _add_connections(writer: Any, options: GroundBagOptions, reader: Any, store: Any,
+                     summary: BagSummary, lifters: dict[str, Lifter]) -> _Output:
+    """Describe the run in the output's metadata and add its result and copy connections."""
+    writer.set_custom_data('kosmos_ros.source', str(options.bag))
+    writer.set_custom_data('kosmos_ros.model', summary.model)
+    writer.set_custom_data('kosmos_ros.query',
+                           f'{summary.query.task.name.lower()}: {summary.query.prompt}')
+    if options.model_label:
+        writer.set_custom_data('kosmos_ros.model_label', options.model_label)
+    output = _Output(writer)
+    for s in summary.topics.values():
+        output.results[s.topic] = (
+            writer.add_connection(f'{s.base}/detections', DETECTION_2D_ARRAY, typestore=store),
+            writer.add_connection(f'{s.base}/grounding', GROUNDING, typestore=store),
+            writer.add_connection(f'{s.base}/detections_3d', DETECTION_3D_ARRAY,
+                                  typestore=store) if s.topic in lifters else None)
+    if options.copy_input:
+        for conn in reader.connections:
+            if (conn.topic, conn.msgtype) not in output.copies:
+                copied = _copy_connection(writer, reader, conn, store)
+                output.copies[conn.topic, conn.msgtype] = copied
+                if copied is None:
+                    summary.not_copied[conn.topic] = f'{conn.msgtype} has no ROS 2 definition'
+    return output
 
 
 def _copy_connection(writer: Any, reader: Any, conn: Any, store: Any) -> Any:
@@ -337,6 +453,37 @@ def _copy_connection(writer: Any, reader: Any, conn: Any, store: Any) -> Any:
     return None
 
 
+def _close_writer(writer: Any, out: Path) -> None:
+    """Close the output bag: its index, then ``metadata.yaml``; BagError on failure."""
+    from rosbags.rosbag2 import WriterError
+
+    try:
+        writer.close()
+    except (OSError, WriterError) as exc:
+        raise BagError(f'cannot finish the output bag {out}: {_reason(exc)}') from None
+
+
+def _open_report(options: GroundBagOptions, summary: BagSummary) -> HtmlReport | None:
+    """Create the HTML report's folders now, so that an unusable place fails before the run."""
+    if not options.html:
+        return None
+    report = HtmlReport(options.html, options.html_embed, summary)
+    try:
+        report.path.parent.mkdir(parents=True, exist_ok=True)
+        if not report.embed:
+            report.folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BagError(f'cannot write the HTML report {report.path}: {_reason(exc)}') from None
+    return report
+
+
+def _write_report(report: HtmlReport) -> None:
+    try:
+        report.write()
+    except OSError as exc:
+        raise BagError(f'cannot write the HTML report {report.path}: {_reason(exc)}') from None
+
+
 def pair_depth(reader: Any, stats: Sequence[TopicStats],
                options: GroundBagOptions) -> dict[str, DepthPairing]:
     """Pair the selected image topics with depth and camera_info (:mod:`.spatial`); BagError."""
@@ -353,93 +500,113 @@ def _frame_id(msg: Any) -> str:
 
 def ground_bag(options: GroundBagOptions, engine: Any, *,
                on_frame: Callable[[FrameOutcome], None] | None = None,
-               progress: bool = False) -> BagSummary:
+               progress: bool = False, guard: SigintGuard | None = None) -> BagSummary:
     """Ground the bag as ``options`` say with ``engine``; return the summary.
 
     ``on_frame`` is called after every selected message (grounded, throttled or skipped).
-    KeyboardInterrupt (also from ``on_frame``) ends the run early with ``interrupted`` set;
-    the output bag is closed and valid in every case. Raises BagError or PromptError before
-    any output is written when the bag or the query cannot be used.
+    KeyboardInterrupt (Ctrl-C, also from ``on_frame``) ends the run early with
+    ``interrupted`` set; the output bag is closed and valid in every case. ``guard`` (a new
+    :class:`~kosmos_ros.bag.safety.SigintGuard` when None) keeps Ctrl-C from cutting short the
+    writing of a frame's results or the closing of the output. Raises BagError or PromptError
+    before any output is written when the bag, an output path or the query cannot be used;
+    BagError when the bag turns out damaged or the output cannot be written, after closing
+    the output bag with the results so far.
     """
     query = Query(Task.parse(options.task), options.prompt,
                   max_new_tokens=options.max_new_tokens)
     engine.prepare(query, 640, 480)  # PromptError now rather than on every frame
+    check_outputs(options.bag, options.output, options.html, options.html_embed,
+                  options.overwrite)
     store = project_typestore()
-    reader = open_reader(options.bag)
-    depth_reader = None
-    try:
-        stats = select_image_topics(reader, options.topics, options.depth_topics)
-        pairings = pair_depth(reader, stats, options)
-        for s in stats:
-            s.pairing = pairings[s.topic]
-        summary = BagSummary(Path(options.bag), Path(options.output), query,
-                             options.rate_hz, engine.describe(), options.model_label,
-                             {s.topic: s for s in stats}, html=options.html)
-        lifters: dict[str, Lifter] = {}
-        if any(p.enabled for p in pairings.values()):
-            # A second reader: depth images are read back while the first one iterates.
-            depth_reader = open_reader(options.bag)
-            lifters = _index_depth(options, depth_reader, pairings, summary)
-        writer = _open_writer(options, store)
+    with guard or SigintGuard() as sigint:
+        reader = open_reader(options.bag)
+        depth_reader = None
         try:
-            _run(options, engine, reader, writer, store, summary, query, on_frame, progress,
-                 lifters)
+            stats = select_image_topics(reader, options.topics, options.depth_topics)
+            pairings = pair_depth(reader, stats, options)
+            for s in stats:
+                s.pairing = pairings[s.topic]
+            summary = BagSummary(Path(options.bag), Path(options.output), query,
+                                 options.rate_hz, engine.describe(), options.model_label,
+                                 {s.topic: s for s in stats}, html=options.html)
+            lifters: dict[str, Lifter] = {}
+            if any(p.enabled for p in pairings.values()):
+                # A second reader: depth images are read back while the first one iterates.
+                depth_reader = open_reader(options.bag)
+                lifters = _index_depth(options, depth_reader, pairings, summary)
+            report = _open_report(options, summary)
+            _ground_into_output(options, engine, reader, store, summary, on_frame, progress,
+                                lifters, report, sigint)
         finally:
-            writer.close()
-    finally:
-        if depth_reader is not None:
-            depth_reader.close()
-        reader.close()
+            with sigint.shield():
+                if depth_reader is not None:
+                    depth_reader.close()
+                reader.close()
     return summary
 
 
 def _index_depth(options: GroundBagOptions, reader: Any, pairings: dict[str, DepthPairing],
                  summary: BagSummary) -> dict[str, Lifter]:
-    from rosbags.rosbag1 import ReaderError as Ros1ReaderError
-    from rosbags.rosbag2 import ReaderError as Ros2ReaderError
-
     try:
         return make_lifters(reader, pairings, options.depth,
                             {t: s.depth for t, s in summary.topics.items()})
-    except (Ros1ReaderError, Ros2ReaderError) as exc:
-        raise BagError(f'indexing the depth and camera_info topics of {options.bag} failed: '
-                       f'{exc}') from None
+    except BagError as exc:  # a damaged bag, from the reader's messages
+        raise BagError(f'indexing the depth and camera_info topics failed: {exc}') from None
 
 
-def _run(options: GroundBagOptions, engine: Any, reader: Any, writer: Any, store: Any,
-         summary: BagSummary, query: Query, on_frame: Callable | None, progress: bool,
-         lifters: dict[str, Lifter]) -> None:
-    from rosbags.rosbag1 import ReaderError as Ros1ReaderError
-    from rosbags.rosbag2 import ReaderError as Ros2ReaderError
+def _ground_into_output(options: GroundBagOptions, engine: Any, reader: Any, store: Any,
+                        summary: BagSummary, on_frame: Callable | None, progress: bool,
+                        lifters: dict[str, Lifter], report: HtmlReport | None,
+                        sigint: SigintGuard) -> None:
+    """Open the output bag, ground into it, and close it whole whatever happens.
+
+    KeyboardInterrupt ends the run with ``summary.interrupted``; opening and closing the
+    output are shielded from Ctrl-C.
+    """
+    writer = None
+    try:
+        with sigint.shield():
+            writer = _open_writer(options)
+            output = _add_connections(writer, options, reader, store, summary, lifters)
+        _run(options, engine, reader, output, store, summary, on_frame, progress, lifters,
+             report, sigint)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if writer is not None:
+            with sigint.shield():
+                _finish(options, summary, writer, report, sigint)
+
+
+def _finish(options: GroundBagOptions, summary: BagSummary, writer: Any,
+            report: HtmlReport | None, sigint: SigintGuard) -> None:
+    """Close the output bag, then write the HTML report; say so first when interrupted."""
+    if summary.interrupted:
+        again = '; Ctrl-C again is ignored' if sigint.active else ''
+        print(f'ground_bag: interrupted; finishing {options.output} with the '
+              f'{summary.grounded} frames grounded so far{again}', file=sys.stderr)
+    try:
+        _close_writer(writer, Path(options.output))
+    finally:
+        if report is not None:
+            _write_report(report)
+
+
+def _run(options: GroundBagOptions, engine: Any, reader: Any, output: _Output, store: Any,
+         summary: BagSummary, on_frame: Callable | None, progress: bool,
+         lifters: dict[str, Lifter], report: HtmlReport | None, sigint: SigintGuard) -> None:
+    """Ground the selected messages into ``output``; KeyboardInterrupt ends it (Ctrl-C).
+
+    A first Ctrl-C that comes while a frame's results are written takes effect before the
+    next message, so every frame is written whole.
+    """
     from tqdm import tqdm
 
-    writer.set_custom_data('kosmos_ros.source', str(options.bag))
-    writer.set_custom_data('kosmos_ros.model', summary.model)
-    writer.set_custom_data('kosmos_ros.query', f'{query.task.name.lower()}: {query.prompt}')
-    if options.model_label:
-        writer.set_custom_data('kosmos_ros.model_label', options.model_label)
-    outputs = {}
-    for s in summary.topics.values():
-        outputs[s.topic] = (writer.add_connection(f'{s.base}/detections', DETECTION_2D_ARRAY,
-                                                  typestore=store),
-                            writer.add_connection(f'{s.base}/grounding', GROUNDING,
-                                                  typestore=store),
-                            writer.add_connection(f'{s.base}/detections_3d',
-                                                  DETECTION_3D_ARRAY, typestore=store)
-                            if s.topic in lifters else None)
-    copies: dict[tuple[str, str], Any] = {}
     if options.copy_input:
-        for conn in reader.connections:
-            if (conn.topic, conn.msgtype) not in copies:
-                copied = _copy_connection(writer, reader, conn, store)
-                copies[conn.topic, conn.msgtype] = copied
-                if copied is None:
-                    summary.not_copied[conn.topic] = f'{conn.msgtype} has no ROS 2 definition'
         connections = reader.connections
     else:
         connections = [c for c in reader.connections if c.topic in summary.topics]
     total = sum(c.msgcount for c in connections if c.topic in summary.topics)
-    report = HtmlReport(options.html, options.html_embed, summary) if options.html else None
     last_grounded: dict[str, float] = {}
     label = ' [TINY MODEL]' if options.model_label else ''
     bar = tqdm(total=total, unit=' frames', desc=f'grounding{label}', disable=not progress,
@@ -447,52 +614,63 @@ def _run(options: GroundBagOptions, engine: Any, reader: Any, writer: Any, store
     started = time.monotonic()
     try:
         for conn, timestamp, raw in reader.messages(connections=connections):
-            copy = copies.get((conn.topic, conn.msgtype))
+            sigint.check()
+            copy = output.copies.get((conn.topic, conn.msgtype))
             if copy is not None:
                 data = raw if reader.is2 else store.ros1_to_cdr(raw, conn.msgtype)
-                writer.write(copy, timestamp, data)
+                with sigint.shield():
+                    output.writer.write(copy, timestamp, data)
             s = summary.topics.get(conn.topic)
             if s is None:
                 continue
-            outcome = _ground_one(options, engine, reader, conn, timestamp, raw, s, query,
-                                  last_grounded)
+            outcome = _ground_one(options, engine, reader, conn, timestamp, raw, s,
+                                  summary.query, last_grounded)
             if outcome.result is not None:
-                det_conn, grd_conn, det3d_conn = outputs[s.topic]
-                msg = outcome.header
-                lifted = None
-                if det3d_conn is not None:
-                    lift = lifters[s.topic].lift(outcome.result,
-                                                 header_stamp_ns(msg, timestamp),
-                                                 str(msg.frame_id))
-                    lifted = lift.lifted
-                    outcome.public = replace(outcome.public, lifted=lifted,
-                                             depth_note=lift.reason)
-                writer.write(det_conn, timestamp, store.serialize_cdr(
-                    detections_msg(store, outcome.result, msg), DETECTION_2D_ARRAY))
-                writer.write(grd_conn, timestamp, store.serialize_cdr(
-                    grounding_msg(store, outcome.result, msg, s.camera, lifted), GROUNDING))
-                if det3d_conn is not None:
-                    writer.write(det3d_conn, timestamp, store.serialize_cdr(
-                        detections_3d_msg(store, outcome.result, lifted, msg),
-                        DETECTION_3D_ARRAY))
-                if report is not None:
-                    report.add(outcome.public, outcome.frame)
+                _lift(outcome, lifters.get(s.topic), timestamp)
+                with sigint.shield():  # a frame's results are written whole, or not at all
+                    _write_results(output.writer, output.results[s.topic], store, outcome,
+                                   s.camera, timestamp)
+                    if report is not None:
+                        report.add(outcome.public, outcome.frame)
             bar.update(1)
             bar.set_postfix(grounded=summary.grounded, skipped=summary.skipped, refresh=False)
             if on_frame is not None:
                 on_frame(outcome.public)
             if options.limit and summary.grounded >= options.limit:
                 break
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    except (Ros1ReaderError, Ros2ReaderError) as exc:
-        raise BagError(f'reading {options.bag} failed after {bar.n} image messages: {exc}; '
-                       f'{options.output} holds the results so far') from None
+    except BagError as exc:
+        raise BagError(f'{exc}; {options.output} holds the {summary.grounded} frames grounded '
+                       'before') from None
+    except OSError as exc:
+        raise BagError(f'writing the results failed after {summary.grounded} frames: '
+                       f'{_reason(exc)}') from None
     finally:
         bar.close()
         summary.elapsed_s = time.monotonic() - started
-        if report is not None:
-            report.write()
+
+
+def _lift(outcome: _Outcome, lifter: Lifter | None, timestamp: int) -> None:
+    """Lift a grounded frame's boxes to 3D when its topic has depth (sets ``lifted``)."""
+    if lifter is None:
+        return
+    header = outcome.header
+    lift = lifter.lift(outcome.result, header_stamp_ns(header, timestamp),
+                       str(header.frame_id))
+    outcome.public = replace(outcome.public, lifted=lift.lifted, depth_note=lift.reason)
+
+
+def _write_results(writer: Any, connections: tuple[Any, Any, Any], store: Any,
+                   outcome: _Outcome, camera: str, timestamp: int) -> None:
+    """Write a grounded frame's detections, grounding and (with depth) 3D detections."""
+    det_conn, grd_conn, det3d_conn = connections
+    header, result, lifted = outcome.header, outcome.result, outcome.public.lifted
+    writer.write(det_conn, timestamp, store.serialize_cdr(
+        detections_msg(store, result, header), DETECTION_2D_ARRAY))
+    writer.write(grd_conn, timestamp, store.serialize_cdr(
+        grounding_msg(store, result, header, camera, lifted), GROUNDING))
+    if det3d_conn is not None:
+        writer.write(det3d_conn, timestamp, store.serialize_cdr(
+            detections_3d_msg(store, result, lifted, header), DETECTION_3D_ARRAY))
 
 
 @dataclass
@@ -590,7 +768,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help='use the local folder or Hugging Face cache only (no network)')
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='ground_bag', description='Ground the images of a bag with KOSMOS-2 and write '
         'the detections and groundings into an output MCAP bag (no ROS runtime needed). With '
@@ -599,7 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=PAIRING_RULE + ' Automatic image topic selection leaves those depth topics '
         'out. Depth must be registered to the colour image, and the images rectified.')
     parser.add_argument('bag', help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag')
-    parser.add_argument('-o', '--output', help='output bag folder (default: BAG_grounded)')
+    parser.add_argument('-o', '--output',
+                        help='output bag folder, apart from the input (default: BAG_grounded '
+                             'beside the bag, or beside its rosbag2 folder)')
     parser.add_argument('--topic', action='append', default=[],
                         help='image topic to ground (repeatable; default: automatic)')
     parser.add_argument('--task', default='caption',
@@ -636,54 +816,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--tiny-model', action='store_true',
                         help='use the tiny RANDOM test model (pipeline checks only; its '
                              'words are random)')
-    args = parser.parse_args(argv)
+    return parser
 
+
+def default_output(bag: Path) -> Path:
+    """Return ``<bag>_grounded`` beside the bag, or beside its rosbag2 folder for a file in one.
+
+    Never inside the input: the output must lie apart from it (:func:`check_outputs`).
+    """
+    source = bag.parent if bag.is_file() and (bag.parent / 'metadata.yaml').is_file() else bag
+    if source.name in ('', '.', '..'):
+        source = Path(os.path.abspath(source))
+    return source.with_name(source.stem + '_grounded')
+
+
+def _options(args: argparse.Namespace, label: str) -> GroundBagOptions:
+    """Return the options of the command line; ValueError for an invalid value."""
+    task = Task.parse(args.task)
+    if args.max_new_tokens < 1:
+        raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
+    if args.rate < 0:
+        raise ValueError(f'--rate must be 0 or more; got {args.rate}')
+    bag = Path(args.bag)
+    return GroundBagOptions(
+        bag=bag, output=Path(args.output) if args.output else default_output(bag),
+        topics=tuple(args.topic), task=task, prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens, rate_hz=args.rate, copy_input=args.copy_input,
+        overwrite=args.overwrite, html=Path(args.html) if args.html else None,
+        html_embed=args.html_embed, limit=args.limit, model_label=label,
+        depth_topics=tuple(args.depth_topic), camera_info_topics=tuple(args.camera_info_topic),
+        depth_tolerance=args.depth_tolerance, depth_min=args.depth_min,
+        depth_max=args.depth_max, use_depth=not args.no_depth)
+
+
+def _load_engine(args: argparse.Namespace) -> Any:
+    """Load the model the command line names; ModelLoadError."""
     from kosmos_ros.engine import EngineOptions, GroundingEngine
     from kosmos_ros.loading import ModelOptions
     from kosmos_ros.tiny_model import TINY_LABEL
 
-    bag = Path(args.bag)
-    output = Path(args.output) if args.output else bag.with_name(bag.stem + '_grounded')
-    label = TINY_LABEL if args.tiny_model else ''
+    if args.tiny_model:
+        print(f'ground_bag: using the {TINY_LABEL}', file=sys.stderr)
+        model = ModelOptions(model=str(tiny_model_path()), local_files_only=True,
+                             device=args.device)
+    else:
+        model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
+                             device=args.device, dtype=args.dtype,
+                             quantization=args.quantization)
+    return GroundingEngine.load(model, EngineOptions(max_new_tokens=args.max_new_tokens))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status (1: no model, 2: an error, 130: Ctrl-C).
+
+    After a Ctrl-C, SIGINT stays ignored until the process exits: the output is closed
+    whole, and a Ctrl-C during the exit prints no traceback.
+    """
+    args = _parser().parse_args(argv)
+    with SigintGuard(ignore_after=True) as sigint:
+        try:
+            return _command(args, sigint)
+        except KeyboardInterrupt:
+            print('ground_bag: interrupted', file=sys.stderr)
+            return 130
+
+
+def _command(args: argparse.Namespace, sigint: SigintGuard) -> int:
+    from kosmos_ros.tiny_model import TINY_LABEL
+
     try:
-        task = Task.parse(args.task)
-        if args.max_new_tokens < 1:
-            raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
-        if args.rate < 0:
-            raise ValueError(f'--rate must be 0 or more; got {args.rate}')
-        options = GroundBagOptions(
-            bag=bag, output=output, topics=tuple(args.topic), task=task, prompt=args.prompt,
-            max_new_tokens=args.max_new_tokens, rate_hz=args.rate,
-            copy_input=args.copy_input, overwrite=args.overwrite,
-            html=Path(args.html) if args.html else None, html_embed=args.html_embed,
-            limit=args.limit, model_label=label, depth_topics=tuple(args.depth_topic),
-            camera_info_topics=tuple(args.camera_info_topic),
-            depth_tolerance=args.depth_tolerance, depth_min=args.depth_min,
-            depth_max=args.depth_max, use_depth=not args.no_depth)
-        reader = open_reader(bag)  # bag errors before the (slow) model load
+        options = _options(args, TINY_LABEL if args.tiny_model else '')
+        reader = open_reader(options.bag)  # bag errors before the (slow) model load
         try:
             pair_depth(reader, select_image_topics(reader, args.topic, args.depth_topic),
                        options)
         finally:
             reader.close()
+        check_outputs(options.bag, options.output, options.html, options.html_embed,
+                      options.overwrite)
     except (BagError, ValueError) as exc:
         print(f'ground_bag: error: {exc}', file=sys.stderr)
         return 2
     try:
-        if args.tiny_model:
-            print(f'ground_bag: using the {TINY_LABEL}', file=sys.stderr)
-            model = ModelOptions(model=str(tiny_model_path()), local_files_only=True,
-                                 device=args.device)
-        else:
-            model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
-                                 device=args.device, dtype=args.dtype,
-                                 quantization=args.quantization)
-        engine = GroundingEngine.load(model, EngineOptions(max_new_tokens=args.max_new_tokens))
+        engine = _load_engine(args)
     except ModelLoadError as exc:
         print(f'ground_bag: cannot load the model: {exc}', file=sys.stderr)
         return 1
     try:
-        summary = ground_bag(options, engine, progress=not args.no_progress)
+        summary = ground_bag(options, engine, progress=not args.no_progress, guard=sigint)
     except KosmosError as exc:
         print(f'ground_bag: error: {exc}', file=sys.stderr)
         return 2

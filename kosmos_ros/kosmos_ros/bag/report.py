@@ -14,6 +14,12 @@ from kosmos_ros.bag.typestore import phrase_position
 from kosmos_ros.drawing import annotate
 
 
+def frames_folder(path: Path) -> Path:
+    """Return the folder of the report's frame files: ``<report stem>_frames/`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + '_frames')
+
+
 class HtmlReport:
     """A page with the summary and every grounded frame, annotated with its phrases and boxes.
 
@@ -26,7 +32,7 @@ class HtmlReport:
         self.path = Path(path)
         self.embed = embed
         self.summary = summary
-        self.folder = self.path.with_name(self.path.stem + '_frames')
+        self.folder = frames_folder(self.path)
         self.entries: list[tuple[Any, str]] = []
 
     def add(self, outcome: Any, frame: Any) -> None:

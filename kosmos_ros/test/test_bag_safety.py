@@ -383,9 +383,9 @@ class _Command:
         return self.proc.returncode, out.decode(), self.err.decode(errors='replace')
 
 
-@pytest.mark.parametrize('interrupts, signum', [('one', signal.SIGINT),
-                                                 ('until it exits', signal.SIGINT),
-                                                 ('until it exits', signal.SIGTERM)])
+@pytest.mark.parametrize('interrupts, signum', [
+    ('one', signal.SIGINT), ('until it exits', signal.SIGINT),
+    ('until it exits', signal.SIGTERM)])
 def test_ctrl_c_leaves_a_whole_bag(long_bag, tiny_model_dir, tmp_path, interrupts, signum):
     """Real SIGINTs (or SIGTERMs) to the command, once or every 20 ms until it exits."""
     out = tmp_path / 'out'

@@ -35,8 +35,7 @@ import time
 
 # Loopback-only DDS in a domain of its own, and never a model hub (as the tests do).
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-if os.environ.get('ROS_DISTRO', 'jazzy') == 'jazzy':
-    os.environ['ROS_LOCALHOST_ONLY'] = '1'
+os.environ.pop('ROS_LOCALHOST_ONLY', None)
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_VERBOSITY'] = 'error'

@@ -41,10 +41,10 @@ if [ -z "${KOSMOS_ROS_SKIP_WORKSPACE:-}" ] && [ -f "$_kosmos_install/local_setup
 fi
 
 # DDS stays on loopback; each shell gets its own domain unless one is set.
+# The range alone does it on Jazzy and Kilted (test_environment.py checks on the wire);
+# ROS_LOCALHOST_ONLY is deprecated on Jazzy and would add two warnings to every log.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-if [ "$KOSMOS_ROS_DISTRO" = jazzy ]; then
-  export ROS_LOCALHOST_ONLY=1
-fi
+unset ROS_LOCALHOST_ONLY
 if [ -z "${ROS_DOMAIN_ID:-}" ]; then
   ROS_DOMAIN_ID=$(( (RANDOM % 100) + 1 ))
   export ROS_DOMAIN_ID

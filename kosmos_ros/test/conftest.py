@@ -6,9 +6,10 @@ import os
 import random
 
 # Every DDS packet stays on loopback, each run in its own domain; nothing reaches a model hub.
+# The range alone keeps DDS on loopback on Jazzy and Kilted (checked on the wire by
+# test_environment.py::test_dds_stays_on_loopback); ROS_LOCALHOST_ONLY only adds warnings.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-if os.environ.get('ROS_DISTRO', 'jazzy') == 'jazzy':
-    os.environ['ROS_LOCALHOST_ONLY'] = '1'
+os.environ.pop('ROS_LOCALHOST_ONLY', None)
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_VERBOSITY'] = 'error'

@@ -35,9 +35,82 @@ def _spin_until(executor, predicate, timeout=10.0):
     return predicate()
 
 
+def _udp_destination(frame):
+    """Return the UDP destination port of an Ethernet frame (IPv4 or IPv6), else None."""
+    kind = int.from_bytes(frame[12:14], 'big')
+    if kind == 0x0800 and len(frame) >= 34 and frame[23] == 17:
+        start = 14 + (frame[14] & 0x0F) * 4
+    elif kind == 0x86DD and len(frame) >= 58 and frame[20] == 17:
+        start = 54
+    else:
+        return None
+    return int.from_bytes(frame[start + 2:start + 4], 'big') if len(frame) >= start + 8 \
+        else None
+
+
+TALKER = '''
+import time
+import rclpy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+rclpy.init()
+node = rclpy.create_node('wire_check')
+got = []
+node.create_subscription(String, 'chatter', got.append, 10)
+publisher = node.create_publisher(String, 'chatter', 10)
+node.create_service(Trigger, 'trigger', lambda request, response: response)
+client = node.create_client(Trigger, 'trigger')
+deadline = time.monotonic() + 4.0
+while time.monotonic() < deadline:
+    publisher.publish(String(data='x'))
+    client.call_async(Trigger.Request())
+    rclpy.spin_once(node, timeout_sec=0.05)
+print('received', len(got))
+'''
+
+
 def test_dds_stays_on_loopback():
+    """On the wire: with the test environment, no RTPS packet leaves the loopback interface.
+
+    Captures every interface (a raw AF_PACKET socket, root or CAP_NET_RAW) while a talker,
+    a listener and a service exchange messages in this run's domain. Only
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set: Jazzy's and Kilted's rmw both honour it.
+    """
+    import socket
+    import threading
     assert os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
-    assert 0 <= int(os.environ['ROS_DOMAIN_ID']) <= 101
+    assert 'ROS_LOCALHOST_ONLY' not in os.environ  # deprecated on Jazzy, warns in every log
+    try:
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    except PermissionError:
+        pytest.skip('capturing packets needs root or CAP_NET_RAW')
+    domain = int(os.environ['ROS_DOMAIN_ID'])
+    ports = range(7400 + 250 * domain, 7400 + 250 * (domain + 1))
+    seen, done = {}, threading.Event()
+    sniffer.settimeout(0.1)
+
+    def capture():
+        while not done.is_set():
+            try:
+                frame, address = sniffer.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if _udp_destination(frame) in ports and b'RTPS' in frame[28:80]:
+                seen[address[0]] = seen.get(address[0], 0) + 1
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    try:
+        talker = subprocess.run([sys.executable, '-c', TALKER], capture_output=True, text=True,
+                                timeout=60)
+    finally:
+        done.set()
+        thread.join(5)
+        sniffer.close()
+    assert talker.returncode == 0 and 'received 0' not in talker.stdout, talker.stderr
+    assert seen.get('lo', 0) > 0, f'no RTPS packet captured at all: {seen}'
+    assert set(seen) == {'lo'}, f'RTPS packets left loopback: {seen}'
+    assert 'ROS_LOCALHOST_ONLY is deprecated' not in talker.stderr
 
 
 def test_image_and_ground_service_over_dds(context, photos):

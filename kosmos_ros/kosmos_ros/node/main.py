@@ -36,6 +36,8 @@ def main(args: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # A node logs lines: no progress bars (they leave blank lines under ros2 launch).
+    os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
 
     from rclpy.utilities import remove_ros_args
 

@@ -560,7 +560,7 @@ LOOK_ALIKE_INJECTIONS = ('\uff1cs\uff1e \ufe64/s\ufe65 \uff1cpad\uff1e \uff1cmas
 def suite(ros, tiny_model_dir, photos):
     """Yield a node of three cameras, one (rear) streaming throughout."""
     rig = Rig(ros, tiny_model_dir, cameras=('front', 'rear', 'pack'), compressed=('pack',),
-              rate_hz=2.0)
+              rate_hz=2.0, max_pending_queries=200)  # bad requests go out all at once
     rig.photo = small(photos['coffee'])
     stream = Stream(rig, 'rear', small(photos['chelsea'], 128, 96), hz=8.0)
     rig.stream = stream

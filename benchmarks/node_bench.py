@@ -235,6 +235,75 @@ def node_overhead(model_dir: Path, frames_by_size: dict[str, np.ndarray], frames
     return out
 
 
+# -- results with and without a debug-image subscriber ---------------------------------------
+
+def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.0,
+                  new_tokens: int = 8) -> dict[str, dict[str, float]]:
+    """Frame-to-Grounding latency (send to receipt, ms) without and with a debug subscriber.
+
+    The project's node grounds every frame (continuous mode, rate_hz 100) of a camera sending
+    ``frames`` frames at ``hz``; this process receives its Grounding messages (reliable). The
+    second run adds a reliable subscriber to ``camera/debug_image`` (a full-size rgb8 image per
+    result). Each Grounding's latency is its receipt minus its frame's send time (the header
+    stamp).
+    """
+    from kosmos_ros_interfaces.msg import Grounding
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    ros = Ros()
+    overrides = [Parameter(k, value=v) for k, v in dict(
+        model=str(model_dir), device='cpu', local_files_only=True, cameras=['camera'],
+        rate_hz=100.0, max_new_tokens=new_tokens, camera_timeout=0.0).items()]
+    node = GroundingNode(context=ros.context, namespace='/bench_debug',
+                         parameter_overrides=overrides)
+    ros.executor.add_node(node)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
+                node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError('the project node did not configure and activate')
+        client = ros.node('bench_debug_client', '/bench_debug')
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        publisher = client.create_publisher(Image, 'camera/image_raw', reliable)
+        received: dict[int, int] = {}
+        client.create_subscription(Grounding, 'camera/grounding', lambda m: received.setdefault(
+            stamp_key(m), time.time_ns()), reliable)
+        if not wait_for(lambda: publisher.get_subscription_count() > 0, 20.0):
+            raise RuntimeError('no subscriber on /bench_debug/camera/image_raw')
+        msg = image_msg(rgb)
+        debug_pub = node._outputs['camera']['debug_image']
+        for label, with_debug in (('without debug subscriber', False),
+                                  ('with debug subscriber', True)):
+            debug_sub, debug_images = None, []
+            if with_debug:
+                debug_sub = client.create_subscription(Image, 'camera/debug_image',
+                                                       debug_images.append, reliable)
+                wait_for(lambda: debug_pub.get_subscription_count() > 0, 20.0)
+            sent = []
+            for _ in range(frames):
+                key = time.time_ns()
+                set_stamp(msg, key)
+                publisher.publish(msg)
+                sent.append(key)
+                time.sleep(1.0 / hz)
+            wait_for(lambda: all(k in received for k in sent[-3:]), 30.0)
+            latencies = sorted((received[k] - k) * 1e-6 for k in sent if k in received)
+            out[label] = {'frames_sent': len(sent), 'results': len(latencies),
+                          'median_ms': _median(latencies),
+                          'p95_ms': float(np.percentile(latencies, 95)) if latencies else
+                          float('nan'),
+                          'max_ms': latencies[-1] if latencies else float('nan'),
+                          'debug_images': len(debug_images)}
+            if debug_sub is not None:
+                client.destroy_subscription(debug_sub)
+    finally:
+        node.stop_worker()
+        ros.executor.remove_node(node)
+        node.destroy_node()
+        ros.close()
+    return out
+
+
 # -- idle cost -----------------------------------------------------------------------------
 
 class Streamer:

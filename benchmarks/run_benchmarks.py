@@ -16,6 +16,8 @@ c. idle: CPU of the node process while a 30 Hz 1920x1080 rgb8 camera streams int
 d. queries: four queries on one frame, full-size random KOSMOS-2 on the CPU: four reference
    runs (processor + generate each) against one engine call (one vision pass, one batch).
 e. full_size: one query, reference against engine, full-size random KOSMOS-2 on the CPU.
+f. debug_latency: frame-to-Grounding latency of the project's node at 1920x1080, 10 Hz,
+   without and with a reliable debug-image subscriber (columns: without, with).
 
 Every timing is the median of several repetitions, reference and project interleaved. Rows d
 and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
@@ -56,8 +58,8 @@ from kosmos_ros.samples import PHOTO_NAMES  # noqa: E402
 from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,I100
                        load_processor, median, reference_generate, wrap_loaded)
 
-ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size')
-LETTERS = dict(zip('abcde', ROWS))
+ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size', 'debug_latency')
+LETTERS = dict(zip('abcdef', ROWS))
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 ENCODINGS = ('rgb8', 'bgr8', 'jpeg')
 FULL_QUERIES = (Query(Task.CAPTION), Query(Task.FIND, 'a cup of coffee'),
@@ -188,6 +190,24 @@ def bench_node_overhead(model_dir: Path, frames: int, warmup: int) -> list[dict[
                              project_figures=proj))
             print_row(rows[-1])
     return rows
+
+
+# -- f. results with and without a debug-image subscriber -----------------------------------
+
+def bench_debug_latency(model_dir: Path, frames: int) -> list[dict[str, Any]]:
+    from node_bench import debug_latency
+    figures = debug_latency(model_dir, camera_frame('coffee', (1920, 1080)), frames)
+    without, with_debug = figures['without debug subscriber'], figures['with debug subscriber']
+    note = (f'p95 {without["p95_ms"]:.0f} / {with_debug["p95_ms"]:.0f} ms, max '
+            f'{without["max_ms"]:.0f} / {with_debug["max_ms"]:.0f} ms; results '
+            f'{without["results"]}/{without["frames_sent"]} and {with_debug["results"]}/'
+            f'{with_debug["frames_sent"]}; {with_debug["debug_images"]} debug images received')
+    row = _row('f frame to Grounding, debug image', '1080p 10 Hz: no/with sub',
+               without['median_ms'], with_debug['median_ms'], 'ms',
+               'with <= 1.5x without', with_debug['median_ms'] <= 1.5 * without['median_ms'],
+               note, figures=figures)
+    print_row(row)
+    return [row]
 
 
 # -- c. idle cost ----------------------------------------------------------------------------
@@ -388,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               'reference node (benchmarks/reference_node.py) times the same instants around '
               'processor + generate + post_process_generation in its callback. Tiny model, '
               'loopback DDS, frames sent one at a time.')
-    if args.rows & {'node_overhead', 'idle'}:
+    if args.rows & {'node_overhead', 'idle', 'debug_latency'}:
         print(f'DDS: {os.environ.get("RMW_IMPLEMENTATION", "default rmw")}, '
               + ('benchmarks/fastdds_large_data.xml (32 MB shared-memory segments; the stock '
                  '0.5 MB ones let about 1 of 30 best-effort 1080p frames through)'
@@ -406,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if 'idle' in args.rows:
             rows += bench_idle(model_dir, args.idle_seconds, 3.0 if not args.quick else 2.0,
                                out.parent / 'bench_logs')
+        if 'debug_latency' in args.rows:
+            rows += bench_debug_latency(model_dir, 40 if args.quick else 100)
         if args.rows & {'queries', 'full_size'}:
             rows += bench_full_size(processor, args.full_reps, args.tokens, args.rows)
     meta['seconds'] = time.monotonic() - started

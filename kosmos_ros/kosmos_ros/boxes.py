@@ -46,6 +46,17 @@ def patch_indices_to_normalized(top_left: int, bottom_right: int,
     return (col1 * cell + half, row1 * cell + half, col2 * cell + half, row2 * cell + half)
 
 
+def ordered_cells(top_left: int, bottom_right: int, grid: int = GRID_SIZE) -> tuple[int, int]:
+    """Return the two corner cells with the top-left one first (rows and columns ordered).
+
+    KOSMOS-2 sometimes names the bottom-right cell first; the reference then returns an
+    inverted box. Ordered, the same two cells give the box that spans both.
+    """
+    row1, col1 = divmod(top_left, grid)
+    row2, col2 = divmod(bottom_right, grid)
+    return min(row1, row2) * grid + min(col1, col2), max(row1, row2) * grid + max(col1, col2)
+
+
 def normalized_to_patch_indices(box: tuple[float, float, float, float],
                                 grid: int = GRID_SIZE) -> tuple[int, int]:
     """Turn a normalized (x1, y1, x2, y2) box with x2 > x1, y2 > y1 into its two corner cells.

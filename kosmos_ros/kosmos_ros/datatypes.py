@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import enum
+from typing import Iterator
 
 # Names of the loading and decoding options, here rather than in loading.py and engine.py so
 # that parameter tables and command-line help import no torch.
@@ -80,17 +81,24 @@ class GroundedBox:
     """One box of a grounded phrase.
 
     Attributes:
-        pixels: the box in pixels of the original frame (clamped to the frame).
-        normalized: (x1, y1, x2, y2) in [0, 1], exactly as the reference post-processing gives.
-        patch_indices: the two cells of the 32x32 location grid the model named.
+        pixels: the box in pixels of the original frame (clamped to the frame), with ordered
+            corners (x1 <= x2, y1 <= y2) even when the model named the bottom-right cell first
+            (then the box spans both cells as if named in order): the one deliberate
+            difference from the reference post-processing.
+        normalized: (x1, y1, x2, y2) in [0, 1], exactly as the reference post-processing gives
+            (inverted when the model named the corners in the wrong order).
+        patch_indices: the two cells of the 32x32 location grid the model named, in its order.
         score: geometric mean of the probabilities the model gave to its two location tokens;
             0.0 when the model spelled the location out in plain text rather than as tokens.
+        given: the box stands in the prompt (a region the caller gave, QUESTION or RAW), so
+            it is not something the model found; its score is how likely the model found it.
     """
 
     pixels: PixelBox
     normalized: tuple[float, float, float, float]
     patch_indices: tuple[int, int]
     score: float
+    given: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,11 @@ class GroundedPhrase:
     def score(self) -> float:
         """The best box score of the phrase (0.0 without boxes)."""
         return max((b.score for b in self.boxes), default=0.0)
+
+    @property
+    def given(self) -> bool:
+        """Whether the phrase's boxes are the caller's regions (it stands in the prompt)."""
+        return bool(self.boxes) and all(b.given for b in self.boxes)
 
 
 @dataclass
@@ -146,12 +159,16 @@ class GroundingResult:
     Attributes:
         task: the query's task.
         prompt: the query's prompt as given.
-        text: generated text without grounding tokens (the caption or the answer).
+        text: the reference post-processing's text: the prompt's words followed by the
+            generated ones, grounding tokens removed ("An image of a dog.", "Question: What is
+            this? Answer: a dog."); phrase spans index it.
         phrases: grounded phrases with character spans into ``text`` and boxes.
         image_size: (width, height) of the original frame in pixels.
         raw_text: the model's text after ``</image>``, grounding tokens included.
         num_generated_tokens: tokens generated for this query, end-of-sequence included.
         timings: time per stage (for batched queries, of the whole batch).
+        answer: the words the model generated after the prompt, grounding tokens removed (for
+            a question, the answer alone: "a dog.").
     """
 
     task: Task
@@ -162,6 +179,19 @@ class GroundingResult:
     raw_text: str
     num_generated_tokens: int
     timings: Timings = field(default_factory=Timings)
+    answer: str = ''
+
+    def detections(self, min_score: float = 0.0
+                   ) -> Iterator[tuple[int, int, GroundedPhrase, GroundedBox]]:
+        """Yield (phrase index, box index, phrase, box) for every box that is a detection.
+
+        A detection is a box the model found (not a region the caller gave) scoring at least
+        ``min_score``. Every message builder, live and offline, takes its boxes from here.
+        """
+        for p_index, phrase in enumerate(self.phrases):
+            for b_index, box in enumerate(phrase.boxes):
+                if not box.given and box.score >= min_score:
+                    yield p_index, b_index, phrase, box
 
     def entities(self) -> list[tuple[str, tuple[int, int], list[tuple[float, ...]]]]:
         """Phrases in the reference ``post_process_generation`` format (normalized boxes)."""

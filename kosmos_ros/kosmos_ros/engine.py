@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from kosmos_ros.boxes import normalized_to_pixels
+from kosmos_ros.boxes import normalized_to_pixels, ordered_cells, patch_indices_to_normalized
 from kosmos_ros.datatypes import (DECODERS, GroundedBox, GroundedPhrase, GroundingResult,
                                   PixelBox, Query, Task, Timings)
 from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
@@ -36,7 +36,7 @@ from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, Prom
 from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
 from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
 from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
-                                parse_grounded_text)
+                                parse_grounded_text, strip_tags)
 from kosmos_ros.preprocess import Preprocessor
 from kosmos_ros.prompts import build_prompt, CharReader, TAG_RE, TAG_TOKENS
 from kosmos_ros.static_decode import StaticStep
@@ -162,6 +162,7 @@ class GroundingEngine:
         self._special_ids = frozenset(tok.all_special_ids) | {
             tok.convert_tokens_to_ids('<image>'), self._eoi_id}
         self._first_added_id = tok.convert_tokens_to_ids(TAG_TOKENS[0])
+        self._skipped_ids = frozenset(tok.all_special_ids)  # what decoding leaves out
         self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._static_steps: OrderedDict[tuple[int, int], StaticStep] = OrderedDict()
         self.decoder = self._resolve_decoder(self.options.decoder)
@@ -444,26 +445,41 @@ class GroundingEngine:
             return row.prompt_probs.get(position, float('nan'))
 
         start = max((i + 1 for i, t in enumerate(full) if t == self._eoi_id), default=0)
-        located = [(a + start, b + start, ca, cb)
-                   for a, b, ca, cb in locate_box_tokens(full[start:], self._location_ids)]
-        used = [False] * len(located)
+        located = self._locate_boxes(full, start)
         width, height = item.encoded.width, item.encoded.height
-        phrases = []
+        phrases, cursor = [], 0
         for phrase in parsed:
             boxes = []
             for cells, normalized in zip(phrase.cells, phrase.normalized_boxes()):
-                score = 0.0
-                for k, (pa, pb, ca, cb) in enumerate(located):
-                    if not used[k] and (ca, cb) == cells:
-                        used[k] = True
+                score, given = 0.0, False
+                # The tokens that named this box: the next located box with its cells, in
+                # order, so that a box never takes the score of a later one.
+                for k in range(cursor, len(located)):
+                    pa, pb, ca, cb = located[k]
+                    if (ca, cb) == cells:
+                        cursor, given = k + 1, pb < n_prompt
                         p1, p2 = prob(pa), prob(pb)
                         if math.isfinite(p1) and math.isfinite(p2):
                             score = math.sqrt(max(p1, 0.0) * max(p2, 0.0))
                         break
-                boxes.append(GroundedBox(normalized_to_pixels(normalized, width, height),
-                                         normalized, cells, score))
+                ordered = patch_indices_to_normalized(*ordered_cells(*cells))
+                boxes.append(GroundedBox(normalized_to_pixels(ordered, width, height),
+                                         normalized, cells, score, given))
             phrases.append(GroundedPhrase(phrase.text, phrase.start, phrase.end, tuple(boxes)))
+        answer = ' '.join(strip_tags(self.tokenizer.decode(
+            row.tokens, skip_special_tokens=True)).split())
         return GroundingResult(task=item.query.task, prompt=item.query.prompt, text=text,
                                phrases=tuple(phrases), image_size=(width, height),
                                raw_text=caption, num_generated_tokens=len(row.tokens),
-                               timings=timings)
+                               timings=timings, answer=answer)
+
+    def _locate_boxes(self, ids: list[int], start: int) -> list[tuple[int, int, int, int]]:
+        """Boxes named by location tokens from ``start`` on, as the decoded text shows them.
+
+        The text is decoded without special tokens (``<unk>``, ``<s>``, ``<pad>``, ...), so a
+        box whose tokens a special token interrupts still stands in it; they are skipped here
+        too, and the positions found are those of the tokens in ``ids``.
+        """
+        kept = [i for i in range(start, len(ids)) if ids[i] not in self._skipped_ids]
+        return [(kept[a], kept[b], ca, cb) for a, b, ca, cb in
+                locate_box_tokens([ids[i] for i in kept], self._location_ids)]

@@ -43,6 +43,11 @@ def caption_part(decoded: str) -> str:
     return decoded.split(END_OF_IMAGE)[-1]
 
 
+def strip_tags(text: str) -> str:
+    """Remove every tag (``<phrase>``, ``<object>``, patch indices, ...) from ``text``."""
+    return _ANY_TAG.sub('', text)
+
+
 def _clean_length(text: str) -> int:
     return len(_ANY_TAG.sub('', text))
 

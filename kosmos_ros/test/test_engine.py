@@ -407,3 +407,83 @@ def test_compiled_step_equals_reference(engine, steered_engine, reference, photo
     query = Query(Task.CAPTION)
     assert_same(steered.ground(frames['coffee'], query),
                 run_reference(reference, photos['coffee'], query, [steer]))
+
+
+# -- planner-ready results ------------------------------------------------------------------
+
+INVERTED = ('<phrase> a cat</phrase><object><patch_index_0863><patch_index_0044></object> on'
+            '<phrase> a mat</phrase><object><patch_index_0520><patch_index_0530></object>')
+
+
+def test_inverted_boxes_are_published_with_ordered_corners(engine, reference, photos, frames):
+    """The model may name the bottom-right cell first: the box spans both cells, ordered."""
+    steer = steer_for(engine.tokenizer, INVERTED)
+    steered = engine.with_options(logits_processors=(steer,))
+    image = photos['coffee']
+    h, w = image.shape[:2]
+    result = steered.ground(frames['coffee'], Query(Task.CAPTION))
+    expected = run_reference(reference, image, Query(Task.CAPTION), [steer])
+    assert_same(result, expected)  # the reference's raw tuples are kept in .normalized
+    cat = next(p for p in result.phrases if p.text == 'a cat').boxes[0]
+    assert cat.patch_indices == (863, 44)
+    assert cat.normalized[0] > cat.normalized[2], 'the reference gives an inverted box'
+    b = cat.pixels
+    assert (b.x1, b.y1, b.x2, b.y2) == (12.5 / 32 * w, 1.5 / 32 * h, 31.5 / 32 * w,
+                                        26.5 / 32 * h)
+    assert b.width > 0 and b.height > 0
+    mat = next(p for p in result.phrases if p.text == 'a mat').boxes[0]
+    assert mat.pixels.x1 == pytest.approx(8 / 32 * w) and mat.pixels.x2 == pytest.approx(
+        19 / 32 * w), 'same-row corners span whole cells either way'
+    for box in (b for p in result.phrases for b in p.boxes):
+        assert box.pixels.x2 >= box.pixels.x1 and box.pixels.y2 >= box.pixels.y1
+
+
+def test_caller_regions_are_marked_given_and_are_not_detections(engine, photos, frames):
+    image = photos['chelsea']
+    query = Query(Task.QUESTION, 'What is [this object]?', (region_for(image),))
+    result = engine.ground(frames['chelsea'], query)
+    region = result.phrases[0]
+    assert region.text == 'this object' and region.given and region.boxes[0].given
+    assert all(not p.given for p in result.phrases[1:])
+    assert all(not box.given for _, _, _, box in result.detections())
+    assert [p for p, _, _, _ in result.detections()].count(0) == 0
+    raw = engine.ground(frames['chelsea'], Query(
+        Task.RAW, '<grounding><phrase> It</phrase><object><patch_index_0863>'
+        '<patch_index_0044></object> is'))
+    assert raw.phrases[0].given and not list(raw.detections())
+    assert raw.phrases[0].boxes[0].pixels.width > 0  # the caller's inverted box, ordered too
+
+
+def test_detections_honour_min_score(steered_engine, frames):
+    engine, _ = steered_engine
+    result = engine.ground(frames['coffee'], Query(Task.CAPTION))
+    scores = sorted(box.score for _, _, _, box in result.detections())
+    assert len(scores) >= 3
+    middle = scores[len(scores) // 2]
+    kept = [box.score for _, _, _, box in result.detections(middle)]
+    assert kept and min(kept) >= middle and len(kept) < len(scores)
+
+
+@pytest.mark.parametrize('interrupt', ['<unk>', '<s>', '<pad>', '<mask>'])
+def test_box_scores_belong_to_their_own_tokens(engine, frames, interrupt):
+    """A special token inside a box's tokens, and the same cells twice: each box its own."""
+    target = (f'<phrase> a cat</phrase><object><patch_index_0044>{interrupt}<patch_index_0863>'
+              '</object> and<phrase> a cat</phrase><object><patch_index_0044>'
+              '<patch_index_0863></object> on')
+    steer = steer_for(engine.tokenizer, target)
+    steered = engine.with_options(logits_processors=(steer,))
+    result = steered.ground(frames['coffee'], Query(Task.CAPTION))
+    cats = [p for p in result.phrases if p.text == 'a cat']
+    assert len(cats) == 2, result.raw_text
+    first, second = cats[0].boxes[0], cats[1].boxes[0]
+    assert first.score > 0.0, 'a special token inside the box zeroed its score'
+    assert second.score > 0.0
+    assert first.score != second.score, 'one box took the other box score'
+
+
+def test_answer_holds_the_generated_words_only(engine, frames):
+    result = engine.ground(frames['coffee'], Query(Task.QUESTION, 'What is this?'))
+    assert result.text.startswith('Question: What is this? Answer:')
+    assert 'Question' not in result.answer and result.text.endswith(result.answer)
+    caption = engine.ground(frames['coffee'], Query(Task.CAPTION))
+    assert caption.text.startswith('An image of') and not caption.answer.startswith('An image')

@@ -8,6 +8,7 @@ import threading
 import time
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from kosmos_ros_interfaces.action import Ground as GroundAction
 from kosmos_ros_interfaces.msg import Grounding
 from kosmos_ros_interfaces.srv import Ground
@@ -472,7 +473,6 @@ def test_runtime_parameters(harness, photos):
         (Parameter('task', value='segment'), 'must be one of'),
         (Parameter('max_new_tokens', value=0), 'out of range'),
         (Parameter('rate_hz', value='fast'), 'type'),
-        (Parameter('prompt', value=''), 'empty prompt'),
         (Parameter('device', value='cuda'), 'needs a reload'),
         (Parameter('cameras', value=['a']), 'needs a reload'),
     ]
@@ -529,3 +529,120 @@ def test_decoder_parameters_and_compiled_decoder(ros, tiny_model_dir, photos):
         assert len(got.grounding.phrases) == len(expected.grounding.phrases)
     finally:
         compiled.close()
+
+
+# -- planner-ready results ------------------------------------------------------------------
+
+def region_box(cx, cy, w, h):
+    box = BoundingBox2D()
+    box.center.position.x, box.center.position.y = float(cx), float(cy)
+    box.size_x, box.size_y = float(w), float(h)
+    return box
+
+
+def test_thresholds_regions_camera_and_answer(harness, photos):
+    """min_score per request, the caller's regions, Grounding.camera and answer."""
+    h = harness
+    img = h.image(photos['coffee'])
+    every = h.call(image=img)
+    scores = sorted(d.results[0].hypothesis.score for d in every.detections.detections)
+    assert len(scores) >= 3, scores
+    cut = scores[len(scores) // 2]
+    some = h.call(image=img, min_score=cut)
+    kept = [d.results[0].hypothesis.score for d in some.detections.detections]
+    assert kept and min(kept) >= cut and len(kept) < len(scores)
+    assert len(some.grounding.phrases) == len(every.grounding.phrases)  # nothing lost
+    bad = h.call(image=img, min_score=1.5)
+    assert not bad.success and 'min_score must be between 0 and 1' in bad.message
+    question = h.call(task=Ground.Request.QUESTION, prompt='What is [this]?',
+                      regions=[region_box(150, 150, 200, 200)], image=img, camera='left')
+    assert question.success, question.message
+    assert question.grounding.phrases[0].text == 'this' and question.grounding.phrases[0].given
+    assert all(d.results[0].hypothesis.class_id != 'this'
+               for d in question.detections.detections)
+    assert question.grounding.camera == '', 'an image sent with the request has no camera'
+    assert question.grounding.text.startswith('Question: What is this')  # the reference's
+    assert ' Answer: ' in question.grounding.text
+    assert not question.grounding.answer.startswith('Question')
+    assert question.grounding.text.endswith(question.grounding.answer)
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=5.0)], indirect=True)
+def test_min_score_parameter_filters_the_topics(harness, photos):
+    h = harness
+    assert h.node.set_parameters([Parameter('min_score', value=0.999)])[0].successful
+    h.raw_pub.publish(h.image(photos['coffee']))
+    assert wait_for(lambda: h.groundings['front'] and h.received['front'], 30)
+    grounding, detections = h.groundings['front'][-1], h.received['front'][-1]
+    assert grounding.phrases and all(p.score < 0.999 for p in grounding.phrases)
+    assert detections.detections == [] and detections.header == grounding.header
+    bad = h.node.set_parameters([Parameter('min_score', value=2.0)])[0]
+    assert not bad.successful
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=5.0)], indirect=True)
+def test_task_and_prompt_can_be_set_one_at_a_time(harness, photos):
+    """task=find before its prompt: continuous grounding pauses, diagnostics say why."""
+    h = harness
+    diagnostics = []
+    sub = h.client.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 50)
+    result = h.node.set_parameters([Parameter('task', value='find')])[0]
+    assert result.successful, result.reason
+    assert h.node._worker._settings.query is None  # paused
+
+    def warned():
+        return any(s.level == DiagnosticStatus.WARN and 'find needs a prompt' in s.message
+                   for a in diagnostics for s in a.status if s.name.startswith(h.ns))
+
+    assert wait_for(warned, 20), 'diagnostics did not say continuous grounding is paused'
+    assert h.node.set_parameters([Parameter('prompt', value='the cat')])[0].successful
+    for i in range(30):
+        h.raw_pub.publish(h.image(photos['chelsea'], offset=i * 0.3))
+        if wait_for(lambda: any(g.task == Ground.Request.FIND for g in h.groundings['front']),
+                    1.0):
+            break
+    assert any(g.task == Ground.Request.FIND and g.text.startswith('the cat')
+               for g in h.groundings['front'])
+    assert h.node.set_parameters([Parameter('prompt', value='')])[0].successful  # paused again
+    assert h.node._worker._settings.query is None
+    h.client.destroy_subscription(sub)
+
+
+@pytest.mark.parametrize('harness', [dict(rate_hz=0.0, unsubscribe_idle_after=0.3,
+                                          camera_timeout=3.0, diagnostics_period=0.2)],
+                         indirect=True)
+def test_diagnostics_count_silence_from_the_subscription(harness, photos):
+    """Time unsubscribed on purpose is not silence; low inference rates read steadily."""
+    h = harness
+    intake = h.node._intakes['front']
+    assert wait_for(lambda: not intake.subscribed, 10)
+    h.raw_pub.publish(h.image(photos['coffee']))  # nobody takes it: not subscribed
+    time.sleep(4.0)  # idle for longer than camera_timeout
+    diagnostics = []
+    sub = h.client.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 50)
+    assert h.node.set_parameters([Parameter('rate_hz', value=0.5)])[0].successful
+    assert wait_for(lambda: intake.subscribed, 10)
+    since = time.monotonic()
+    stop = threading.Event()
+
+    def stream():
+        i = 0
+        while not stop.wait(0.2):
+            h.raw_pub.publish(h.image(photos['coffee'], offset=i * 0.0))
+            i += 1
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        time.sleep(8.0)
+    finally:
+        stop.set()
+        streamer.join()
+    front = [s for a in diagnostics for s in a.status if s.name.endswith('camera front')]
+    assert front
+    assert not any('no image for' in s.message for s in front), [s.message for s in front]
+    rates = [float(next(v.value for v in s.values if v.key == 'inference rate Hz'))
+             for s in front[-10:]]
+    assert all(0.2 <= r <= 0.8 for r in rates), rates
+    assert time.monotonic() - since > 7.0
+    h.client.destroy_subscription(sub)

@@ -3,6 +3,7 @@
 """The worker's scheduling and request accounting, as plain functions (no DDS, no model)."""
 
 import threading
+import time
 
 from kosmos_ros.node.worker import budget_group, choose_batch, PendingRequests
 
@@ -62,3 +63,64 @@ def test_pending_requests_are_thread_safe():
     for t in threads:
         t.join()
     assert (pending.count, pending.bytes) == (0, 0)
+
+
+def test_debug_images_never_block_the_caller_and_the_newest_wins():
+    """A slow debug-image subscriber delays only the debug images, never the offer."""
+    import numpy as np
+
+    from kosmos_ros.datatypes import GroundingResult, Task
+    from kosmos_ros.images import frame_from_array
+    from kosmos_ros.node.debug import DebugImages
+
+    release, published, errors = threading.Event(), [], []
+
+    def slow_publish(msg):
+        release.wait(10)  # DDS blocked by a slow reliable subscriber
+        published.append(msg)
+
+    images = DebugImages(lambda rgb, header: (header, rgb.shape), lambda c, e: errors.append(e))
+    frame = frame_from_array(np.zeros((48, 64, 3), np.uint8))
+    result = GroundingResult(Task.CAPTION, '', 'An image of', (), (64, 48), '', 0)
+    started = time.monotonic()
+    for i in range(50):
+        images.offer('front', slow_publish, frame, result, f'header{i}')
+    offered = time.monotonic() - started
+    release.set()
+    assert wait_until(lambda: published and published[-1][0] == 'header49')
+    images.close()
+    assert offered < 1.0, offered  # 50 offers while the publisher is blocked for 10 s
+    assert len(published) <= 3 and images.dropped >= 47
+    assert not errors
+
+
+def test_debug_image_errors_are_reported_not_raised():
+    import numpy as np
+
+    from kosmos_ros.datatypes import GroundingResult, Task
+    from kosmos_ros.images import frame_from_array
+    from kosmos_ros.node.debug import DebugImages
+
+    errors = []
+
+    def broken(msg):
+        raise RuntimeError('publisher destroyed')
+
+    images = DebugImages(lambda rgb, header: rgb, lambda c, e: errors.append((c, e)))
+    frame = frame_from_array(np.zeros((8, 8, 3), np.uint8))
+    result = GroundingResult(Task.CAPTION, '', '', (), (8, 8), '', 0)
+    images.offer('rear', broken, frame, result, None)
+    assert wait_until(lambda: errors)
+    images.offer('rear', lambda msg: errors.append(('ok', msg)), frame, result, None)
+    assert wait_until(lambda: len(errors) == 2)  # the thread survived the error
+    images.close()
+    assert errors[0][0] == 'rear' and 'destroyed' in str(errors[0][1])
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()

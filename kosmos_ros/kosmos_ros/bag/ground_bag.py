@@ -84,6 +84,8 @@ class GroundBagOptions:
         html: write an HTML report with the annotated frames to this file.
         html_embed: embed the frames in the HTML file instead of writing them beside it.
         limit: stop after this many grounded frames (0: no limit).
+        min_score: leave boxes scoring below this out of the detections (the node's
+            ``min_score``); the grounding messages keep every phrase.
         model_label: a label printed with every summary (the tiny model's warning).
         depth_topics: depth image topics: one for every image topic, or one per image topic
             in their order; empty pairs them automatically (:mod:`kosmos_ros.bag.spatial`).
@@ -106,6 +108,7 @@ class GroundBagOptions:
     html: Path | None = None
     html_embed: bool = False
     limit: int = 0
+    min_score: float = 0.0
     model_label: str = ''
     depth_topics: tuple[str, ...] = ()
     camera_info_topics: tuple[str, ...] = ()
@@ -629,7 +632,7 @@ def _run(options: GroundBagOptions, engine: Any, reader: Any, output: _Output, s
                 _lift(outcome, lifters.get(s.topic), timestamp)
                 with sigint.shield():  # a frame's results are written whole, or not at all
                     _write_results(output.writer, output.results[s.topic], store, outcome,
-                                   s.camera, timestamp)
+                                   options.min_score, s.camera, timestamp)
                     if report is not None:
                         report.add(outcome.public, outcome.frame)
             bar.update(1)
@@ -660,17 +663,17 @@ def _lift(outcome: _Outcome, lifter: Lifter | None, timestamp: int) -> None:
 
 
 def _write_results(writer: Any, connections: tuple[Any, Any, Any], store: Any,
-                   outcome: _Outcome, camera: str, timestamp: int) -> None:
+                   outcome: _Outcome, min_score: float, camera: str, timestamp: int) -> None:
     """Write a grounded frame's detections, grounding and (with depth) 3D detections."""
     det_conn, grd_conn, det3d_conn = connections
     header, result, lifted = outcome.header, outcome.result, outcome.public.lifted
     writer.write(det_conn, timestamp, store.serialize_cdr(
-        detections_msg(store, result, header), DETECTION_2D_ARRAY))
+        detections_msg(store, result, header, min_score), DETECTION_2D_ARRAY))
     writer.write(grd_conn, timestamp, store.serialize_cdr(
         grounding_msg(store, result, header, camera, lifted), GROUNDING))
     if det3d_conn is not None:
         writer.write(det3d_conn, timestamp, store.serialize_cdr(
-            detections_3d_msg(store, result, lifted, header), DETECTION_3D_ARRAY))
+            detections_3d_msg(store, result, lifted, header, min_score), DETECTION_3D_ARRAY))
 
 
 @dataclass
@@ -789,6 +792,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--rate', type=float, default=0.0,
                         help='frames per second of message time per topic (0: every frame)')
     parser.add_argument('--limit', type=int, default=0, help='stop after N grounded frames')
+    parser.add_argument('--min-score', type=float, default=0.0,
+                        help='leave boxes scoring below this out of the detections (the '
+                        "node's min_score; grounding keeps every phrase)")
     parser.add_argument('--copy-input', action='store_true', help='copy the input topics')
     parser.add_argument('--overwrite', action='store_true', help='replace the output bag')
     parser.add_argument('--html', help='write an HTML report with annotated frames here')
@@ -837,13 +843,16 @@ def _options(args: argparse.Namespace, label: str) -> GroundBagOptions:
         raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
     if args.rate < 0:
         raise ValueError(f'--rate must be 0 or more; got {args.rate}')
+    if not 0.0 <= args.min_score <= 1.0:
+        raise ValueError(f'--min-score must be between 0 and 1; got {args.min_score}')
     bag = Path(args.bag)
     return GroundBagOptions(
         bag=bag, output=Path(args.output) if args.output else default_output(bag),
         topics=tuple(args.topic), task=task, prompt=args.prompt,
         max_new_tokens=args.max_new_tokens, rate_hz=args.rate, copy_input=args.copy_input,
         overwrite=args.overwrite, html=Path(args.html) if args.html else None,
-        html_embed=args.html_embed, limit=args.limit, model_label=label,
+        html_embed=args.html_embed, limit=args.limit, min_score=args.min_score,
+        model_label=label,
         depth_topics=tuple(args.depth_topic), camera_info_topics=tuple(args.camera_info_topic),
         depth_tolerance=args.depth_tolerance, depth_min=args.depth_min,
         depth_max=args.depth_max, use_depth=not args.no_depth)

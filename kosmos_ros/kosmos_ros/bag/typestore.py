@@ -202,35 +202,41 @@ def grounding_msg(store: Any, result: GroundingResult, header: Any, camera: str,
             text=phrase.text, start=int(phrase.start), end=int(phrase.end),
             boxes=[bbox_msg(store, b.pixels) for b in phrase.boxes],
             box_scores=np.array([b.score for b in phrase.boxes], dtype=np.float32),
-            score=float(phrase.score), has_position=position is not None,
+            score=float(phrase.score), given=phrase.given, has_position=position is not None,
             position=point_type(x=x, y=y, z=z), position_note=note))
     width, height = (int(v) for v in result.image_size)
     return _type(store, GROUNDING)(
         header=header_msg(store, header), camera=camera, task=int(result.task),
-        prompt=result.prompt, text=result.text, phrases=phrases, image_width=width,
-        image_height=height, inference_time=duration_msg(store, result.timings.total))
+        prompt=result.prompt, text=result.text, answer=result.answer, phrases=phrases,
+        image_width=width, image_height=height,
+        inference_time=duration_msg(store, result.timings.total))
 
 
-def detections_msg(store: Any, result: GroundingResult, header: Any) -> Any:
-    """Return a vision_msgs/Detection2DArray: one Detection2D per box, class_id = phrase."""
+def detections_msg(store: Any, result: GroundingResult, header: Any,
+                   min_score: float = 0.0) -> Any:
+    """Return a vision_msgs/Detection2DArray: one Detection2D per detection, class_id = phrase.
+
+    The detections are :meth:`GroundingResult.detections` (not the caller's regions, at least
+    ``min_score``), as the node's.
+    """
     hypothesis_type = _type(store, 'vision_msgs/msg/ObjectHypothesis')
     with_pose_type = _type(store, 'vision_msgs/msg/ObjectHypothesisWithPose')
     detection_type = _type(store, 'vision_msgs/msg/Detection2D')
     detections = []
-    for p_index, phrase in enumerate(result.phrases):
-        for b_index, box in enumerate(phrase.boxes):
-            hypothesis = with_pose_type(
-                hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
-                pose=_identity_pose(store))
-            detections.append(detection_type(
-                header=header_msg(store, header), results=[hypothesis],
-                bbox=bbox_msg(store, box.pixels), id=f'{p_index}.{b_index}'))
+    for p_index, b_index, phrase, box in result.detections(min_score):
+        hypothesis = with_pose_type(
+            hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
+            pose=_identity_pose(store))
+        detections.append(detection_type(
+            header=header_msg(store, header), results=[hypothesis],
+            bbox=bbox_msg(store, box.pixels), id=f'{p_index}.{b_index}'))
     return _type(store, DETECTION_2D_ARRAY)(header=header_msg(store, header),
                                             detections=detections)
 
 
 def detections_3d_msg(store: Any, result: GroundingResult,
-                      lifted: Sequence[Sequence[Lifted]], header: Any) -> Any:
+                      lifted: Sequence[Sequence[Lifted]], header: Any,
+                      min_score: float = 0.0) -> Any:
     """Return a vision_msgs/Detection3DArray: one Detection3D per box that has 3D.
 
     As the node's: ``id`` = ``phrase.box`` index, ``class_id`` = phrase, ``score`` = box score,
@@ -242,26 +248,27 @@ def detections_3d_msg(store: Any, result: GroundingResult,
     hypothesis_type = types['vision_msgs/msg/ObjectHypothesis']
     with_pose_type = types['vision_msgs/msg/ObjectHypothesisWithPose']
     detection_type = types['vision_msgs/msg/Detection3D']
-    detections = []
-    for p_index, (phrase, boxes) in enumerate(zip(result.phrases, lifted)):
+    for phrase, boxes in zip(result.phrases, lifted):
         if len(boxes) != len(phrase.boxes):
             raise ValueError(f'phrase {phrase.text!r} has {len(phrase.boxes)} boxes but '
                              f'{len(boxes)} lifted boxes')
-        for b_index, (box, item) in enumerate(zip(phrase.boxes, boxes)):
-            if item.box is None:
-                continue
-            bbox = types['vision_msgs/msg/BoundingBox3D'](
-                center=_pose(store, item.box.center),
-                size=types['geometry_msgs/msg/Vector3'](
-                    x=float(item.box.size[0]), y=float(item.box.size[1]),
-                    z=float(item.box.size[2])))
-            pose = types['geometry_msgs/msg/PoseWithCovariance'](
-                pose=_pose(store, item.box.center), covariance=np.zeros(36, dtype=np.float64))
-            hypothesis = with_pose_type(
-                hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
-                pose=pose)
-            detections.append(detection_type(header=header_msg(store, header),
-                                             results=[hypothesis], bbox=bbox,
-                                             id=f'{p_index}.{b_index}'))
+    detections = []
+    for p_index, b_index, phrase, box in result.detections(min_score):
+        item = lifted[p_index][b_index]
+        if item.box is None:
+            continue
+        bbox = types['vision_msgs/msg/BoundingBox3D'](
+            center=_pose(store, item.box.center),
+            size=types['geometry_msgs/msg/Vector3'](
+                x=float(item.box.size[0]), y=float(item.box.size[1]),
+                z=float(item.box.size[2])))
+        pose = types['geometry_msgs/msg/PoseWithCovariance'](
+            pose=_pose(store, item.box.center), covariance=np.zeros(36, dtype=np.float64))
+        hypothesis = with_pose_type(
+            hypothesis=hypothesis_type(class_id=phrase.text, score=float(box.score)),
+            pose=pose)
+        detections.append(detection_type(header=header_msg(store, header),
+                                         results=[hypothesis], bbox=bbox,
+                                         id=f'{p_index}.{b_index}'))
     return _type(store, DETECTION_3D_ARRAY)(header=header_msg(store, header),
                                             detections=detections)

@@ -52,6 +52,7 @@ def grounding_msg(result: GroundingResult, header: Header, camera: str) -> Groun
     msg.task = int(result.task)
     msg.prompt = result.prompt
     msg.text = result.text
+    msg.answer = result.answer
     msg.image_width, msg.image_height = (int(v) for v in result.image_size)
     msg.inference_time = duration_msg(result.timings.total)
     for phrase in result.phrases:
@@ -61,24 +62,29 @@ def grounding_msg(result: GroundingResult, header: Header, camera: str) -> Groun
         item.boxes = [bbox_msg(b.pixels) for b in phrase.boxes]
         item.box_scores = [float(b.score) for b in phrase.boxes]
         item.score = float(phrase.score)
+        item.given = phrase.given
         msg.phrases.append(item)
     return msg
 
 
-def detections_msg(result: GroundingResult, header: Header) -> Detection2DArray:
-    """One Detection2D per box: class_id = phrase, score = box score, bbox in pixels."""
+def detections_msg(result: GroundingResult, header: Header,
+                   min_score: float = 0.0) -> Detection2DArray:
+    """Return one Detection2D per detection: class_id = phrase, score = box score, pixels.
+
+    The detections are :meth:`GroundingResult.detections`: not the caller's regions, at least
+    ``min_score``.
+    """
     array = Detection2DArray()
     array.header = header
-    for p_index, phrase in enumerate(result.phrases):
-        for b_index, box in enumerate(phrase.boxes):
-            det = Detection2D()
-            det.header = header
-            det.id = f'{p_index}.{b_index}'
-            det.bbox = bbox_msg(box.pixels)
-            hypothesis = ObjectHypothesisWithPose()
-            hypothesis.hypothesis = ObjectHypothesis(class_id=phrase.text, score=float(box.score))
-            det.results.append(hypothesis)
-            array.detections.append(det)
+    for p_index, b_index, phrase, box in result.detections(min_score):
+        det = Detection2D()
+        det.header = header
+        det.id = f'{p_index}.{b_index}'
+        det.bbox = bbox_msg(box.pixels)
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis = ObjectHypothesis(class_id=phrase.text, score=float(box.score))
+        det.results.append(hypothesis)
+        array.detections.append(det)
     return array
 
 

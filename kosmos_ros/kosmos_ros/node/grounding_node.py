@@ -40,12 +40,12 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.datatypes import GroundingResult, Query, Task
-from kosmos_ros.drawing import annotate
 from kosmos_ros.errors import (ImageError, InferenceCancelled, InferenceError, KosmosError,
                                ModelLoadError, OutOfMemoryError, PromptError, RegionError)
 from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
 from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
                                          image_msg, regions_from_bboxes)
+from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.node.intake import CameraIntake, intake_node
 from kosmos_ros.node.lifecycle import RCLError, TransitionRunner
 from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_together, check_value,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
 
 NODE_NAME = 'kosmos_grounding'
 CAMERA_LOG_PERIOD = 5.0  # seconds between two log lines of one camera's same kind of error
+RATE_WINDOW = 10.0  # seconds over which diagnostics count inferences
 # Requests wait in DDS until an executor thread takes them. The services' default (keep last
 # 10) drops requests when more callers than that arrive at once, and a dropped request is never
 # answered; keep all queues every one (memory grows with what the callers send).
@@ -90,6 +91,11 @@ def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     return desc
 
 
+def _missing_prompt(task: str, prompt: str) -> bool:
+    """Whether ``task`` needs a prompt (find, question, raw) and ``prompt`` is empty."""
+    return Task.parse(task) in (Task.FIND, Task.QUESTION, Task.RAW) and not str(prompt).strip()
+
+
 def _reason(exc: BaseException) -> str:
     """One line saying why: the message of a project error, else also the exception type."""
     text = ' '.join(str(exc).split()) or '(no message)'
@@ -114,15 +120,16 @@ class GroundingNode(LifecycleNode):
         self._params: NodeParams | None = None
         self._engine: GroundingEngine | None = None
         self._worker: InferenceWorker | None = None
+        self._debug: DebugImages | None = None
         self._outputs: dict[str, dict[str, Any]] = {}
         self._intakes: dict[str, CameraIntake] = {}
         self._depths: dict[str, DepthSource] = {}
         self._intake_node: Any = None
         self._stale_queries = 0
         self._busy_refused = 0
+        self._active_since = time.monotonic()
+        self._continuous_problem = ''  # why continuous grounding is paused or off, for diagnostics
         self._pending = PendingRequests()
-        self._last_diag_counts: dict[str, dict[str, int]] = {}
-        self._last_diag_time = time.monotonic()
         self._camera_logged: dict[tuple[str, str], float] = {}
         self._startup_problems: dict[str, str] = {}
         for name, spec in SPECS.items():
@@ -258,7 +265,10 @@ class GroundingNode(LifecycleNode):
         watched = {'task', 'prompt', 'rate_hz', 'max_prompt_tokens'}
         if watched & changes.keys() and self._params is not None:
             current = {k: changes.get(k, self.get_parameter(k).value) for k in watched}
-            if current['rate_hz'] > 0:
+            # A task that needs a prompt may come before its prompt (ros2 param set, rqt set one
+            # parameter at a time): continuous grounding pauses until both are set.
+            if current['rate_hz'] > 0 and not _missing_prompt(current['task'],
+                                                              current['prompt']):
                 try:
                     self._check_continuous(current['task'], current['prompt'],
                                            current['max_prompt_tokens'])
@@ -309,12 +319,16 @@ class GroundingNode(LifecycleNode):
 
     def _continuous_settings(self) -> ContinuousSettings:
         p = self._params
+        self._continuous_problem = ''
         try:
             query = self._check_continuous(p.task, p.prompt, p.max_prompt_tokens)
         except (PromptError, RegionError, ValueError) as exc:
-            if p.rate_hz > 0:
-                self.get_logger().error(f'continuous grounding is off: {exc}')
             query = None
+            if p.rate_hz > 0:
+                self._continuous_problem = (
+                    f'paused: continuous task {p.task} needs a prompt (set the prompt '
+                    'parameter)' if _missing_prompt(p.task, p.prompt) else f'off: {exc}')
+                self.get_logger().warning(f'continuous grounding {self._continuous_problem}')
         return ContinuousSettings(rate_hz=float(p.rate_hz), query=query)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -383,6 +397,8 @@ class GroundingNode(LifecycleNode):
                     MarkerArray, f'{cam.name}/markers', 1, **NO_PUB_EVENTS)
         heartbeat = min(max(float(p.camera_timeout) / 3, 0.5), 5.0) \
             if p.camera_timeout > 0 else 0.0
+        self._debug = DebugImages(image_msg, lambda camera, exc: self._on_camera_error(
+            camera, ImageError(f'debug image not published: {type(exc).__name__}: {exc}')))
         self._worker = InferenceWorker(self._engine, [c.name for c in p.cameras],
                                        self._on_continuous_result, self._on_camera_error,
                                        p.max_image_pixels, self._continuous_settings(),
@@ -407,6 +423,7 @@ class GroundingNode(LifecycleNode):
                                         'parameters: cleanup, set, configure, activate)')
             return TransitionCallbackReturn.FAILURE
         self._worker.set_paused(False)
+        self._active_since = time.monotonic()
         self._state = 'active'
         return super().on_activate(state)
 
@@ -520,6 +537,9 @@ class GroundingNode(LifecycleNode):
             if not self._worker.stop(timeout=10.0):
                 self.get_logger().warning('inference worker did not stop within 10 s')
             self._worker = None
+        if self._debug is not None:
+            self._debug.close()
+            self._debug = None
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -584,21 +604,23 @@ class GroundingNode(LifecycleNode):
         if not pubs:
             return
         header = msg.header
-        grounding, detections_3d = self._with_3d(camera, result, header, True)
-        pubs['detections'].publish(detections_msg(result, header))
+        min_score = float(self._params.min_score) if self._params is not None else 0.0
+        grounding, detections_3d = self._with_3d(camera, result, header, True, min_score)
+        pubs['detections'].publish(detections_msg(result, header, min_score))
         pubs['grounding'].publish(grounding)
         if detections_3d is not None and 'detections_3d' in pubs:
             pubs['detections_3d'].publish(detections_3d)
             if pubs['markers'].get_subscription_count() > 0:
                 pubs['markers'].publish(markers_msg(detections_3d))
-        debug = pubs['debug_image']
-        if debug.get_subscription_count() > 0:
-            debug.publish(image_msg(annotate(frame.to_rgb(), result), header))
+        debug, images = pubs['debug_image'], self._debug
+        if images is not None and debug.get_subscription_count() > 0:
+            images.offer(camera, debug.publish, frame, result, header)  # drawn on its thread
 
     # -- queries -----------------------------------------------------------------------------
 
     def _with_3d(self, camera: str, result: GroundingResult, header: Any,
-                 from_camera: bool) -> tuple[Grounding, Detection3DArray | None]:
+                 from_camera: bool, min_score: float) -> tuple[Grounding,
+                                                               Detection3DArray | None]:
         """Return the Grounding message and, for a camera with depth, the 3D detections."""
         grounding = grounding_msg(result, header, camera)
         depth, params = self._depths.get(camera), self._params
@@ -616,7 +638,7 @@ class GroundingNode(LifecycleNode):
         if missing:
             self.get_logger().info(f'camera {camera}: no 3D for some boxes: {missing[0]}',
                                    throttle_duration_sec=5.0)
-        return grounding, detections_3d_msg(result, lifted, header)
+        return grounding, detections_3d_msg(result, lifted, header, min_score)
 
     def _fail(self, response: Any, message: str) -> Any:
         response.success = False
@@ -634,6 +656,8 @@ class GroundingNode(LifecycleNode):
         worker, params = self._worker, self._params
         if self._state != 'active' or worker is None or params is None:
             raise self._not_active()
+        if not 0.0 <= float(request.min_score) <= 1.0:  # NaN fails both
+            raise ValueError(f'min_score must be between 0 and 1; got {request.min_score}')
         try:
             task = Task(int(request.task))
         except ValueError:
@@ -647,8 +671,8 @@ class GroundingNode(LifecycleNode):
         query = Query(task, request.prompt, regions, budget)
         has_image = request.image.width > 0 or request.image.height > 0 or \
             len(request.image.data) > 0
-        if has_image:
-            return query, request.camera, request.image, False, worker
+        if has_image:  # not a camera's frame: no camera name, whatever the request says
+            return query, '', request.image, False, worker
         cameras = [c.name for c in params.cameras]
         camera = request.camera or cameras[0]
         if camera not in cameras:
@@ -717,6 +741,8 @@ class GroundingNode(LifecycleNode):
         try:
             query, camera, msg, from_camera, worker = self._check_request(request)
             if msg is None:
+                if on_stage:
+                    on_stage('waiting for a frame')
                 msg = await self._next_frame(worker, camera)
         except (ValueError, KosmosError) as exc:
             return None, str(exc), None, '', False
@@ -733,12 +759,16 @@ class GroundingNode(LifecycleNode):
             return None, self._describe_error(error), msg.header, camera, from_camera
         return result, '', msg.header, camera, from_camera
 
-    def _fill(self, out: Any, answer: tuple) -> Any:
+    def _fill(self, out: Any, answer: tuple, requested_min_score: float) -> Any:
         """Put a successful answer into a service response or action result."""
         result, _, header, camera, from_camera = answer
+        params = self._params
+        min_score = float(requested_min_score) or (
+            float(params.min_score) if params is not None else 0.0)
         out.success = True
-        out.grounding, detections_3d = self._with_3d(camera, result, header, from_camera)
-        out.detections = detections_msg(result, header)
+        out.grounding, detections_3d = self._with_3d(camera, result, header, from_camera,
+                                                     min_score)
+        out.detections = detections_msg(result, header, min_score)
         if detections_3d is not None:
             out.detections_3d = detections_3d
         else:
@@ -761,7 +791,7 @@ class GroundingNode(LifecycleNode):
         answer = await self._answer(request)
         if answer[0] is None:
             return self._fail(response, answer[1])
-        return self._fill(response, answer)
+        return self._fill(response, answer, request.min_score)
 
     async def _on_action(self, goal_handle: Any) -> GroundAction.Result:
         accepted = time.monotonic()
@@ -781,7 +811,7 @@ class GroundingNode(LifecycleNode):
         if answer[0] is None:
             goal_handle.abort()
             return self._fail(out, answer[1])
-        self._fill(out, answer)
+        self._fill(out, answer, goal_handle.request.min_score)
         goal_handle.succeed()
         return out
 
@@ -789,8 +819,6 @@ class GroundingNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        period = max(1e-3, now - self._last_diag_time)
-        self._last_diag_time = now
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         name = self.get_fully_qualified_name()
@@ -814,6 +842,9 @@ class GroundingNode(LifecycleNode):
                     f'{torch.cuda.memory_reserved(engine.device) / 2**20:.0f}'
         else:
             model.level, model.message = DiagnosticStatus.WARN, 'no model loaded'
+        if self._continuous_problem and engine is not None:
+            model.level = DiagnosticStatus.WARN
+            model.message = f'continuous grounding {self._continuous_problem}'
         if worker is not None:
             values['pending queries'] = str(worker.pending_jobs())
             values['worker busy'] = str(worker.busy)
@@ -822,14 +853,21 @@ class GroundingNode(LifecycleNode):
         if worker is not None and params is not None:
             timeout = float(params.camera_timeout)
             for cam, stats in worker.snapshot().items():
-                before = self._last_diag_counts.get(cam, {})
                 status = DiagnosticStatus(name=f'{name}: camera {cam}', hardware_id=cam,
                                           level=DiagnosticStatus.OK, message='ok')
                 rx = stats['last_received_wall']
-                silent = (now - rx) if rx is not None else None
-                stale = silent is None or silent > timeout
                 intake = self._intakes.get(cam)
                 idle = intake is not None and not intake.subscribed
+                # Time without a subscription is not silence: count from the later of the last
+                # frame and the current subscription.
+                since = intake.subscribed_at if intake is not None else None
+                heard = [t for t in (rx, since) if t is not None]
+                silent = now - max(heard) if heard else None
+                stale = silent is None or silent > timeout
+                if rx is None or (since is not None and rx < since):
+                    rx_note = 'no image received yet'
+                else:
+                    rx_note = None
                 if idle:  # on demand and unused: no frames to judge by, only discovery
                     publishers = intake.publishers()
                     status.message = (f'not subscribed while unused ({publishers} '
@@ -839,19 +877,22 @@ class GroundingNode(LifecycleNode):
                         status.message = f'no publisher on {intake.topic}'
                 elif timeout > 0 and self._state == 'active' and stale:
                     status.level = DiagnosticStatus.WARN
-                    status.message = ('no image received yet' if silent is None else
-                                      f'no image for {silent:.1f} s')
+                    status.message = (f'{rx_note} ({silent:.1f} s since subscribing)'
+                                      if rx_note and silent is not None else
+                                      rx_note or f'no image for {silent:.1f} s')
                 if status.level == DiagnosticStatus.WARN:
                     self.get_logger().warning(f'camera {cam}: {status.message}',
                                               throttle_duration_sec=max(timeout, 1.0))
                 lat = stats['latencies']
                 last = stats['last_result_wall']
-                inferences = stats['inferences'] - before.get('inferences', 0)
+                # A rate over a window long enough for low rates (0.5 Hz reads 0.50, not 0/1).
+                window = min(RATE_WINDOW, max(now - self._active_since, 1e-3))
+                inferences = sum(1 for t in stats['result_times'] if t > now - window)
                 rate = intake.rate_hz if intake is not None else None
                 published = intake.published if intake is not None else None
                 status.values = [KeyValue(key=k, value=v) for k, v in {
                     'input rate Hz': 'unknown' if rate is None else f'{rate:.2f}',
-                    'inference rate Hz': f'{inferences / period:.2f}',
+                    'inference rate Hz': f'{inferences / window:.2f}',
                     'latency p50 ms': f'{_percentile(lat, 50) * 1e3:.1f}',
                     'latency p95 ms': f'{_percentile(lat, 95) * 1e3:.1f}',
                     'subscribed': 'no' if idle else 'yes',
@@ -864,6 +905,5 @@ class GroundingNode(LifecycleNode):
                     'last error': stats['last_error'] or 'none',
                     'last result age s': 'never' if last is None else f'{now - last:.2f}',
                 }.items()]
-                self._last_diag_counts[cam] = {'inferences': stats['inferences']}
                 array.status.append(status)
         self._diagnostics.publish(array)

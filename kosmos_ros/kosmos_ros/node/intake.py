@@ -59,6 +59,7 @@ class CameraIntake:
         self._closed = False
         self.subscription: Any = None
         self.subscribed_count = 0  # subscriptions made (the first and every re-subscription)
+        self.subscribed_at: float | None = None  # monotonic time of the current subscription
         self.last_used = time.monotonic()
         self._first_sequence: int | None = None
         self._first_time = 0.0
@@ -85,6 +86,7 @@ class CameraIntake:
                 self._msg_type, self._topic, lambda msg: None, self._qos,
                 event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
             self.subscribed_count += 1
+            self.subscribed_at = time.monotonic()
             return True
 
     def release(self) -> bool:

@@ -79,6 +79,10 @@ SPECS: dict[str, Spec] = {
                       high=8),
     'no_repeat_ngram_size': Spec(0, 'Forbid repeating n-grams of this size; 0 is off.', low=0,
                                  high=16),
+    'min_score': Spec(0.0, 'Leave boxes scoring below this out of NAME/detections, '
+                      'NAME/detections_3d and NAME/markers (NAME/grounding keeps every phrase '
+                      'with its score); requests may set their own (min_score).', low=0.0,
+                      high=1.0),
     'max_prompt_tokens': Spec(256, 'Longest accepted prompt, in tokens.', low=1, high=1024),
     'max_batch_size': Spec(8, 'Most queries and frames decoded together.', low=1, high=64),
     'max_frame_age': Spec(2.0, 'Seconds (node clock minus frame stamp) after which a camera '

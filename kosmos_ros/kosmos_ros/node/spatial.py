@@ -151,14 +151,13 @@ def apply_positions(grounding: Any, result: GroundingResult,
 
 
 def detections_3d_msg(result: GroundingResult, lifted: list[list[Lifted]],
-                      header: Any) -> Detection3DArray:
-    """One Detection3D per box with 3D: class_id = phrase, score = box score, metres."""
+                      header: Any, min_score: float = 0.0) -> Detection3DArray:
+    """One Detection3D per detection with 3D: class_id = phrase, score = box score, metres."""
     array = Detection3DArray()
     array.header = header
-    for p_index, (phrase, boxes) in enumerate(zip(result.phrases, lifted)):
-        for b_index, (box, lb) in enumerate(zip(phrase.boxes, boxes)):
-            if lb.box is None:
-                continue
+    for p_index, b_index, phrase, box in result.detections(min_score):
+        lb = lifted[p_index][b_index]
+        if lb.box is not None:
             det = Detection3D()
             det.header = header
             det.id = f'{p_index}.{b_index}'

@@ -113,6 +113,7 @@ class CameraState:
     last_error: str = ''
     last_result_wall: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=200))
+    result_times: deque = field(default_factory=lambda: deque(maxlen=1000))  # monotonic
     encoded_msg: Any = None
     encoded: EncodedImage | None = None
 
@@ -326,6 +327,7 @@ class InferenceWorker:
                 'inferences': s.inferences, 'errors': s.errors, 'last_error': s.last_error,
                 'last_received_wall': s.last_received_wall,
                 'last_result_wall': s.last_result_wall, 'latencies': list(s.latencies),
+                'result_times': list(s.result_times),
             } for name, s in self.cameras.items()}
 
     def latest(self, camera: str) -> tuple[Any, float]:
@@ -598,6 +600,7 @@ class InferenceWorker:
                     state.inferences += 1
                     state.latencies.append(latency)
                     state.last_result_wall = time.monotonic()
+                    state.result_times.append(state.last_result_wall)
                 self._on_result(camera, msg, result, frame, latency)
 
     def _encode(self, to_encode: dict[int, Frame], jobs: list[QueryJob],

@@ -43,6 +43,7 @@ from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import (ImageError, InferenceCancelled, InferenceError, KosmosError,
                                ModelLoadError, OutOfMemoryError, PromptError, RegionError)
 from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
+from kosmos_ros.memory import return_freed_memory
 from kosmos_ros.node.conversions import (detections_msg, duration_msg, grounding_msg,
                                          image_msg, regions_from_bboxes)
 from kosmos_ros.node.debug import DebugImages
@@ -548,6 +549,7 @@ class GroundingNode(LifecycleNode):
                 self.destroy_lifecycle_publisher(pub)
         self._outputs = {}
         self._params = None
+        return_freed_memory()  # without it resident memory crept up cycle after cycle
 
     def stop_worker(self) -> None:
         """Stop inference before the node is destroyed (bounded time)."""

@@ -237,6 +237,27 @@ def node_overhead(model_dir: Path, frames_by_size: dict[str, np.ndarray], frames
 
 # -- results with and without a debug-image subscriber ---------------------------------------
 
+# A slow reliable debug-image subscriber in a process of its own; prints how many it took.
+DEBUG_VIEWER = """
+import signal, time, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+node = rclpy.create_node('debug_viewer', namespace='/bench_debug')
+got = []
+def view(msg):  # a viewer that takes 0.3 s per image (drawing it, say)
+    got.append(1)
+    time.sleep(0.3)
+node.create_subscription(Image, 'camera/debug_image', view,
+                         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+stop = []
+signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+while not stop:
+    rclpy.spin_once(node, timeout_sec=0.1)
+print(len(got))
+"""
+
+
 def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.0,
                   new_tokens: int = 8) -> dict[str, dict[str, float]]:
     """Frame-to-Grounding latency (send to receipt, ms) without and with a debug subscriber.
@@ -244,7 +265,7 @@ def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.
     The project's node grounds every frame (continuous mode, rate_hz 100) of a camera sending
     ``frames`` frames at ``hz``; this process receives its Grounding messages (reliable). The
     second run adds a reliable subscriber to ``camera/debug_image`` (a full-size rgb8 image per
-    result). Each Grounding's latency is its receipt minus its frame's send time (the header
+    result) in a process of its own, as rviz would be. Each Grounding's latency is its receipt minus its frame's send time (the header
     stamp).
     """
     from kosmos_ros_interfaces.msg import Grounding
@@ -274,11 +295,12 @@ def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.
         debug_pub = node._outputs['camera']['debug_image']
         for label, with_debug in (('without debug subscriber', False),
                                   ('with debug subscriber', True)):
-            debug_sub, debug_images = None, []
-            if with_debug:
-                debug_sub = client.create_subscription(Image, 'camera/debug_image',
-                                                       debug_images.append, reliable)
-                wait_for(lambda: debug_pub.get_subscription_count() > 0, 20.0)
+            viewer = None
+            if with_debug:  # in its own process, as rviz or ros2 topic echo would be
+                viewer = subprocess.Popen([sys.executable, '-c', DEBUG_VIEWER],
+                                          stdout=subprocess.PIPE, text=True)
+                if not wait_for(lambda: debug_pub.get_subscription_count() > 0, 30.0):
+                    raise RuntimeError('the debug-image viewer did not subscribe')
             sent = []
             for _ in range(frames):
                 key = time.time_ns()
@@ -293,9 +315,11 @@ def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.
                           'p95_ms': float(np.percentile(latencies, 95)) if latencies else
                           float('nan'),
                           'max_ms': latencies[-1] if latencies else float('nan'),
-                          'debug_images': len(debug_images)}
-            if debug_sub is not None:
-                client.destroy_subscription(debug_sub)
+                          'debug_images': 0}
+            if viewer is not None:
+                viewer.send_signal(signal.SIGINT)
+                output, _ = viewer.communicate(timeout=30)
+                out[label]['debug_images'] = int(output.split()[-1]) if output.split() else 0
     finally:
         node.stop_worker()
         ros.executor.remove_node(node)

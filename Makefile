@@ -27,7 +27,7 @@ bench: setup
 
 # Write config/grounding.yaml from the parameter tables (kosmos_ros/node/params.py).
 params: setup
-	@$(IN_ENV) python -m kosmos_ros.node.params --write kosmos_ros/config/grounding.yaml
+	@$(IN_ENV) python -m kosmos_ros.node.params_file --write kosmos_ros/config/grounding.yaml
 
 lock:
 	@rm -f env/constraints-$(DISTRO).txt

@@ -7,7 +7,7 @@ Both use the tiny random model (its model time is measured and subtracted, or ir
 - overhead: the project's ``GroundingNode`` (continuous mode) and the reference node
   (``reference_node.py``, model card in the image callback) run in this process, each fed by a
   publisher in this process whose header stamp is the send time (``time.time_ns``). The
-  project's node is instrumented from outside, without changing its code: its ``_on_image``
+  project's node is instrumented from outside, without changing its code: its ``_admit``
   (the subscription callback's target) and its detections publisher's ``publish`` are wrapped
   to record wall-clock times, and its ``_on_continuous_result`` to capture the engine's
   ``Timings`` (what ``Grounding.inference_time`` reports). The reference node records the same
@@ -112,7 +112,7 @@ class ProjectProbe:
         self.results: dict[int, Any] = {}
         self.published: dict[int, int] = {}
         self.event = threading.Event()
-        on_image, on_result = self.node._on_image, self.node._on_continuous_result
+        on_image, on_result = self.node._admit, self.node._on_continuous_result
 
         def probe_image(camera: str, msg: Any) -> None:
             self.arrived[stamp_key(msg)] = time.time_ns()
@@ -122,13 +122,13 @@ class ProjectProbe:
             self.results[stamp_key(msg)] = result.timings
             on_result(camera, msg, result, *rest)
 
-        self.node._on_image = probe_image
+        self.node._admit = probe_image
         self.node._on_continuous_result = probe_result
         ros.executor.add_node(self.node)
         if self.node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
                 self.node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise RuntimeError('the project node did not configure and activate')
-        publisher = self.node._outputs['camera']['detections']
+        publisher = self.node._cameras['camera'].outputs['detections']
         publish = publisher.publish
 
         def probe_publish(msg: Any) -> None:
@@ -238,7 +238,7 @@ def node_overhead(model_dir: Path, frames_by_size: dict[str, np.ndarray], frames
 # -- results with and without a debug-image subscriber ---------------------------------------
 
 # A slow reliable debug-image subscriber in a process of its own; prints how many it took.
-DEBUG_VIEWER = """
+DEBUG_VIEWER = '''
 import signal, time, rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -255,7 +255,7 @@ signal.signal(signal.SIGINT, lambda *a: stop.append(1))
 while not stop:
     rclpy.spin_once(node, timeout_sec=0.1)
 print(len(got))
-"""
+'''
 
 
 def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.0,
@@ -265,8 +265,8 @@ def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.
     The project's node grounds every frame (continuous mode, rate_hz 100) of a camera sending
     ``frames`` frames at ``hz``; this process receives its Grounding messages (reliable). The
     second run adds a reliable subscriber to ``camera/debug_image`` (a full-size rgb8 image per
-    result) in a process of its own, as rviz would be. Each Grounding's latency is its receipt minus its frame's send time (the header
-    stamp).
+    result) in a process of its own, slow as a viewer may be. Each Grounding's latency is its
+    receipt minus its frame's send time (the header stamp).
     """
     from kosmos_ros_interfaces.msg import Grounding
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -292,7 +292,7 @@ def debug_latency(model_dir: Path, rgb: np.ndarray, frames: int, hz: float = 10.
         if not wait_for(lambda: publisher.get_subscription_count() > 0, 20.0):
             raise RuntimeError('no subscriber on /bench_debug/camera/image_raw')
         msg = image_msg(rgb)
-        debug_pub = node._outputs['camera']['debug_image']
+        debug_pub = node._cameras['camera'].outputs['debug_image']
         for label, with_debug in (('without debug subscriber', False),
                                   ('with debug subscriber', True)):
             viewer = None

@@ -358,7 +358,7 @@ def test_idle_cameras_unsubscribe_and_queries_wait_for_the_next_frame(harness, p
     grounding keeps the subscription.
     """
     h = harness
-    intake = h.node._intakes['front']
+    intake = h.node._cameras['front'].intake
     subscribed = h.raw_pub.get_subscription_count
     time.sleep(0.5)
     assert subscribed() == 0 and not intake.subscribed
@@ -494,7 +494,7 @@ def test_debug_image_only_with_a_subscriber(harness, photos):
     h.raw_pub.publish(h.image(photos['coffee'], offset=0.0))
     assert wait_for(lambda: h.received['front'], 30)
     sub = h.client.create_subscription(Image, 'front/debug_image', debug.append, 10)
-    assert wait_for(lambda: node._outputs['front']['debug_image'].get_subscription_count())
+    assert wait_for(lambda: node._cameras['front'].outputs['debug_image'].get_subscription_count())
     msg = h.image(photos['coffee'], offset=1.0)
     h.raw_pub.publish(msg)
     assert wait_for(lambda: debug, 30)
@@ -614,7 +614,7 @@ def test_task_and_prompt_can_be_set_one_at_a_time(harness, photos):
 def test_diagnostics_count_silence_from_the_subscription(harness, photos):
     """Time unsubscribed on purpose is not silence; low inference rates read steadily."""
     h = harness
-    intake = h.node._intakes['front']
+    intake = h.node._cameras['front'].intake
     assert wait_for(lambda: not intake.subscribed, 10)
     h.raw_pub.publish(h.image(photos['coffee']))  # nobody takes it: not subscribed
     time.sleep(4.0)  # idle for longer than camera_timeout

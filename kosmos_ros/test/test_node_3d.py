@@ -106,7 +106,7 @@ def test_stale_or_invalid_depth_gives_no_3d_and_a_reason(rig, photos):
 def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
     node = rig.node
     node.set_parameters([Parameter('rate_hz', value=5.0)])
-    publisher = node._outputs['front']['markers']
+    publisher = node._cameras['front'].outputs['markers']
     assert publisher.get_subscription_count() == 0
     color, box = publish_scene(rig, photos['chelsea'])
     assert wait_for(lambda: rig.det3d, 30)

@@ -61,7 +61,8 @@ from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.engine import GroundingEngine
 from kosmos_ros.errors import ImageError, PromptError
 from kosmos_ros.images import frame_from_message
-from kosmos_ros.node.grounding_node import GroundingNode, QUERY_QOS
+from kosmos_ros.node.grounding_node import GroundingNode
+from kosmos_ros.node.queries import QUERY_QOS
 
 import helpers  # noqa: I100
 from helpers import wait_for, wait_for_state  # noqa: I100
@@ -1085,7 +1086,7 @@ def test_slow_inference_newest_frame_wins(streaming, monkeypatch, ledger):
     assert order == sorted(order)
     assert len(got) <= 20, f'{len(got)} inferences for 100 frames: frames were queued'
     # Frames left in DDS are replaced there; taken ones not grounded are superseded.
-    published = rig.node._intakes['front'].published or 0
+    published = rig.node._cameras['front'].intake.published or 0
     passed_over = published - counts['frames_in'] + counts['superseded']
     assert published >= 90 and passed_over >= 100 - len(got) - 10, (published, counts)
     assert rig.worker.pending_jobs() == 0
@@ -1197,7 +1198,7 @@ def test_requests_while_inactive_or_reloading(ros, tiny_model_dir, photos, ledge
         if not wait_for(lambda: all(r.done() for r in results), 30):
             lost = [bytes(goals[i].result().goal_id.uuid) for i, r in enumerate(results)
                     if not r.done()]
-            handles = rig.node._action._goal_handles  # the server's view of the lost goals
+            handles = rig.node._queries.action._goal_handles  # the server's view of the lost goals
             raise AssertionError(f'{len(lost)} of {len(results)} goal results lost; server: '
                                  + repr([(handles[u].status if u in handles else 'unknown')
                                          for u in lost]))
@@ -1394,7 +1395,7 @@ def test_pending_requests_are_bounded_by_count_and_bytes(ros, tiny_model_dir, ph
         assert not answer.success and 'is larger than max_pending_image_mb' in answer.message
         fault.delay = 0.0
         assert rig.call(image=small_img).success
-        assert rig.node._pending.count == 0 and rig.node._pending.bytes == 0
+        assert rig.node._queries.pending.count == 0 and rig.node._queries.pending.bytes == 0
     finally:
         rig.close()
 
@@ -1493,7 +1494,7 @@ def test_start_up_values_are_validated(ros, tiny_model_dir, ledger, case, params
         lines = [m for m in error_lines(rig) if 'configure failed' in m]
         assert len(lines) == 1 and re.search(reason, lines[0]), error_lines(rig)
         assert 'the node stays unconfigured' in lines[0]
-        assert rig.node._engine is None and not rig.node._outputs
+        assert rig.node._engine is None and not rig.node._cameras
         ledger.add('parameters', f'start-up value: {case}', 'refused', lines[0])
     finally:
         rig.close()
@@ -1559,7 +1560,7 @@ def test_failed_activate_keeps_the_model(ros, tiny_model_dir, photos, monkeypatc
     try:
         assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         engine = rig.node._engine
-        import kosmos_ros.node.grounding_node as module
+        import kosmos_ros.node.camera as module
 
         def broken(*args, **kwargs):
             raise OSError('cannot open the camera transport')

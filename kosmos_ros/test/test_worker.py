@@ -1,11 +1,12 @@
 # Copyright 2026 kosmos_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The worker's scheduling and request accounting, as plain functions (no DDS, no model)."""
+"""The worker's scheduling, request accounting and debug images: plain functions, no DDS."""
 
 import threading
 import time
 
-from kosmos_ros.node.worker import budget_group, choose_batch, PendingRequests
+from kosmos_ros.node.scheduling import (budget_group, camera_places, choose_batch,
+                                        PendingRequests)
 
 
 def test_budget_groups():
@@ -28,6 +29,15 @@ def test_long_queries_batch_with_their_own_rank():
 def test_a_query_passed_over_enough_times_leads():
     assert choose_batch([1500, 8, 8], [4, 0, 0], count=8, normal=64, patience=4) == [0]
     assert choose_batch([1500, 8, 8], [3, 0, 0], count=8, normal=64, patience=4) == [1, 2]
+
+
+def test_cameras_and_queries_share_a_batch():
+    assert camera_places(due=3, queued=0, size=8, camera_went_last=False) == 3
+    assert camera_places(due=9, queued=0, size=8, camera_went_last=False) == 8
+    assert camera_places(due=9, queued=2, size=8, camera_went_last=False) == 7  # one left
+    assert camera_places(due=2, queued=5, size=1, camera_went_last=False) == 1  # they alternate
+    assert camera_places(due=2, queued=5, size=1, camera_went_last=True) == 0
+    assert camera_places(due=0, queued=5, size=8, camera_went_last=False) == 0
 
 
 def test_nothing_to_choose():

@@ -1,14 +1,22 @@
 # Copyright 2026 kosmos_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's parameters: declared once from one table, typed, validated on every set.
+"""The node's parameters: one typed, frozen dataclass; declared, described and checked from it.
+
+:class:`NodeParams` and :class:`CameraParams` are the single source: each field carries its
+default, description, limits and whether it needs a reload; :data:`SPECS` and
+:data:`CAMERA_SPECS` (what the node declares, ``--help`` prints and ``params_file.py`` writes
+to config/grounding.yaml) are read off them. The node keeps a :class:`NodeParams` snapshot,
+replaced as a whole when a parameter changes.
 
 Parameters marked ``reload`` configure the model or the cameras; they can be changed only while
-the node is unconfigured (``cleanup``, set, ``configure``). The others apply at runtime.
+the node is unconfigured (``cleanup``, set, ``configure``). The others apply at runtime. Values
+from ``-p`` and params files get the same checks as later sets (:func:`check_value`,
+:func:`check_together`); :func:`coerce_value` takes integers for floats.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 import math
 import re
 from typing import Any
@@ -34,105 +42,156 @@ class Spec:
     high: float | None = None
 
 
-SPECS: dict[str, Spec] = {
-    # Model (reload).
-    'model': Spec(DEFAULT_MODEL, 'Hugging Face hub id or local folder of KOSMOS-2 '
-                  '(safetensors weights only).', reload=True),
-    'revision': Spec('', 'Hub revision (branch, tag or commit); empty for the default.',
-                     reload=True),
-    'local_files_only': Spec(False, 'Load from the local folder or Hugging Face cache only; '
-                             'never touch the network.', reload=True),
-    'device': Spec('auto', "'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
-                   reload=True),
-    'dtype': Spec('auto', 'Weights dtype; auto is float16 on CUDA and float32 on the CPU.',
-                  reload=True, choices=DTYPE_NAMES),
-    'quantization': Spec('none', 'bitsandbytes quantization on CUDA: none, 8bit or 4bit.',
-                         reload=True, choices=QUANTIZATIONS),
-    'attn_implementation': Spec('sdpa', 'Attention kernels: sdpa or eager.', reload=True,
-                                choices=ATTENTION),
-    # Cameras (reload).
-    'decoder': Spec('auto', 'How tokens after the first are decoded: auto (cuda_graph on CUDA, '
-                    'static for 8-bit models, dynamic on the CPU), dynamic, static or '
-                    'cuda_graph.', reload=True, choices=DECODERS),
-    'compile_decoder': Spec(False, 'torch.compile the decode step of the static and cuda_graph '
-                            'decoders (faster decoding on CUDA; configure then compiles for '
-                            'about 30 s, and each new batch size or length bucket compiles on '
-                            'first use).',
-                            reload=True),
-    'cameras': Spec(['camera'], 'Camera names. Camera NAME subscribes NAME.topic and publishes '
-                    'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True),
-    'image_qos_reliability': Spec('best_effort', 'Image subscription reliability; best_effort '
-                                  'also accepts reliable publishers.', reload=True,
-                                  choices=RELIABILITIES),
-    'image_qos_depth': Spec(1, 'Image subscription queue depth (the node only ever uses the '
-                            'newest frame).', reload=True, low=1, high=100),
-    # Continuous grounding (runtime).
-    'rate_hz': Spec(1.0, 'Continuous grounding per camera, in inferences per second of message '
-                    'time (header stamps); 0 means on-demand only.', low=0.0, high=100.0),
-    'task': Spec('caption', 'Continuous task: caption, detailed_caption, find, question or raw.',
-                 choices=TASK_NAMES),
-    'prompt': Spec('', 'Continuous prompt: the phrase (find), the question (question) or the '
-                   'full prompt (raw); unused by the caption tasks.'),
-    'max_new_tokens': Spec(64, 'Tokens to generate at most per query (a request may ask for '
-                           'another budget, up to max_request_tokens).', low=1, high=1024),
-    'num_beams': Spec(1, 'Beam search width; 1 is greedy decoding, which batches.', low=1,
-                      high=8),
-    'no_repeat_ngram_size': Spec(0, 'Forbid repeating n-grams of this size; 0 is off.', low=0,
-                                 high=16),
-    'min_score': Spec(0.0, 'Leave boxes scoring below this out of NAME/detections, '
-                      'NAME/detections_3d and NAME/markers (NAME/grounding keeps every phrase '
-                      'with its score); requests may set their own (min_score).', low=0.0,
-                      high=1.0),
-    'max_prompt_tokens': Spec(256, 'Longest accepted prompt, in tokens.', low=1, high=1024),
-    'max_batch_size': Spec(8, 'Most queries and frames decoded together.', low=1, high=64),
-    'max_frame_age': Spec(2.0, 'Seconds (node clock minus frame stamp) after which a camera '
-                          'frame is too old to answer a query; 0 disables the check.', low=0.0,
-                          high=3600.0),
-    'unsubscribe_idle_after': Spec(10.0, "On demand (rate_hz 0): drop a camera's image (and "
-                                   'depth) subscriptions after this many seconds without a query '
-                                   'on it, so that an idle node receives no frames; the next '
-                                   'query subscribes again and waits for the next frame. 0 keeps '
-                                   'the subscriptions at all times.', low=0.0, high=86400.0),
-    'frame_wait_timeout': Spec(2.0, 'Seconds a query on a camera waits for a frame when the node '
-                               'has none (just subscribed, or no frame received yet); 0 answers '
-                               'at once.', low=0.0, high=60.0),
-    'max_pending_queries': Spec(32, 'Most service and action requests held at once (waiting '
-                                'for a frame, queued or running); more are refused at once as '
-                                'busy.', low=1, high=10_000),
-    'max_pending_image_mb': Spec(256.0, 'Most megabytes (MiB) of images sent with requests held '
-                                 'at once; a request that would exceed it is refused as busy.',
-                                 low=1.0, high=65_536.0),
-    'max_request_tokens': Spec(256, 'Most new tokens one request may ask for (its '
-                               'max_new_tokens); a request asking for more is refused.', low=1,
-                               high=2048),
-    'camera_timeout': Spec(5.0, 'Warn when a camera has sent nothing for this many seconds; 0 '
-                           'disables the warning.', low=0.0, high=3600.0),
-    'max_image_pixels': Spec(50_000_000, 'Largest accepted image, in pixels.', low=1,
-                             high=1_000_000_000),
-    # 3D (cameras with a registered depth image).
-    'depth_tolerance': Spec(0.05, 'Most seconds between a colour frame and the depth frame used '
-                            'to lift its boxes to 3D.', low=0.0, high=5.0),
-    'depth_min': Spec(0.1, 'Depths below this many metres are invalid.', low=0.0, high=1000.0),
-    'depth_max': Spec(10.0, 'Depths above this many metres are invalid.', low=0.0,
-                      high=1000.0),
-    'depth_inner_fraction': Spec(0.5, "Part of a box's width and height, around its centre, "
-                                 'whose median depth gives its distance.', low=0.05, high=1.0),
-    'diagnostics_period': Spec(1.0, 'Seconds between /diagnostics messages.', low=0.1,
-                               high=60.0),
-    'autostart': Spec(True, 'Configure and activate on start-up (no lifecycle manager '
-                      'needed).', reload=True),
-}
+def _spec(default: Any, description: str, **limits: Any) -> Any:
+    """Return a dataclass field whose metadata is the parameter's :class:`Spec`."""
+    declared = list(default) if isinstance(default, tuple) else default  # ROS: string arrays
+    return field(default=default, metadata={'spec': Spec(declared, description, **limits)})
 
-CAMERA_SPECS: dict[str, Spec] = {
-    'topic': Spec('', 'Image topic of the camera; default NAME/image_raw.', reload=True),
-    'transport': Spec('raw', "'raw' (sensor_msgs/Image on TOPIC) or 'compressed' "
-                      '(sensor_msgs/CompressedImage on TOPIC/compressed).', reload=True,
-                      choices=TRANSPORTS),
-    'depth_topic': Spec('', 'Registered depth image (16UC1 mm or 32FC1 m, aligned to this '
-                        'camera, rectified); empty: no 3D.', reload=True),
-    'camera_info_topic': Spec('', 'CameraInfo of the rectified colour image; default '
-                              'NAME/camera_info (used with depth_topic).', reload=True),
-}
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera, its topic names resolved by the node."""
+
+    name: str
+    topic: str
+    transport: str
+    depth_topic: str = ''
+    camera_info_topic: str = ''
+
+    @property
+    def subscribed_topic(self) -> str:
+        return self.topic + '/compressed' if self.transport == 'compressed' else self.topic
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """The node's parameters (a snapshot; :func:`dataclasses.replace` makes the next one)."""
+
+    model: str = _spec(
+        DEFAULT_MODEL, 'Hugging Face hub id or local folder of KOSMOS-2 (safetensors weights '
+        'only).', reload=True)
+    revision: str = _spec(
+        '', 'Hub revision (branch, tag or commit); empty for the default.', reload=True)
+    local_files_only: bool = _spec(
+        False, 'Load from the local folder or Hugging Face cache only; never touch the network.',
+        reload=True)
+    device: str = _spec(
+        'auto', "'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.", reload=True)
+    dtype: str = _spec(
+        'auto', 'Weights dtype; auto is float16 on CUDA and float32 on the CPU.', reload=True,
+        choices=DTYPE_NAMES)
+    quantization: str = _spec(
+        'none', 'bitsandbytes quantization on CUDA: none, 8bit or 4bit.', reload=True,
+        choices=QUANTIZATIONS)
+    attn_implementation: str = _spec(
+        'sdpa', 'Attention kernels: sdpa or eager.', reload=True, choices=ATTENTION)
+    decoder: str = _spec(
+        'auto', 'How tokens after the first are decoded: auto (cuda_graph on CUDA, static for '
+        '8-bit models, dynamic on the CPU), dynamic, static or cuda_graph.', reload=True,
+        choices=DECODERS)
+    compile_decoder: bool = _spec(
+        False, 'torch.compile the decode step of the static and cuda_graph decoders (faster '
+        'decoding on CUDA; configure then compiles for about 30 s, and each new batch size or '
+        'length bucket compiles on first use).', reload=True)
+    cameras: tuple[str, ...] = _spec(
+        ('camera',), 'Camera names. Camera NAME subscribes NAME.topic and publishes '
+        'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True)
+    image_qos_reliability: str = _spec(
+        'best_effort', 'Image subscription reliability; best_effort also accepts reliable '
+        'publishers.', reload=True, choices=RELIABILITIES)
+    image_qos_depth: int = _spec(
+        1, 'Image subscription queue depth (the node only ever uses the newest frame).',
+        reload=True, low=1, high=100)
+    rate_hz: float = _spec(
+        1.0, 'Continuous grounding per camera, in inferences per second of message time '
+        '(header stamps); 0 means on-demand only.', low=0.0, high=100.0)
+    task: str = _spec(
+        'caption', 'Continuous task: caption, detailed_caption, find, question or raw.',
+        choices=TASK_NAMES)
+    prompt: str = _spec(
+        '', 'Continuous prompt: the phrase (find), the question (question) or the full prompt '
+        '(raw); unused by the caption tasks.')
+    max_new_tokens: int = _spec(
+        64, 'Tokens to generate at most per query (a request may ask for another budget, up to '
+        'max_request_tokens).', low=1, high=1024)
+    num_beams: int = _spec(
+        1, 'Beam search width; 1 is greedy decoding, which batches.', low=1, high=8)
+    no_repeat_ngram_size: int = _spec(
+        0, 'Forbid repeating n-grams of this size; 0 is off.', low=0, high=16)
+    min_score: float = _spec(
+        0.0, 'Leave boxes scoring below this out of NAME/detections, NAME/detections_3d and '
+        'NAME/markers (NAME/grounding keeps every phrase with its score); requests may set '
+        'their own (min_score).', low=0.0, high=1.0)
+    max_prompt_tokens: int = _spec(
+        256, 'Longest accepted prompt, in tokens.', low=1, high=1024)
+    max_batch_size: int = _spec(
+        8, 'Most queries and frames decoded together.', low=1, high=64)
+    max_frame_age: float = _spec(
+        2.0, 'Seconds (node clock minus frame stamp) after which a camera frame is too old to '
+        'answer a query; 0 disables the check.', low=0.0, high=3600.0)
+    unsubscribe_idle_after: float = _spec(
+        10.0, "On demand (rate_hz 0): drop a camera's image (and depth) subscriptions after "
+        'this many seconds without a query on it, so that an idle node receives no frames; '
+        'the next query subscribes again and waits for the next frame. 0 keeps the '
+        'subscriptions at all times.', low=0.0, high=86400.0)
+    frame_wait_timeout: float = _spec(
+        2.0, 'Seconds a query on a camera waits for a frame when the node has none (just '
+        'subscribed, or no frame received yet); 0 answers at once.', low=0.0, high=60.0)
+    max_pending_queries: int = _spec(
+        32, 'Most service and action requests held at once (waiting for a frame, queued or '
+        'running); more are refused at once as busy.', low=1, high=10_000)
+    max_pending_image_mb: float = _spec(
+        256.0, 'Most megabytes (MiB) of images sent with requests held at once; a request that '
+        'would exceed it is refused as busy.', low=1.0, high=65536.0)
+    max_request_tokens: int = _spec(
+        256, 'Most new tokens one request may ask for (its max_new_tokens); a request asking '
+        'for more is refused.', low=1, high=2048)
+    camera_timeout: float = _spec(
+        5.0, 'Warn when a camera has sent nothing for this many seconds; 0 disables the '
+        'warning.', low=0.0, high=3600.0)
+    max_image_pixels: int = _spec(
+        50_000_000, 'Largest accepted image, in pixels.', low=1, high=1_000_000_000)
+    depth_tolerance: float = _spec(
+        0.05, 'Most seconds between a colour frame and the depth frame used to lift its boxes '
+        'to 3D.', low=0.0, high=5.0)
+    depth_min: float = _spec(
+        0.1, 'Depths below this many metres are invalid.', low=0.0, high=1000.0)
+    depth_max: float = _spec(
+        10.0, 'Depths above this many metres are invalid.', low=0.0, high=1000.0)
+    depth_inner_fraction: float = _spec(
+        0.5, "Part of a box's width and height, around its centre, whose median depth gives "
+        'its distance.', low=0.05, high=1.0)
+    diagnostics_period: float = _spec(
+        1.0, 'Seconds between /diagnostics messages.', low=0.1, high=60.0)
+    autostart: bool = _spec(
+        True, 'Configure and activate on start-up (no lifecycle manager needed).', reload=True)
+    # Not a parameter: the cameras resolved at configure (names, topics, transports).
+    camera_configs: tuple[CameraConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """The parameters of each camera NAME listed in ``cameras`` (``NAME.topic``, ...)."""
+
+    topic: str = _spec(
+        '', 'Image topic of the camera; default NAME/image_raw.', reload=True)
+    transport: str = _spec(
+        'raw', "'raw' (sensor_msgs/Image on TOPIC) or 'compressed' "
+        '(sensor_msgs/CompressedImage on TOPIC/compressed).', reload=True, choices=TRANSPORTS)
+    depth_topic: str = _spec(
+        '', 'Registered depth image (16UC1 mm or 32FC1 m, aligned to this camera, rectified); '
+        'empty: no 3D.', reload=True)
+    camera_info_topic: str = _spec(
+        '', 'CameraInfo of the rectified colour image; default NAME/camera_info (used with '
+        'depth_topic).', reload=True)
+
+
+def _specs(cls: type) -> dict[str, Spec]:
+    return {f.name: f.metadata['spec'] for f in fields(cls) if 'spec' in f.metadata}
+
+
+SPECS: dict[str, Spec] = _specs(NodeParams)
+CAMERA_SPECS: dict[str, Spec] = _specs(CameraParams)
 
 
 def check_value(name: str, spec: Spec, value: Any) -> str | None:
@@ -201,98 +260,3 @@ def coerce_value(name: str, spec: Spec, value: Any) -> tuple[Any, str | None]:
     return spec.default, (f'parameter {name}: expected {expected}, got {_kind(value)} '
                           f'{value!r}; fix the value given on the command line or in the '
                           'params file')
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    name: str
-    topic: str
-    transport: str
-    depth_topic: str = ''
-    camera_info_topic: str = ''
-
-    @property
-    def subscribed_topic(self) -> str:
-        return self.topic + '/compressed' if self.transport == 'compressed' else self.topic
-
-
-@dataclass(frozen=True)
-class NodeParams:
-    """Typed snapshot of the node's parameters."""
-
-    values: dict[str, Any]
-    cameras: tuple[CameraConfig, ...]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @property
-    def task_enum(self) -> Task:
-        return Task.parse(self.values['task'])
-
-
-# -- config/grounding.yaml, written from the tables above ----------------------------------
-
-YAML_HEADER = '''\
-# Parameters of the kosmos_grounding node (kosmos_ros), each with its default.
-# [reload]: changes need a reload (cleanup, set, configure); others apply at runtime.
-# Written from kosmos_ros/node/params.py by: python -m kosmos_ros.node.params --write FILE
-# grounding.launch.py passes this file (params_file:=...); a launch argument given on the
-# command line (model:=..., rate_hz:=...) overrides the file, one that is not given does not.
-'''
-
-
-def _yaml_scalar(value: Any) -> str:
-    import yaml
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-    return text[:-4].strip() if text.endswith('\n...') else text
-
-
-def _yaml_entry(name: str, spec: Spec, indent: str) -> list[str]:
-    lines = [f'{indent}# {spec.description}{" [reload]" if spec.reload else ""}']
-    if spec.choices:
-        lines.append(f'{indent}# One of: {", ".join(spec.choices)}.')
-    elif spec.low is not None:
-        lines.append(f'{indent}# Range: {spec.low:g} to {spec.high:g}.')
-    lines.append(f'{indent}{name}: {_yaml_scalar(spec.default)}')
-    return lines
-
-
-def render_yaml() -> str:
-    """Return config/grounding.yaml: every parameter with its default and description."""
-    lines = YAML_HEADER.splitlines() + ['/**:', '  ros__parameters:']
-    for name, spec in SPECS.items():
-        lines += _yaml_entry(name, spec, '    ')
-    lines.append('    # Per camera NAME listed in cameras:')
-    lines.append('    camera:')
-    for name, spec in CAMERA_SPECS.items():
-        lines += _yaml_entry(name, spec, '      ')
-    return '\n'.join(lines) + '\n'
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write (``--write FILE``) or check (``--check FILE``) the parameters file."""
-    import argparse
-    from pathlib import Path
-    parser = argparse.ArgumentParser(prog='python -m kosmos_ros.node.params',
-                                     description=main.__doc__)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument('--write', metavar='FILE', type=Path)
-    group.add_argument('--check', metavar='FILE', type=Path)
-    args = parser.parse_args(argv)
-    text = render_yaml()
-    if args.write:
-        args.write.write_text(text)
-        return 0
-    if args.check.read_text() != text:
-        print(f'{args.check} differs from the parameter tables; run: python -m '
-              f'kosmos_ros.node.params --write {args.check}')
-        return 1
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -8,9 +8,9 @@ and at a slow heartbeat for liveness. A query on a camera with no frame yet (its
 was just made) waits here, polled by this thread, for the next frame or its deadline. A frame
 taken but not yet grounded is replaced by a newer one, never queued. Queries queue with a
 completion callback. Each cycle the worker takes the newest frame of each due camera and the
-pending queries, up to the batch size (when both wait, the cameras leave at least one place to
-the queries, so that neither starves the other), converts those frames (only now), runs the
-vision encoder once per distinct frame and decodes all queries together.
+pending queries, up to the batch size, as :mod:`.scheduling` decides, and runs the batch
+(:mod:`.batches`: frames converted only now, the vision encoder once per distinct frame, all
+queries decoded together).
 
 A camera is due when continuous grounding is on and its newest frame is at least
 ``1 / rate_hz`` seconds of message time after the frame it last grounded (or time went
@@ -20,22 +20,22 @@ backwards, as when a bag loops). This module does not import rclpy; the node ada
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 import math
 import threading
 import time
 from typing import Any, Callable, TYPE_CHECKING
 
-from kosmos_ros.datatypes import GroundingResult, Query
-from kosmos_ros.errors import ImageError, InferenceCancelled, KosmosError, OutOfMemoryError
-from kosmos_ros.images import Frame, frame_from_message
+from kosmos_ros.errors import InferenceCancelled, OutOfMemoryError
+from kosmos_ros.node.batches import (BatchRunner, ContinuousCallback, ErrorCallback,
+                                     UNLOADING)
+from kosmos_ros.node.scheduling import (Batch, camera_places, CameraFrame, CameraState,
+                                        choose_batch, ContinuousSettings, QueryJob)
 
 if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
-    from kosmos_ros.engine import EncodedImage, GroundingEngine
+    from kosmos_ros.engine import GroundingEngine
 
 
 HOUSEKEEPING_PERIOD = 0.5
-UNLOADING = 'the model is being unloaded (cleanup or shutdown); retry once the node is active'
 
 
 def stamp_seconds(msg: Any) -> float:
@@ -57,121 +57,7 @@ def rate_allows(stamp: float, last_grounded: float | None, rate_hz: float) -> bo
     return stamp - last_grounded >= 1.0 / rate_hz - 1e-6
 
 
-# A queued query passed over this many times leads the next batch, whatever its budget.
-PATIENCE = 4
-
-
-def budget_group(budget: int, normal: int) -> int:
-    """Rank of a generation budget: 0 up to ``normal``, then one rank per doubling."""
-    if budget <= normal:
-        return 0
-    return max(1, math.ceil(math.log2(budget / max(normal, 1))))
-
-
-def choose_batch(budgets: list[int], passed: list[int], count: int, normal: int,
-                 patience: int = PATIENCE) -> list[int]:
-    """Pick up to ``count`` queued queries to decode together; return their queue indices.
-
-    A batch ends when its longest row ends, so a query with a long budget would hold back
-    every short one decoded beside it. Queries are therefore batched by budget rank
-    (:func:`budget_group`): those within the node's usual budget (``normal``) together, a
-    longer one only with budgets of its own rank. The lowest rank goes first, in queue order;
-    a query passed over ``patience`` times goes first whatever its rank, so none starves.
-    """
-    if count <= 0 or not budgets:
-        return []
-    groups = [budget_group(b, normal) for b in budgets]
-    overdue = [i for i, n in enumerate(passed) if n >= patience]
-    lead = overdue[0] if overdue else min(range(len(budgets)), key=lambda i: (groups[i], i))
-    chosen = [i for i, g in enumerate(groups) if g == groups[lead] and i != lead]
-    return sorted([lead] + chosen[:count - 1])
-
-
-@dataclass
-class ContinuousSettings:
-    """What continuous grounding runs; replaced as a whole when parameters change."""
-
-    rate_hz: float
-    query: Query | None  # None when the configured task and prompt are invalid
-
-
-@dataclass
-class CameraState:
-    """Per camera: the newest message and counters. Guarded by the worker's lock."""
-
-    name: str
-    latest: Any = None
-    latest_stamp: float = 0.0
-    latest_taken: bool = True
-    last_grounded_stamp: float | None = None
-    last_received_wall: float | None = None
-    frames_in: int = 0
-    superseded: int = 0
-    throttled: int = 0
-    inferences: int = 0
-    errors: int = 0
-    last_error: str = ''
-    last_result_wall: float | None = None
-    latencies: deque = field(default_factory=lambda: deque(maxlen=200))
-    result_times: deque = field(default_factory=lambda: deque(maxlen=1000))  # monotonic
-    encoded_msg: Any = None
-    encoded: EncodedImage | None = None
-
-
-@dataclass
-class QueryJob:
-    """A service or action request waiting for the worker."""
-
-    query: Query
-    camera: str
-    message: Any  # the image message to ground (camera frame or the request's image)
-    done: Callable[[GroundingResult | None, Exception | None, Frame | None], None]
-    cancelled: Callable[[], bool] = lambda: False
-    on_stage: Callable[[str], None] | None = None
-    from_camera: bool = True
-    passed: int = 0  # batches formed without it while it waited
-
-
-class PendingRequests:
-    """The service and action requests held now, and the bytes of the images they carry.
-
-    A request counts from its arrival to its answer: waiting for a frame, queued or running.
-    Thread-safe; the node admits a request only within its limits, so that a flood of large
-    requests is refused at once instead of filling memory and queueing for minutes.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-        self.bytes = 0
-
-    def admit(self, size: int, max_count: int, max_bytes: int) -> str | None:
-        """Count a request carrying ``size`` image bytes in; return why not when over a limit."""
-        mib = 2 ** 20
-        with self._lock:
-            if self.count >= max_count:
-                return (f'busy: {self.count} requests are pending (max_pending_queries '
-                        f'{max_count}); retry later')
-            if size > max_bytes:
-                return (f'the image of {size / mib:.1f} MiB is larger than '
-                        f'max_pending_image_mb ({max_bytes / mib:g} MiB)')
-            if self.bytes + size > max_bytes:
-                return (f'busy: pending requests hold {self.bytes / mib:.1f} MiB of images and '
-                        f'this one {size / mib:.1f} MiB (max_pending_image_mb '
-                        f'{max_bytes / mib:g}); retry later')
-            self.count += 1
-            self.bytes += size
-            return None
-
-    def release(self, size: int) -> None:
-        with self._lock:
-            self.count -= 1
-            self.bytes -= size
-
-
 FrameCallback = Callable[[Any, float], None]
-ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float], None]
-ErrorCallback = Callable[[str, Exception], None]
 
 
 class InferenceWorker:
@@ -179,7 +65,7 @@ class InferenceWorker:
 
     def __init__(self, engine: GroundingEngine, cameras: list[str],
                  on_result: ContinuousCallback, on_error: ErrorCallback,
-                 max_pixels: int, settings: ContinuousSettings,
+                 settings: ContinuousSettings,
                  clock: Callable[[], float] = time.time, heartbeat_s: float = 0.0):
         """Start the worker thread.
 
@@ -189,7 +75,6 @@ class InferenceWorker:
             on_result: called with (camera, message, result, frame, latency) per continuous
                 result.
             on_error: called with (camera, error) when a camera's frame cannot be grounded.
-            max_pixels: largest accepted frame.
             settings: what continuous grounding runs.
             clock: the node's clock in seconds (ROS time: follows /clock under use_sim_time).
             heartbeat_s: take each camera's newest frame at least this often (camera
@@ -205,9 +90,6 @@ class InferenceWorker:
         self._last_housekeeping = time.monotonic()
         self._last_heartbeat = time.monotonic()
         self.cameras = {name: CameraState(name) for name in cameras}
-        self._on_result = on_result
-        self._on_error = on_error
-        self._max_pixels = max_pixels
         self._settings = settings
         self._lock = threading.Condition()
         self._jobs: deque[QueryJob] = deque()
@@ -215,7 +97,8 @@ class InferenceWorker:
         self._paused = True
         self._busy = False
         self._camera_went_last = False  # with a batch of one, cameras and queries alternate
-        self.cycles = 0
+        self._runner = BatchRunner(lambda: self.engine, self.cameras, self._lock,
+                                   self._stop.is_set, on_result, on_error)
         self._thread = threading.Thread(target=self._loop, name='kosmos_inference',
                                         daemon=True)
         self._thread.start()
@@ -230,7 +113,6 @@ class InferenceWorker:
     def set_engine(self, engine: GroundingEngine) -> None:
         with self._lock:
             self.engine = engine
-            self._max_pixels = engine.options.max_pixels
 
     def set_sources(self, sources: dict[str, Callable[[bool], Any]],
                     on_take: Callable[[str, Any], None] | None,
@@ -452,33 +334,29 @@ class InferenceWorker:
             wait = min(wait, self._heartbeat_s - since)
         return max(wait, 0.001)
 
-    def _take_work(self) -> tuple[list[QueryJob], list[tuple[str, Any]], Query | None]:
+    def _take_work(self) -> Batch:
+        """Wait for work; return the next batch (empty once stopping)."""
         while not self._stop.is_set():
             wait = self._poll_sources()  # outside the lock: takes convert messages
             with self._lock:
-                due = [s for s in self.cameras.values() if self._due(s)]
-                if self._jobs or due:
+                if self._jobs or any(self._due(s) for s in self.cameras.values()):
                     break
                 self._lock.wait(wait)
         with self._lock:
             due = [s for s in self.cameras.values() if self._due(s)]
             if self._stop.is_set() or not (self._jobs or due):
-                return [], [], None
+                return Batch([], [], None)
             size = max(1, self.engine.options.max_batch_size)
-            if due and self._jobs:
-                places = min(len(due), size - 1) if size > 1 else int(not self._camera_went_last)
-            else:
-                places = min(len(due), size)
+            places = camera_places(len(due), len(self._jobs), size, self._camera_went_last)
             self._camera_went_last = places > 0
             due.sort(key=lambda s: s.last_result_wall or 0.0)  # longest waiting first
-            jobs = self._pick_jobs(size - places)
             frames = []
             for state in due[:places]:
-                frames.append((state.name, state.latest))
+                frames.append(CameraFrame(state.name, state.latest))
                 state.latest_taken = True
                 state.last_grounded_stamp = state.latest_stamp
             self._busy = True
-            return jobs, frames, self._settings.query
+            return Batch(self._pick_jobs(size - places), frames, self._settings.query)
 
     def _pick_jobs(self, count: int) -> list[QueryJob]:
         """Take the queries of the next batch off the queue (see :func:`choose_batch`)."""
@@ -494,150 +372,20 @@ class InferenceWorker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            jobs, frames, continuous = self._take_work()
-            if not jobs and not frames:
+            batch = self._take_work()
+            if not batch:
                 continue
             try:
-                self._cycle(jobs, frames, continuous)
+                self._runner.run(batch)
             except Exception as exc:  # keep serving: report to every waiting caller
                 if isinstance(exc, OutOfMemoryError):
-                    self._drop_cached_features()
-                for job in jobs:
+                    self._runner.drop_cached_features()
+                for job in batch.jobs:
                     job.done(None, exc, None)
-                for camera, _ in frames:
-                    self._count_error(camera, exc)
+                for item in batch.frames:
+                    self._runner.count_error(item.camera, exc)
             finally:
                 self._busy = False
-                self.cycles += 1
-
-    def _frame(self, msg: Any, cache: dict) -> Frame:
-        key = id(msg)
-        if key not in cache:
-            try:
-                cache[key] = frame_from_message(msg, self._max_pixels)
-            except ImageError as exc:
-                cache[key] = exc
-        value = cache[key]
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-    def _cycle(self, jobs: list[QueryJob], frames: list[tuple[str, Any]],
-               continuous: Query | None) -> None:
-        engine = self.engine
-        started = time.monotonic()
-        converted: dict[int, Any] = {}
-        requests, owners = [], []  # owners: ('job', job) or ('camera', name, msg)
-        to_encode: dict[int, Frame] = {}
-        for job in jobs:
-            if job.cancelled():
-                job.done(None, InferenceCancelled('cancelled while queued'), None)
-                continue
-            if job.on_stage:
-                job.on_stage('preprocessing')
-            try:
-                frame = self._frame(job.message, converted)
-                engine.prepare(job.query, frame.width, frame.height)
-            except KosmosError as exc:
-                job.done(None, exc, None)
-                continue
-            to_encode[id(job.message)] = frame
-            owners.append(('job', job, frame))
-            requests.append(job.query)
-        for camera, msg in frames:
-            try:
-                frame = self._frame(msg, converted)
-                engine.prepare(continuous, frame.width, frame.height)
-            except KosmosError as exc:
-                self._count_error(camera, exc)
-                continue
-            to_encode[id(msg)] = frame
-            owners.append(('camera', camera, frame, msg))
-            requests.append(continuous)
-        if not requests:
-            return
-        encoded = self._encode(to_encode, jobs, frames)
-        pairs = []
-        for owner, query in zip(owners, requests):
-            msg = owner[1].message if owner[0] == 'job' else owner[3]
-            pairs.append((encoded[id(msg)], query))
-        only_jobs = [o[1] for o in owners if o[0] == 'job']
-        all_jobs = len(only_jobs) == len(owners)
-
-        def should_stop() -> bool:
-            if self._stop.is_set():
-                return True
-            return all_jobs and all(j.cancelled() for j in only_jobs)
-
-        for job in only_jobs:
-            if job.on_stage:
-                job.on_stage('generating')
-        try:
-            results = engine.run(pairs, should_stop=should_stop)
-        except (KosmosError, InferenceCancelled) as exc:
-            if isinstance(exc, InferenceCancelled) and self._stop.is_set():
-                exc = InferenceCancelled(UNLOADING)
-            if isinstance(exc, OutOfMemoryError):
-                self._drop_cached_features()
-            for owner in owners:
-                if owner[0] == 'job':
-                    owner[1].done(None, exc, None)
-                else:
-                    self._count_error(owner[1], exc)
-            return
-        for owner, result in zip(owners, results):
-            if owner[0] == 'job':
-                job = owner[1]
-                if job.cancelled():
-                    job.done(None, InferenceCancelled('cancelled'), None)
-                else:
-                    job.done(result, None, owner[2])
-            else:
-                _, camera, frame, msg = owner
-                latency = time.monotonic() - started
-                with self._lock:
-                    state = self.cameras[camera]
-                    state.inferences += 1
-                    state.latencies.append(latency)
-                    state.last_result_wall = time.monotonic()
-                    state.result_times.append(state.last_result_wall)
-                self._on_result(camera, msg, result, frame, latency)
-
-    def _encode(self, to_encode: dict[int, Frame], jobs: list[QueryJob],
-                frames: list[tuple[str, Any]]) -> dict[int, EncodedImage]:
-        """Encode each distinct frame once, reusing a camera frame's features if cached."""
-        encoded: dict[int, EncodedImage] = {}
-        sources = {id(msg): (cam, msg) for cam, msg in frames}
-        sources.update({id(j.message): (j.camera, j.message) for j in jobs if j.from_camera})
-        missing = []
-        for key in to_encode:
-            cam, msg = sources.get(key, (None, None))
-            state = self.cameras.get(cam) if cam else None
-            if state is not None and state.encoded_msg is msg and msg is not None:
-                encoded[key] = state.encoded
-            else:
-                missing.append(key)
-        if missing:
-            for key, enc in zip(missing, self.engine.encode([to_encode[k] for k in missing])):
-                encoded[key] = enc
-                cam, msg = sources.get(key, (None, None))
-                if cam in self.cameras:
-                    self.cameras[cam].encoded_msg = msg
-                    self.cameras[cam].encoded = enc
-        return encoded
-
-    def _count_error(self, camera: str, error: Exception) -> None:
-        with self._lock:
-            if camera in self.cameras:
-                self.cameras[camera].errors += 1
-                self.cameras[camera].last_error = str(error)
-        self._on_error(camera, error)
-
-    def _drop_cached_features(self) -> None:
-        """After an out-of-memory error: free the vision features kept for reuse."""
-        with self._lock:
-            for state in self.cameras.values():
-                state.encoded_msg, state.encoded = None, None
 
     def _fail_pending(self, exc: Exception) -> None:
         with self._lock:

@@ -14,7 +14,9 @@ The modules of this package split into a ROS-free core, importable without rclpy
 - :mod:`kosmos_ros.loading`: model loading with dtype, quantization and device options;
 - :mod:`kosmos_ros.decoding`: batched greedy decoding with per-token probabilities;
 - :mod:`kosmos_ros.static_decode`: the static-cache / CUDA-graph decode step;
-- :mod:`kosmos_ros.depth`: lifting pixel boxes to 3D with registered depth;
+- :mod:`kosmos_ros.depth`: lifting pixel boxes to 3D with registered depth, its settings;
+- :mod:`kosmos_ros.admission`: which camera frames get grounded; stamps and topic names;
+- :mod:`kosmos_ros.messages`: results as ROS messages, over rclpy or rosbags types;
 - :mod:`kosmos_ros.engine`: :class:`~kosmos_ros.engine.GroundingEngine`, the entry point;
 - :mod:`kosmos_ros.bag`: sample bags, offline grounding of bags (``ground_bag``) and a player,
   through ``rosbags`` (no rclpy except in the player);

@@ -10,7 +10,7 @@ pixel boxes and scores) and writes the node's annotated frames to ``results/demo
 
 The model is the real KOSMOS-2 (``microsoft/kosmos-2-patch14-224``), from a local folder, the
 Hugging Face cache or downloaded. Where no weights can be had the demo says what it tried and
-how to fix it, and exits with status 3. Only ``--tiny`` runs the tiny random test model, and
+how to fix it, and exits with status 3. Only ``--tiny-model`` runs the tiny random test model, and
 then every line the demo prints (and every node log line) carries its label. All DDS traffic
 stays on loopback.
 """
@@ -25,14 +25,15 @@ import threading
 import time
 from typing import Any, Sequence
 
+from kosmos_ros.admission import image_topic
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.ground_bag import (add_model_arguments, open_reader, select_image_topics,
-                                       tiny_model_path)
+from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias
+from kosmos_ros.bag.reading import open_reader, select_image_topics
 from kosmos_ros.bag.sample import make_sample_bag
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE
-from kosmos_ros.tiny_model import TINY_LABEL
+from kosmos_ros.tiny_model import TINY_LABEL, tiny_model_path
 
-TINY_TAG = 'TINY RANDOM TEST MODEL'  # the start of TINY_LABEL, on every line with --tiny
+TINY_TAG = 'TINY RANDOM TEST MODEL'  # the start of TINY_LABEL, on every line with --tiny-model
 # Hub files the node needs: configuration, tokenizer and safetensors weights (no pickles).
 WEIGHT_PATTERNS = ['*.json', '*.safetensors', '*.model', '*.txt']
 NO_WEIGHTS_EXIT = 3
@@ -94,8 +95,8 @@ def _no_weights_message(model: str, tried: list[str]) -> str:
               f'  - on a connected machine: hf download {model}, then copy the '
               'cache (~/.cache/huggingface) here or set HF_HOME to it;',
               '  - pass --model /path/to/a/folder holding config.json and model.safetensors;',
-              '  - to check the pipeline without real weights: make run RUN_ARGS=--tiny (a tiny '
-              'RANDOM model; its words and boxes are meaningless).']
+              '  - to check the pipeline without real weights: make run RUN_ARGS=--tiny-model (a '
+              'tiny RANDOM model; its words and boxes are meaningless).']
     return '\n'.join(lines)
 
 
@@ -128,22 +129,23 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--task', default='caption',
                         help='caption, detailed_caption, find, question or raw')
     parser.add_argument('--prompt', default='', help='phrase, question or raw prompt')
-    parser.add_argument('--rate', type=float, default=1.0,
+    parser.add_argument('--rate-hz', type=float, default=1.0,
                         help='groundings per second of bag time (the node rate_hz)')
+    deprecated_alias(parser, '--rate', replacement='--rate-hz', type=float)
     parser.add_argument('--max-new-tokens', type=int, default=48)
-    parser.add_argument('--playback-rate', type=float, default=1.0, help='bag speed factor')
+    parser.add_argument('--speed', type=float, default=1.0,
+                        help='bag playback speed factor (2.0 plays twice as fast)')
+    deprecated_alias(parser, '--playback-rate', replacement='--speed', type=float)
     parser.add_argument('--settle', type=float, default=300.0,
                         help='seconds to wait for the last inference after the bag ends')
     add_model_arguments(parser)
-    parser.add_argument('--tiny', action='store_true',
-                        help='run the tiny RANDOM test model instead of KOSMOS-2 (labelled)')
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    say = Printer(TINY_TAG if args.tiny else '')
-    if args.tiny:  # node log lines carry the label too (read when rclpy initialises logging)
+    say = Printer(TINY_TAG if args.tiny_model else '')
+    if args.tiny_model:  # node log lines carry the label too (read when rclpy initialises logging)
         fmt = os.environ.get('RCUTILS_CONSOLE_OUTPUT_FORMAT', '[{severity}] [{name}]: {message}')
         os.environ['RCUTILS_CONSOLE_OUTPUT_FORMAT'] = f'[{TINY_TAG}] {fmt}'
     bag = Path(args.bag)
@@ -159,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BagError as exc:
         say(f'demo: error: {exc}', error=True)
         return 2
-    if args.tiny:
+    if args.tiny_model:
         say(f'using the {TINY_LABEL}')
         model, local_only = str(tiny_model_path()), True
     else:
@@ -173,34 +175,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: str,
          local_only: bool) -> int:
-    import cv2
-    from kosmos_ros_interfaces.msg import Grounding
-    import numpy as np
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
     from kosmos_ros.bag.player import BagPlayer
     from kosmos_ros.node.grounding_node import GroundingNode
 
-    compressed = stats.msgtype == COMPRESSED_IMAGE
     camera = stats.camera if stats.camera.isidentifier() else 'camera'
-    image_topic = stats.topic[:-len('/compressed')] if compressed else stats.topic
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f'{camera}_*.jpg'):  # frames of an earlier run
         old.unlink()
-    params = dict(model=model, local_files_only=local_only, device=args.device,
-                  dtype=args.dtype, quantization=args.quantization, cameras=[camera],
-                  rate_hz=args.rate, task=args.task, prompt=args.prompt,
-                  max_new_tokens=args.max_new_tokens, image_qos_reliability='reliable',
-                  image_qos_depth=10, max_frame_age=0.0, camera_timeout=0.0, autostart=False,
-                  use_sim_time=True, unsubscribe_idle_after=0.0)  # subscribed before replay
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    overrides += [Parameter(f'{camera}.topic', value=image_topic),
-                  Parameter(f'{camera}.transport', value='compressed' if compressed else 'raw')]
+    overrides = _node_parameters(args, stats, camera, model, local_only)
     rclpy.init()
     executor = MultiThreadedExecutor(num_threads=4)
     node = listener = player = None
@@ -211,33 +198,22 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
         executor.add_node(node)
         executor.add_node(listener)
         threading.Thread(target=executor.spin, daemon=True).start()
-        say(f'starting the grounding node on {stats.topic} ({args.task} at {args.rate:g} Hz '
+        say(f'starting the grounding node on {stats.topic} ({args.task} at {args.rate_hz:g} Hz '
             f'of bag time); loading {model}')
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             say(f'demo: the node could not load the model {model} (its log line above says '
                 'why); check --device, --dtype and --quantization', error=True)
             return 1
         node.trigger_activate()
-
-        def on_grounding(msg: Any) -> None:
-            received.append(msg)
-            say(describe_grounding(msg))
-
-        def on_debug(msg: Any) -> None:
-            rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
-            name = f'{camera}_{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}.jpg'
-            cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-        listener.create_subscription(Grounding, f'/{camera}/grounding', on_grounding, 10)
-        listener.create_subscription(Image, f'/{camera}/debug_image', on_debug, 10)
-        player = BagPlayer(listener, bag, rate=args.playback_rate)
+        _listen(listener, camera, out, received, say)
+        player = BagPlayer(listener, bag, rate=args.speed)
         if not player.wait_for_subscribers([stats.topic], timeout=10.0):
             say(f'demo: the node did not subscribe to {stats.topic} within 10 s', error=True)
             return 1
         _wait(lambda: listener.count_publishers(f'/{camera}/grounding') > 0, 5.0)
         _wait(lambda: node.count_subscribers(f'/{camera}/debug_image') > 0, 5.0)
         duration = (player.end_ns - player.start_ns) * 1e-9
-        say(f'replaying {bag} ({duration:.1f} s at {args.playback_rate:g}x, with /clock)')
+        say(f'replaying {bag} ({duration:.1f} s at {args.speed:g}x, with /clock)')
         player.play()
         say('bag finished; waiting for the last inference')
         _wait_idle(node, args.settle)
@@ -256,6 +232,43 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
     frames = len(list(out.glob(f'{camera}_*.jpg')))
     say(f'{len(received)} groundings printed; {frames} annotated frames in {out}/')
     return 0 if received else 1
+
+
+def _listen(listener: Any, camera: str, out: Path, received: list[Any], say: Printer) -> None:
+    """Print every grounding of the camera (kept in ``received``); save its debug images."""
+    import cv2
+    from kosmos_ros_interfaces.msg import Grounding
+    import numpy as np
+    from sensor_msgs.msg import Image
+
+    def on_grounding(msg: Any) -> None:
+        received.append(msg)
+        say(describe_grounding(msg))
+
+    def on_debug(msg: Any) -> None:
+        rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+        name = f'{camera}_{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}.jpg'
+        cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    listener.create_subscription(Grounding, f'/{camera}/grounding', on_grounding, 10)
+    listener.create_subscription(Image, f'/{camera}/debug_image', on_debug, 10)
+
+
+def _node_parameters(args: argparse.Namespace, stats: Any, camera: str, model: str,
+                     local_only: bool) -> list[Any]:
+    """Return the grounding node's parameters for the demo: one camera on the bag's topic."""
+    from rclpy.parameter import Parameter
+
+    compressed = stats.msgtype == COMPRESSED_IMAGE
+    params = dict(model=model, local_files_only=local_only, device=args.device,
+                  dtype=args.dtype, quantization=args.quantization, cameras=[camera],
+                  rate_hz=args.rate_hz, task=args.task, prompt=args.prompt,
+                  max_new_tokens=args.max_new_tokens, image_qos_reliability='reliable',
+                  image_qos_depth=10, max_frame_age=0.0, camera_timeout=0.0, autostart=False,
+                  use_sim_time=True, unsubscribe_idle_after=0.0)  # subscribed before replay
+    params[f'{camera}.topic'] = image_topic(stats.topic, compressed)
+    params[f'{camera}.transport'] = 'compressed' if compressed else 'raw'
+    return [Parameter(k, value=v) for k, v in params.items()]
 
 
 def _wait(predicate: Any, timeout: float) -> bool:

@@ -18,6 +18,10 @@ For one box:
   z forward), where (u, v) is the box centre in ROS pixel-centre coordinates;
 - size: the box's width and height at that depth (``w Z / fx``, ``h Z / fy``) and, along z, the
   spread of the valid depths in the whole box (10th to 90th percentile).
+
+:class:`DepthSettings` holds the tolerance, depth range and inner fraction, for the node's
+``depth_*`` parameters and ``ground_bag``'s ``--depth-*`` options alike; :func:`lift_result`
+lifts every box of a result with them.
 """
 
 from __future__ import annotations
@@ -28,8 +32,37 @@ from typing import Any
 
 import numpy as np
 
-from kosmos_ros.datatypes import PixelBox
+from kosmos_ros.datatypes import GroundingResult, PixelBox
 from kosmos_ros.errors import ImageError
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """How boxes are lifted: the node's ``depth_*`` parameters, ``ground_bag``'s ``--depth-*``.
+
+    Attributes:
+        tolerance: largest header stamp gap (s) between a colour image and its depth image.
+        min_depth: smallest valid depth (m).
+        max_depth: largest valid depth (m).
+        inner_fraction: the central part of a box's width and height whose median depth gives
+            its distance.
+
+    Raises ValueError naming the first invalid value.
+    """
+
+    tolerance: float = 0.05
+    min_depth: float = 0.1
+    max_depth: float = 10.0
+    inner_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise ValueError(f'depth tolerance must be 0 s or more; got {self.tolerance}')
+        if not 0 <= self.min_depth < self.max_depth:
+            raise ValueError(f'depth range must satisfy 0 <= min < max; got {self.min_depth} '
+                             f'to {self.max_depth} m')
+        if not 0 < self.inner_fraction <= 1:
+            raise ValueError(f'inner fraction must be in (0, 1]; got {self.inner_fraction}')
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,19 @@ def lift_box(box: PixelBox, depth: np.ndarray, intrinsics: Intrinsics, image_siz
         if spread.size else 0.0
     size = ((x2 - x1) * z / k.fx, (y2 - y1) * z / k.fy, depth_size)
     return Lifted(Box3D(center, size, int(valid.size)))
+
+
+def lift_result(result: GroundingResult, depth: np.ndarray, intrinsics: Intrinsics,
+                settings: DepthSettings) -> tuple[tuple[Lifted, ...], ...]:
+    """Lift every box of every phrase of ``result`` (per phrase, per box)."""
+    return tuple(tuple(lift_box(b.pixels, depth, intrinsics, result.image_size,
+                                settings.min_depth, settings.max_depth, settings.inner_fraction)
+                       for b in p.boxes) for p in result.phrases)
+
+
+def without_3d(result: GroundingResult, reason: str) -> tuple[tuple[Lifted, ...], ...]:
+    """Return "no 3D, because ``reason``" for every box of ``result`` (per phrase, per box)."""
+    return tuple((Lifted(None, reason),) * len(p.boxes) for p in result.phrases)
 
 
 def closest_by_stamp(stamp: float, candidates: list[tuple[float, Any]],

@@ -76,6 +76,32 @@ def build_tiny_model(out_dir: str | Path, tokenizer_model: str | Path | None = N
     return out
 
 
+def tiny_model_path() -> Path:
+    """Return the folder of the tiny random model, building it there once.
+
+    ``$KOSMOS_ROS_TINY_MODEL_DIR`` names the folder; by default it is
+    ``$XDG_CACHE_HOME/kosmos_ros/tiny_model`` (``~/.cache/...``).
+    """
+    folder = os.environ.get('KOSMOS_ROS_TINY_MODEL_DIR')
+    if folder:
+        path = Path(folder)
+    else:
+        cache = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache')
+        path = cache / 'kosmos_ros' / 'tiny_model'
+    if (path / 'config.json').is_file() and any(path.glob('*.safetensors')):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix='.tiny_model-', dir=path.parent))
+    build_tiny_model(staging)
+    try:
+        os.replace(staging, path)
+    except OSError:  # another process finished first, or an unusable folder is there
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (path / 'config.json').is_file():
+            raise
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('out_dir', help='folder to write the model to')

@@ -18,15 +18,16 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag import ground_bag as gb
+from kosmos_ros.bag.pairing import camera_namespaces, is_depth_name, pair_depth_topics
 from kosmos_ros.bag.sample import DEPTH_TOPIC, main as sample_main, make_sample_bag, SampleSpec
-from kosmos_ros.bag.spatial import (camera_namespaces, DepthStream, is_depth_name,
-                                    pair_depth_topics)
-from kosmos_ros.bag.typestore import (CAMERA_INFO, DETECTION_3D_ARRAY, detections_3d_msg,
-                                      grounding_msg, IMAGE, project_typestore)
+from kosmos_ros.bag.spatial import DepthStream
+from kosmos_ros.bag.typestore import (CAMERA_INFO, DETECTION_3D_ARRAY, IMAGE, project_typestore,
+                                      RosbagsTypes)
 from kosmos_ros.boxes import patch_indices_to_normalized
 from kosmos_ros.datatypes import Query, Task
-from kosmos_ros.depth import Box3D, Lifted
+from kosmos_ros.depth import Box3D, DepthSettings, Lifted
 from kosmos_ros.images import Frame
+from kosmos_ros.messages import detections_3d_msg, grounding_msg
 
 from helpers import steer_for  # noqa: I100
 
@@ -248,9 +249,9 @@ def test_32fc1_scene_stale_and_invalid_depth(steered, tmp_path):
         '0 valid depth pixels in the box centre (need 5; depth range 0.1 to 10 m)')
 
     # A wider range lifts the far frame; a tighter tolerance drops the 20 ms match.
-    summary = gb.ground_bag(gb.GroundBagOptions(bag=bag.path, output=out, overwrite=True,
-                                                depth_max=30.0, depth_tolerance=0.01),
-                            steered, on_frame=None)
+    summary = gb.ground_bag(gb.GroundBagOptions(
+        bag=bag.path, output=out, overwrite=True,
+        depth=DepthSettings(max_depth=30.0, tolerance=0.01)), steered, on_frame=None)
     stats = summary.topics['/camera/image_raw'].depth
     assert stats.frames_3d == 1 and stats.without[
         'no depth image within 10 ms of the colour image'] == 2
@@ -354,8 +355,8 @@ def test_no_depth_option_and_errors_before_output(quick, tmp_path):
     with pytest.raises(BagError, match='--camera-info-topic /nope is not in the bag; its '
                                        'sensor_msgs/msg/CameraInfo topics: /camera/camera_info'):
         run(camera_info_topics=('/nope',))
-    with pytest.raises(BagError, match='depth tolerance must be 0 s or more'):
-        run(depth_tolerance=-1.0)
+    with pytest.raises(ValueError, match='depth tolerance must be 0 s or more'):
+        run(depth=DepthSettings(tolerance=-1.0))
     with pytest.raises(BagError, match='depth is turned off, yet'):
         run(use_depth=False, depth_topics=('/camera/depth/image_raw',))
     assert not (tmp_path / 'x').exists()
@@ -423,23 +424,24 @@ def test_depth_stream_indexes_and_fetches(tmp_path):
 def test_messages_without_and_with_lifted_boxes(steered):
     """grounding_msg keeps its old call; with lifted boxes, positions follow the best box."""
     store = project_typestore()
+    types = RosbagsTypes(store)
     image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     result = steered.ground(Frame(image, 'rgb'), Query(Task.CAPTION))
     header = make_header(store, T0, 'f')
-    plain = grounding_msg(store, result, header, 'camera')
+    plain = grounding_msg(types, result, header, 'camera')
     assert all(not p.has_position and p.position_note == '' for p in plain.phrases)
     lifted = [[Lifted(None, 'why')] * len(p.boxes) for p in result.phrases]
     lifted[0] = [Lifted(Box3D((1.0, 2.0, 3.0), (0.1, 0.2, 0.0), 9))]
-    msg = grounding_msg(store, result, header, 'camera', lifted)
+    msg = grounding_msg(types, result, header, 'camera', lifted)
     assert msg.phrases[0].has_position and msg.phrases[0].position.z == 3.0
     assert not msg.phrases[1].has_position and msg.phrases[1].position_note == 'why'
-    array = detections_3d_msg(store, result, lifted, header)
+    array = detections_3d_msg(types, result, lifted, header)
     assert [d.id for d in array.detections] == ['0.0']
     raw = store.serialize_cdr(array, DETECTION_3D_ARRAY)
     back = store.deserialize_cdr(raw, DETECTION_3D_ARRAY)
     assert back.detections[0].bbox.size.y == pytest.approx(0.2)
     with pytest.raises(ValueError, match='lifted phrases for'):
-        grounding_msg(store, result, header, 'camera', lifted[:1])
+        grounding_msg(types, result, header, 'camera', lifted[:1])
 
 
 # -- the sample bag with depth -------------------------------------------------------------------

@@ -126,3 +126,16 @@ def test_stamp_matching():
     item, reason = closest_by_stamp(10.5, depth, 0.05)
     assert item is None and '300 ms from the colour image (tolerance 50 ms)' in reason
     assert closest_by_stamp(1.0, [], 0.1) == (None, 'no depth image received')
+
+
+def test_depth_settings_are_checked():
+    from kosmos_ros.depth import DepthSettings
+    assert DepthSettings() == DepthSettings(0.05, 0.1, 10.0, 0.5)
+    with pytest.raises(ValueError, match='depth tolerance must be 0 s or more; got -1'):
+        DepthSettings(tolerance=-1.0)
+    with pytest.raises(ValueError, match='depth range must satisfy 0 <= min < max; got 5 to 1'):
+        DepthSettings(min_depth=5, max_depth=1)
+    with pytest.raises(ValueError, match=r'inner fraction must be in \(0, 1\]; got 0'):
+        DepthSettings(inner_fraction=0.0)
+    with pytest.raises(ValueError, match='depth tolerance'):
+        DepthSettings(tolerance=float('nan'))

@@ -36,12 +36,18 @@ USED_UNIMPORTED = {
 }
 
 
+# Message types named as 'pkg/msg/Type' (kosmos_ros.messages builds them by name; the rclpy
+# backend imports the package then).
+TYPE_NAME = re.compile('[\'"]([a-z][a-z0-9_]*(?:_msgs|_interfaces))/msg/[A-Z][A-Za-z0-9]*[\'"]')
+
+
 def imported_modules():
     """Top-level modules the package (and its launch file) import, outside the stdlib."""
     found = set()
     files = list((PACKAGE / 'kosmos_ros').rglob('*.py')) + list(
         (PACKAGE / 'launch').glob('*.py'))
     for path in files:
+        found.update(TYPE_NAME.findall(path.read_text()))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found.update(alias.name.split('.')[0] for alias in node.names)

@@ -24,6 +24,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from kosmos_ros.bag import BagError
+from kosmos_ros.bag.cli import deprecated_alias
 
 
 def message_class(msgtype: str) -> Any:
@@ -73,7 +74,7 @@ class BagPlayer:
                  clock: bool = True, clock_hz: float = 100.0, qos_depth: int = 10):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from kosmos_ros.bag.ground_bag import open_reader
+        from kosmos_ros.bag.reading import open_reader
         from kosmos_ros.bag.typestore import project_typestore
 
         if not rate > 0:
@@ -190,7 +191,7 @@ class BagPlayer:
 
     def play(self) -> PlayStats:
         """Play the bag (again and again with ``loop``) until its end or :meth:`stop`."""
-        from kosmos_ros.bag.ground_bag import open_reader
+        from kosmos_ros.bag.reading import open_reader
 
         started = time.monotonic()
         try:
@@ -230,6 +231,27 @@ def _parse_remap(items: Sequence[str]) -> dict[str, str]:
     return remap
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='play_bag', description='Publish a rosbag2 over ROS 2 with its original timing '
+        'and /clock (like ros2 bag play --clock), for machines without rosbag2.')
+    parser.add_argument('bag', help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag')
+    parser.add_argument('--speed', type=float, default=1.0,
+                        help='playback speed factor (1.0; 2.0 plays twice as fast)')
+    deprecated_alias(parser, '-r', '--rate', replacement='--speed', type=float)
+    parser.add_argument('-l', '--loop', action='store_true', help='play until Ctrl-C')
+    parser.add_argument('--topic', action='append', default=[],
+                        help='topic to play (repeatable; default: every topic)')
+    deprecated_alias(parser, '--topics', replacement='--topic', kind='extend', nargs='+')
+    parser.add_argument('--remap', nargs='+', default=[], help='FROM:=TO topic names')
+    parser.add_argument('--no-clock', action='store_true', help='do not publish /clock')
+    parser.add_argument('--clock-hz', type=float, default=100.0,
+                        help='/clock messages per second between bag messages (100)')
+    parser.add_argument('--delay', type=float, default=0.5,
+                        help='seconds to wait for subscribers before playing (0.5)')
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import rclpy
 
@@ -238,34 +260,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --remap FROM:=TO is not read as a (deprecated) global remapping rule.
     split = args_in.index('--ros-args') if '--ros-args' in args_in else len(args_in)
     own, ros_args = args_in[:split], args_in[split:]
-    parser = argparse.ArgumentParser(
-        prog='play_bag', description='Publish a rosbag2 over ROS 2 with its original timing '
-        'and /clock (like ros2 bag play --clock), for machines without rosbag2.')
-    parser.add_argument('bag', help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag')
-    parser.add_argument('-r', '--rate', type=float, default=1.0, help='speed factor (1.0)')
-    parser.add_argument('-l', '--loop', action='store_true', help='play until Ctrl-C')
-    parser.add_argument('--topics', nargs='+', default=[], help='topics to play (all)')
-    parser.add_argument('--remap', nargs='+', default=[], help='FROM:=TO topic names')
-    parser.add_argument('--no-clock', action='store_true', help='do not publish /clock')
-    parser.add_argument('--clock-hz', type=float, default=100.0,
-                        help='/clock messages per second between bag messages (100)')
-    parser.add_argument('--delay', type=float, default=0.5,
-                        help='seconds to wait for subscribers before playing (0.5)')
-    args = parser.parse_args(own)
+    args = _parser().parse_args(own)
 
     rclpy.init(args=['play_bag', *ros_args])
     node = rclpy.create_node('bag_player')
     code = 0
     try:
-        player = BagPlayer(node, args.bag, rate=args.rate, loop=args.loop, topics=args.topics,
-                           remap=_parse_remap(args.remap), clock=not args.no_clock,
-                           clock_hz=args.clock_hz)
+        player = BagPlayer(node, args.bag, rate=args.speed, loop=args.loop,
+                           topics=args.topic, remap=_parse_remap(args.remap),
+                           clock=not args.no_clock, clock_hz=args.clock_hz)
         for topic, reason in player.skipped_topics.items():
             print(f'play_bag: not playing {topic}: {reason}', file=sys.stderr)
         player.wait_for_subscribers(timeout=args.delay)
         duration = (player.end_ns - player.start_ns) * 1e-9
         print(f'play_bag: playing {args.bag} ({duration:.1f} s of bag time, '
-              f'{len(player.publishers)} topics) at {args.rate:g}x')
+              f'{len(player.publishers)} topics) at {args.speed:g}x')
         stats = player.play()
         print(f'play_bag: published {stats.total} messages in {stats.wall_s:.1f} s')
     except BagError as exc:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.typestore import phrase_position
 from kosmos_ros.drawing import annotate
+from kosmos_ros.messages import phrase_position
 
 
 def frames_folder(path: Path) -> Path:

@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from kosmos_ros.bag import BagError
+from kosmos_ros.bag.cli import deprecated_alias
 from kosmos_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, project_typestore
 from kosmos_ros.samples import load_photo, PHOTO_NAMES
 
@@ -266,7 +267,7 @@ def make_sample_bag(path: str | Path = DEFAULT_PATH, spec: SampleSpec | None = N
     return SampleBag(path, spec, tuple(stamps))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='make_sample_bag',
         description='Write a small rosbag2 camera stream (Image, CompressedImage, CameraInfo '
@@ -275,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('path', nargs='?', default=str(DEFAULT_PATH),
                         help=f'bag folder to create (default: {DEFAULT_PATH})')
     parser.add_argument('--storage', default='mcap', help='mcap (default) or sqlite3')
-    parser.add_argument('--rate', type=float, default=10.0, help='frame rate in Hz (10)')
+    parser.add_argument('--fps', type=float, default=10.0,
+                        help='frames per second of the stream (10)')
+    deprecated_alias(parser, '--rate', replacement='--fps', type=float)
     parser.add_argument('--duration', type=float, default=6.0, help='seconds of stream (6)')
     parser.add_argument('--width', type=int, default=640, help='frame width (640)')
     parser.add_argument('--height', type=int, default=480, help='frame height (480)')
@@ -288,8 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f'also write a synthetic registered depth stream on {DEPTH_TOPIC}: '
                              '32FC1 (metres, the default of --depth) or 16UC1 (millimetres)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')
-    args = parser.parse_args(argv)
-    spec = SampleSpec(storage=args.storage, rate_hz=args.rate, duration_s=args.duration,
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    spec = SampleSpec(storage=args.storage, rate_hz=args.fps, duration_s=args.duration,
                       width=args.width, height=args.height, encoding=args.encoding,
                       photos=tuple(p.strip() for p in args.photos.split(',') if p.strip()),
                       jpeg_quality=args.jpeg_quality, depth=args.depth or '')

@@ -1,24 +1,12 @@
 # Copyright 2026 kosmos_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Depth for ``ground_bag``: pair image topics with depth and camera_info, lift boxes to 3D.
+"""Depth for ``ground_bag``: lift the boxes of grounded frames to 3D with a bag's depth images.
 
 Each grounded frame's boxes are lifted with the depth image closest to it in stamp
-(:func:`kosmos_ros.depth.lift_box`, the node's lifting).
-
-Pairing (per image topic). Explicit topics win: one ``--depth-topic`` (and
-``--camera-info-topic``) serves every selected image topic (one camera); N of them pair with
-the N selected image topics in order. Otherwise it is automatic, by camera namespace: for the
-image topic's namespace ``NS`` (``/camera/image_raw`` and ``/camera/image_raw/compressed`` ->
-``/camera``), then its parent (``/camera/color`` -> ``/camera``), the depth topic is the first
-``sensor_msgs/Image`` topic of ``NS/aligned_depth_to_color/image_raw``,
-``NS/depth_registered/image_rect``, ``NS/depth_registered/image_raw``, ``NS/depth/image_rect``
-and ``NS/depth/image_raw`` in the bag; the camera_info topic is the first
-``sensor_msgs/CameraInfo`` topic of ``NS/camera_info`` (same namespaces, in the same order),
-then ``camera_info`` beside the depth topic (``/camera/depth/camera_info``). Automatic image
-topic selection leaves out topics with these depth names.
-
-The depth image must be registered to the colour image (same optical frame; ``16UC1`` in
-millimetres or ``32FC1`` in metres) and the images rectified, as :mod:`kosmos_ros.depth` says.
+(:func:`kosmos_ros.depth.lift_result`, the node's lifting), with the depth and camera_info
+topics paired to its image topic (:mod:`kosmos_ros.bag.pairing`). The depth image must be
+registered to the colour image (same optical frame; ``16UC1`` in millimetres or ``32FC1`` in
+metres) and the images rectified, as :mod:`kosmos_ros.depth` says.
 
 Matching: a first pass over the depth topic indexes the header stamps (and bag times) of its
 messages; for each grounded frame the depth message closest in header stamp is looked up in
@@ -34,169 +22,19 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-from kosmos_ros.bag import BagError
-from kosmos_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE
+from kosmos_ros.admission import stamp_nanoseconds
+from kosmos_ros.bag.pairing import DepthPairing
 from kosmos_ros.datatypes import GroundingResult
-from kosmos_ros.depth import (closest_by_stamp, depth_from_message, Intrinsics, lift_box,
-                              Lifted)
+from kosmos_ros.depth import (closest_by_stamp, depth_from_message, DepthSettings, Intrinsics,
+                              lift_result, Lifted, without_3d)
 from kosmos_ros.errors import ImageError
-
-# Registered depth topics in a camera namespace, most specific first.
-DEPTH_NAMES = ('aligned_depth_to_color/image_raw', 'depth_registered/image_rect',
-               'depth_registered/image_raw', 'depth/image_rect', 'depth/image_raw')
-CAMERA_INFO_NAME = 'camera_info'
-PAIRING_RULE = (
-    'Automatic pairing, by camera namespace NS of the image topic (/camera/image_raw -> '
-    '/camera), then its parent: depth = the first of NS/' + ', NS/'.join(DEPTH_NAMES)
-    + '; camera_info = NS/camera_info, else camera_info beside the depth topic.')
-
-
-@dataclass(frozen=True)
-class DepthOptions:
-    """How boxes are lifted: stamp tolerance (s) and the valid depth range (m)."""
-
-    tolerance: float = 0.05
-    min_depth: float = 0.1
-    max_depth: float = 10.0
-    inner_fraction: float = 0.5
-
-    def check(self) -> None:
-        """Raise BagError naming the first invalid value."""
-        if not self.tolerance >= 0:
-            raise BagError(f'depth tolerance must be 0 s or more; got {self.tolerance}')
-        if not 0 <= self.min_depth < self.max_depth:
-            raise BagError(f'depth range must satisfy 0 <= min < max; got {self.min_depth} '
-                           f'to {self.max_depth} m')
-        if not 0 < self.inner_fraction <= 1:
-            raise BagError(f'inner fraction must be in (0, 1]; got {self.inner_fraction}')
-
-
-@dataclass(frozen=True)
-class DepthPairing:
-    """The depth and camera_info topics of one image topic, or why there are none."""
-
-    image_topic: str
-    depth_topic: str | None = None
-    info_topic: str | None = None
-    automatic: bool = True
-    note: str = ''
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.depth_topic and self.info_topic)
-
-    def describe(self) -> str:
-        if not self.enabled:
-            return f'3D: off ({self.note})'
-        how = 'automatic' if self.automatic else 'given'
-        return f'3D: depth {self.depth_topic}, camera_info {self.info_topic} ({how})'
-
-
-def camera_namespaces(topic: str, msgtype: str) -> list[str]:
-    """Return the camera namespace of an image topic and its parent namespace, if any."""
-    name = topic.rstrip('/')
-    if msgtype == COMPRESSED_IMAGE and name.endswith('/compressed'):
-        name = name[:-len('/compressed')]
-    base = name.rsplit('/', 1)[0]
-    spaces = [base]
-    if base.count('/') > 1 or (base.count('/') == 1 and not base.startswith('/')):
-        spaces.append(base.rsplit('/', 1)[0])
-    return spaces
-
-
-def is_depth_name(topic: str) -> bool:
-    """Tell whether a topic's name is one of the depth names of the pairing rule."""
-    name = topic.rstrip('/')
-    return any(name == f'/{n}' or name.endswith(f'/{n}') for n in DEPTH_NAMES)
-
-
-def _find_depth(topics: dict[str, str], topic: str, msgtype: str) -> str | None:
-    for space in camera_namespaces(topic, msgtype):
-        for name in DEPTH_NAMES:
-            candidate = f'{space}/{name}'
-            if candidate != topic and topics.get(candidate) == IMAGE:
-                return candidate
-    return None
-
-
-def _find_info(topics: dict[str, str], topic: str, msgtype: str,
-               depth_topic: str | None) -> str | None:
-    spaces = camera_namespaces(topic, msgtype)
-    if depth_topic:
-        spaces += camera_namespaces(depth_topic, IMAGE)[:1]
-    for space in spaces:
-        candidate = f'{space}/{CAMERA_INFO_NAME}'
-        if topics.get(candidate) == CAMERA_INFO:
-            return candidate
-    return None
-
-
-def _explicit(names: Sequence[str], images: Sequence[tuple[str, str]], option: str,
-              topics: dict[str, str], msgtype: str) -> list[str | None]:
-    """Spread explicit topics over the image topics (one for all, or one each in order)."""
-    for name in names:
-        if name not in topics:
-            raise BagError(f'{option} {name} is not in the bag; its {msgtype} topics: '
-                           + (', '.join(sorted(t for t, m in topics.items() if m == msgtype))
-                              or 'none'))
-        if topics[name] != msgtype:
-            raise BagError(f'{option} {name} has type {topics[name]}, not {msgtype}')
-    if not names:
-        return [None] * len(images)
-    if len(names) == 1:
-        return [names[0]] * len(images)
-    if len(names) != len(images):
-        raise BagError(f'{option} given {len(names)} times for {len(images)} image topics '
-                       f'({", ".join(t for t, _ in images)}): give it once (one camera) or '
-                       'once per image topic, in the same order')
-    return list(names)
-
-
-def pair_depth_topics(topics: dict[str, str], images: Sequence[tuple[str, str]],
-                      depth_topics: Sequence[str] = (), info_topics: Sequence[str] = (),
-                      enabled: bool = True) -> dict[str, DepthPairing]:
-    """Return the pairing of every (image topic, msgtype) in ``images`` (see the module doc).
-
-    ``topics`` maps every topic of the bag to its msgtype. Raises BagError when an explicit
-    topic is missing, of the wrong type, given a wrong number of times, or lacks its partner.
-    """
-    if not enabled:
-        if depth_topics or info_topics:
-            raise BagError('depth is turned off, yet depth or camera_info topics were given')
-        return {t: DepthPairing(t, note='turned off') for t, _ in images}
-    depths = _explicit(depth_topics, images, '--depth-topic', topics, IMAGE)
-    infos = _explicit(info_topics, images, '--camera-info-topic', topics, CAMERA_INFO)
-    pairings = {}
-    for (topic, msgtype), depth, info in zip(images, depths, infos):
-        explicit = bool(depth or info)
-        depth = depth or _find_depth(topics, topic, msgtype)
-        info = info or _find_info(topics, topic, msgtype, depth)
-        spaces = ' or '.join(camera_namespaces(topic, msgtype))
-        if depth and info:
-            pairings[topic] = DepthPairing(topic, depth, info, automatic=not explicit)
-            continue
-        missing = 'depth image' if not depth else 'camera_info'
-        option = '--depth-topic' if not depth else '--camera-info-topic'
-        if explicit:
-            raise BagError(f'no {missing} topic for {topic} in {spaces}; name it with {option}')
-        note = f'no {missing} topic in {spaces}; {option} names one'
-        pairings[topic] = DepthPairing(topic, depth, info, note=note)
-    return pairings
-
-
-def header_stamp_ns(header: Any, bag_time_ns: int) -> int:
-    """Return a header's stamp in ns; the bag time when it is unstamped (0)."""
-    stamp = getattr(header, 'stamp', None)
-    if stamp is None:
-        return bag_time_ns
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec) or bag_time_ns
 
 
 def stamp_ns(msg: Any, bag_time_ns: int) -> int:
-    """Return a message's header stamp in ns; its bag time when it is unstamped (0)."""
-    return header_stamp_ns(getattr(msg, 'header', None), bag_time_ns)
+    """Return a message's (or header's) stamp in ns; its bag time when it is unstamped (0)."""
+    return stamp_nanoseconds(msg) or bag_time_ns
 
 
 class DepthStream:
@@ -333,7 +171,7 @@ class Lifter:
     """Lift the boxes of grounded frames of one image topic with its depth and camera_info."""
 
     def __init__(self, pairing: DepthPairing, depth: DepthStream, info: CameraInfoTrack,
-                 options: DepthOptions, stats: DepthStats | None = None):
+                 options: DepthSettings, stats: DepthStats | None = None):
         self.pairing = pairing
         self.depth = depth
         self.info = info
@@ -361,13 +199,11 @@ class Lifter:
         boxes = sum(len(p.boxes) for p in result.phrases)
         depth, intrinsics, note, counted = self._frame(result, stamp)
         if depth is None:
-            lifted = tuple((Lifted(None, note),) * len(p.boxes) for p in result.phrases)
+            lifted = without_3d(result, note)
             self.stats.without[counted] += 1
             self.stats.boxes_without += boxes
             return FrameLift(lifted, note)
-        lifted = tuple(tuple(lift_box(b.pixels, depth, intrinsics, result.image_size,
-                                      o.min_depth, o.max_depth, o.inner_fraction)
-                             for b in p.boxes) for p in result.phrases)
+        lifted = lift_result(result, depth, intrinsics, o)
         good = sum(1 for p in lifted for b in p if b.box is not None)
         self.stats.boxes_3d += good
         self.stats.boxes_without += boxes - good
@@ -401,7 +237,7 @@ class Lifter:
             return None, None, f'depth image: {exc}', f'depth image: {exc}'
 
 
-def make_lifters(reader: Any, pairings: dict[str, DepthPairing], options: DepthOptions,
+def make_lifters(reader: Any, pairings: dict[str, DepthPairing], options: DepthSettings,
                  stats: dict[str, DepthStats] | None = None) -> dict[str, Lifter]:
     """Index the depth and camera_info topics of the enabled pairings (one pass each).
 

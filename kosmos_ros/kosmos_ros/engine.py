@@ -20,26 +20,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-import math
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from kosmos_ros.boxes import normalized_to_pixels, ordered_cells, patch_indices_to_normalized
-from kosmos_ros.datatypes import (DECODERS, GroundedBox, GroundedPhrase, GroundingResult,
-                                  PixelBox, Query, Task, Timings)
+from kosmos_ros.datatypes import DECODERS, GroundingResult, PixelBox, Query, Task, Timings
 from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
                                  greedy_decode, InferenceCancelled)
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
 from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
 from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
-from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
-                                parse_grounded_text, strip_tags)
 from kosmos_ros.preprocess import Preprocessor
-from kosmos_ros.prompts import build_prompt, CharReader, TAG_RE, TAG_TOKENS
+from kosmos_ros.prompts import build_prompt
 from kosmos_ros.static_decode import StaticStep
+from kosmos_ros.tokens import TokenCodec
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
 
@@ -111,17 +107,6 @@ class _Prepared:
     score_positions: list[int]
 
 
-def _char_reader(tokenizer: Any) -> CharReader:
-    """How ``tokenizer`` reads single characters (its normaliser, and its vocabulary)."""
-    backend = getattr(tokenizer, 'backend_tokenizer', None)
-    normalizer = getattr(backend, 'normalizer', None) if backend is not None else None
-    unk = tokenizer.unk_token_id
-
-    def known(char: str) -> bool:
-        return unk not in tokenizer(char, add_special_tokens=False)['input_ids']
-    return CharReader(normalizer.normalize_str if normalizer is not None else None, known)
-
-
 class GroundingEngine:
     """Run KOSMOS-2 grounding tasks on frames. Not thread-safe: one worker owns it."""
 
@@ -136,16 +121,8 @@ class GroundingEngine:
         self.preprocessor = Preprocessor(loaded.processor.image_processor)
         tok = self.tokenizer
         self.num_image_tokens = int(self.model.config.latent_query_num)
-        first_image_id = tok.unk_token_id + 1
-        self._image_ids = list(range(first_image_id, first_image_id + self.num_image_tokens))
-        self._image_prefix = ' '.join(['<image>'] * (self.num_image_tokens + 1) + ['</image>'])
-        self._eoi_id = tok.convert_tokens_to_ids('</image>')
-        self._location_ids = LocationTokenIds(
-            object_start=tok.convert_tokens_to_ids('<object>'),
-            object_end=tok.convert_tokens_to_ids('</object>'),
-            delimiter=tok.convert_tokens_to_ids('</delimiter_of_multi_objects/>'),
-            first_patch=tok.convert_tokens_to_ids('<patch_index_0000>'),
-            num_patches=int(getattr(self.processor, 'num_patch_index_tokens', 1024)))
+        self.tokens = TokenCodec(tok, self.num_image_tokens,
+                                 int(getattr(self.processor, 'num_patch_index_tokens', 1024)))
         text_config = self.model.config.text_config
         self.max_positions = int(text_config.max_position_embeddings)
         gen = self.model.generation_config
@@ -158,12 +135,6 @@ class GroundingEngine:
             min_new_tokens=self.options.min_new_tokens,
             no_repeat_ngram_size=self.options.no_repeat_ngram_size,
             logits_processors=tuple(self.options.logits_processors))
-        self._reader = _char_reader(tok)
-        self._special_ids = frozenset(tok.all_special_ids) | {
-            tok.convert_tokens_to_ids('<image>'), self._eoi_id}
-        self._first_added_id = tok.convert_tokens_to_ids(TAG_TOKENS[0])
-        self._skipped_ids = frozenset(tok.all_special_ids)  # what decoding leaves out
-        self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
         self._static_steps: OrderedDict[tuple[int, int], StaticStep] = OrderedDict()
         self.decoder = self._resolve_decoder(self.options.decoder)
 
@@ -239,17 +210,7 @@ class GroundingEngine:
     # -- prompts -----------------------------------------------------------------------------
 
     def _tokenize(self, prompt: str) -> list[int]:
-        ids = self._prompt_cache.get(prompt)
-        if ids is None:
-            text = f'{self.tokenizer.bos_token}{self._image_prefix} {prompt.strip()}'
-            ids = self.tokenizer(text, add_special_tokens=False)['input_ids']
-            ids[2:2 + self.num_image_tokens] = self._image_ids
-            self._prompt_cache[prompt] = ids
-            if len(self._prompt_cache) > 256:
-                self._prompt_cache.popitem(last=False)
-        else:
-            self._prompt_cache.move_to_end(prompt)
-        return list(ids)
+        return self.tokens.tokenize(prompt)
 
     def prepare(self, query: Query, width: int, height: int) -> tuple[list[int], int]:
         """Validate a query for a width x height frame; return its prompt ids and budget.
@@ -260,9 +221,9 @@ class GroundingEngine:
         if isinstance(query.prompt, str) and len(query.prompt) > 32 * limit:
             raise PromptError(f'prompt is {len(query.prompt)} characters, far over the limit of '
                               f'{limit} tokens')
-        prompt = build_prompt(query, width, height, self._reader)
+        prompt = build_prompt(query, width, height, self.tokens.reader)
         ids = self._tokenize(prompt)
-        self._check_control_tokens(prompt, ids)
+        self.tokens.check_control_tokens(prompt, ids)
         text_tokens = len(ids) - self.num_image_tokens - 3
         if text_tokens > limit:
             raise PromptError(f'prompt is {text_tokens} tokens; the limit is {limit} tokens '
@@ -276,28 +237,10 @@ class GroundingEngine:
                               f'the model limit of {self.max_positions} positions')
         return ids, budget
 
-    def _check_control_tokens(self, prompt: str, ids: list[int]) -> None:
-        """Refuse a prompt whose text yields control tokens it does not spell in ASCII.
-
-        The prompt builder neutralises user text by the tokenizer's reading of each character;
-        this checks the outcome on the ids: after the image block, no special or image token,
-        and exactly one tag or patch-index token per tag spelled in the prompt.
-        """
-        text_ids = ids[self.num_image_tokens + 3:]
-        special = sorted({i for i in text_ids if i in self._special_ids})
-        tags = sum(1 for i in text_ids if i >= self._first_added_id)
-        if special or tags != len(TAG_RE.findall(prompt)):
-            found = self.tokenizer.convert_ids_to_tokens(
-                special or [i for i in text_ids if i >= self._first_added_id])
-            raise PromptError(f'prompt text yields control tokens it does not spell '
-                              f'({", ".join(found)}); refused')
-
     def _prepared(self, encoded: EncodedImage, query: Query) -> _Prepared:
         ids, budget = self.prepare(query, encoded.width, encoded.height)
-        mask = [False, False] + [True] * self.num_image_tokens + [False] * (
-            len(ids) - self.num_image_tokens - 2)
-        scored = [p for box in locate_box_tokens(ids, self._location_ids) for p in box[:2]]
-        return _Prepared(encoded, query, ids, mask, budget, scored)
+        return _Prepared(encoded, query, ids, self.tokens.image_mask(ids), budget,
+                         self.tokens.score_positions(ids))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -324,7 +267,9 @@ class GroundingEngine:
                 if not enc._timings_reported:
                     timings.preprocess, timings.vision = enc.preprocess_s, enc.vision_s
                     enc._timings_reported = True
-                result = self._postprocess(item, row, timings)
+                result = self.tokens.result(item.prompt_ids, item.query,
+                                            (item.encoded.width, item.encoded.height), row,
+                                            timings)
                 timings.postprocess = time.perf_counter() - t0
                 results.append(result)
         return results
@@ -377,7 +322,7 @@ class GroundingEngine:
         """Drop the model and free its GPU memory."""
         self.model = None
         self.loaded.model = None
-        self._prompt_cache.clear()
+        self.tokens.clear()
         self._static_steps.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -431,55 +376,3 @@ class GroundingEngine:
                                     should_stop, provider)
             self._sync()
         return out
-
-    def _postprocess(self, item: _Prepared, row: DecodedRow, timings: Timings) -> GroundingResult:
-        full = item.prompt_ids + row.tokens
-        decoded = self.tokenizer.decode(full, skip_special_tokens=True)
-        caption = caption_part(decoded)
-        text, parsed = parse_grounded_text(caption)
-        n_prompt = len(item.prompt_ids)
-
-        def prob(position: int) -> float:
-            if position >= n_prompt:
-                return row.token_probs[position - n_prompt]
-            return row.prompt_probs.get(position, float('nan'))
-
-        start = max((i + 1 for i, t in enumerate(full) if t == self._eoi_id), default=0)
-        located = self._locate_boxes(full, start)
-        width, height = item.encoded.width, item.encoded.height
-        phrases, cursor = [], 0
-        for phrase in parsed:
-            boxes = []
-            for cells, normalized in zip(phrase.cells, phrase.normalized_boxes()):
-                score, given = 0.0, False
-                # The tokens that named this box: the next located box with its cells, in
-                # order, so that a box never takes the score of a later one.
-                for k in range(cursor, len(located)):
-                    pa, pb, ca, cb = located[k]
-                    if (ca, cb) == cells:
-                        cursor, given = k + 1, pb < n_prompt
-                        p1, p2 = prob(pa), prob(pb)
-                        if math.isfinite(p1) and math.isfinite(p2):
-                            score = math.sqrt(max(p1, 0.0) * max(p2, 0.0))
-                        break
-                ordered = patch_indices_to_normalized(*ordered_cells(*cells))
-                boxes.append(GroundedBox(normalized_to_pixels(ordered, width, height),
-                                         normalized, cells, score, given))
-            phrases.append(GroundedPhrase(phrase.text, phrase.start, phrase.end, tuple(boxes)))
-        answer = ' '.join(strip_tags(self.tokenizer.decode(
-            row.tokens, skip_special_tokens=True)).split())
-        return GroundingResult(task=item.query.task, prompt=item.query.prompt, text=text,
-                               phrases=tuple(phrases), image_size=(width, height),
-                               raw_text=caption, num_generated_tokens=len(row.tokens),
-                               timings=timings, answer=answer)
-
-    def _locate_boxes(self, ids: list[int], start: int) -> list[tuple[int, int, int, int]]:
-        """Boxes named by location tokens from ``start`` on, as the decoded text shows them.
-
-        The text is decoded without special tokens (``<unk>``, ``<s>``, ``<pad>``, ...), so a
-        box whose tokens a special token interrupts still stands in it; they are skipped here
-        too, and the positions found are those of the tokens in ``ids``.
-        """
-        kept = [i for i in range(start, len(ids)) if ids[i] not in self._skipped_ids]
-        return [(kept[a], kept[b], ca, cb) for a, b, ca, cb in
-                locate_box_tokens([ids[i] for i in kept], self._location_ids)]

@@ -383,7 +383,7 @@ class Live:
 
     def __init__(self, ros, model_dir, topic, steer=None, **params):
         context, self.executor = ros
-        self.ns = f'/bag{next(_names)}'
+        self.ns = f'/bag{os.getpid()}_{next(_names)}'
         values = dict(model=str(model_dir), device='cpu', local_files_only=True,
                       cameras=['camera'], image_qos_reliability='reliable', image_qos_depth=10,
                       max_frame_age=0.0, camera_timeout=0.0, use_sim_time=True)

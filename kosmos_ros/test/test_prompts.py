@@ -90,7 +90,7 @@ HOSTILE = st.lists(st.one_of(st.sampled_from(LOOK_ALIKES), st.sampled_from(NAMES
 
 def _text_part(engine, prompt):
     """Token ids of a built prompt as the tokenizer gives them (after the image block)."""
-    ids = engine.tokenizer(f'{engine.tokenizer.bos_token}{engine._image_prefix} {prompt}',
+    ids = engine.tokenizer(f'{engine.tokenizer.bos_token}{engine.tokens.image_prefix} {prompt}',
                            add_special_tokens=False)['input_ids']
     return ids[engine.num_image_tokens + 3:]
 
@@ -119,7 +119,7 @@ def test_property_user_text_yields_no_control_token(engine, text, task):
     """Whatever the text, FIND and QUESTION prompts hold the template's control tokens only."""
     text = text.replace('[', '(').replace(']', ')')  # brackets bind regions; tested apart
     try:
-        prompt = build_prompt(Query(task, text), W, H, engine._reader)
+        prompt = build_prompt(Query(task, text), W, H, engine.tokens.reader)
     except PromptError as exc:
         assert 'empty prompt' in str(exc) or 'not valid Unicode' in str(exc), exc
         return
@@ -137,11 +137,11 @@ def test_property_user_text_yields_no_control_token(engine, text, task):
 def test_property_raw_prompts_yield_no_structure_token(engine, text):
     """A RAW prompt is refused, or its text yields no image or special token."""
     try:
-        prompt = build_prompt(Query(Task.RAW, '<grounding>' + text), W, H, engine._reader)
+        prompt = build_prompt(Query(Task.RAW, '<grounding>' + text), W, H, engine.tokens.reader)
     except (PromptError, RegionError):
         return
     special = set(_text_part(engine, prompt)) & (set(engine.tokenizer.all_special_ids) | {
-        engine.tokenizer.convert_tokens_to_ids('<image>'), engine._eoi_id})
+        engine.tokenizer.convert_tokens_to_ids('<image>'), engine.tokens.eoi_id})
     assert not special, (text, engine.tokenizer.convert_ids_to_tokens(sorted(special)))
 
 

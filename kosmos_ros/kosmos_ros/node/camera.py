@@ -24,14 +24,16 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
+from kosmos_ros.admission import stamp_seconds
 from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.depth import DepthSettings
 from kosmos_ros.errors import InferenceError, KosmosError
 from kosmos_ros.images import Frame
-from kosmos_ros.node.conversions import detections_msg, grounding_msg
+from kosmos_ros.node.conversions import (apply_positions, detections_3d_msg, detections_msg,
+                                         grounding_msg, markers_msg)
 from kosmos_ros.node.intake import CameraIntake
 from kosmos_ros.node.params import CameraConfig
-from kosmos_ros.node.spatial import (apply_positions, DepthSettings, DepthSource,
-                                     detections_3d_msg, markers_msg)
+from kosmos_ros.node.spatial import DepthSource
 
 LOG_PERIOD = 5.0  # seconds between two log lines of one camera's same kind of problem
 # Publishers made and destroyed by transitions get no QoS event handlers: rclpy's executor
@@ -153,8 +155,7 @@ class Camera:
         if source is None:
             apply_positions(grounding, result, None, 'no depth_topic configured for this camera')
             return ResultMessages(grounding, detections_msg(result, header, min_score), None)
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-        lifted = source.lift(stamp, result, depth)
+        lifted = source.lift(stamp_seconds(header), result, depth)
         apply_positions(grounding, result, lifted)
         missing = sorted({lb.reason for boxes in lifted for lb in boxes if lb.box is None})
         if missing:

@@ -24,9 +24,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from kosmos_ros.admission import admit, stamp_seconds
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import ImageError, KosmosError, ModelLoadError, PromptError, RegionError
-from kosmos_ros.images import Frame, SUPPORTED_ENCODINGS
+from kosmos_ros.images import Frame
 from kosmos_ros.memory import return_freed_memory
 from kosmos_ros.node.camera import Camera
 from kosmos_ros.node.conversions import image_msg
@@ -38,7 +39,6 @@ from kosmos_ros.node.parameters import missing_prompt, ParameterStore
 from kosmos_ros.node.params import NodeParams
 from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
-from kosmos_ros.node.spatial import DepthSettings
 from kosmos_ros.node.worker import InferenceWorker
 from kosmos_ros.prompts import build_prompt
 
@@ -165,11 +165,6 @@ class GroundingNode(LifecycleNode):
                     'parameter)' if missing_prompt(p.task, p.prompt) else f'off: {exc}')
                 self.get_logger().warning(f'continuous grounding {self._continuous_problem}')
         return ContinuousSettings(rate_hz=float(p.rate_hz), query=query)
-
-    def _depth_settings(self) -> DepthSettings:
-        p = self._params
-        return DepthSettings(float(p.depth_tolerance), float(p.depth_min), float(p.depth_max),
-                             float(p.depth_inner_fraction))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -358,21 +353,14 @@ class GroundingNode(LifecycleNode):
 
     def _admit(self, camera: str, msg: Any) -> None:
         """Check a frame the worker took from DDS and hand it over (worker thread)."""
-        encoding = getattr(msg, 'encoding', None)
-        if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
-            self._camera_problem(camera, ImageError(
-                f'refusing images of unsupported encoding {encoding!r} (supported: '
-                f'{", ".join(SUPPORTED_ENCODINGS)})'))
-            if self._worker is not None:
-                self._worker.count_refused(camera, f'unsupported image encoding {encoding!r}')
-            return
-        stamp = msg.header.stamp
-        seconds = stamp.sec + stamp.nanosec * 1e-9
-        if seconds == 0.0:  # drivers that do not stamp: fall back to the node clock
-            seconds = self._now()
+        decision = admit(getattr(msg, 'encoding', None), stamp_seconds(msg), self._now())
         worker = self._worker
-        if worker is not None:
-            worker.offer_frame(camera, msg, seconds)
+        if decision.refused:
+            self._camera_problem(camera, ImageError(decision.detail))
+            if worker is not None:
+                worker.count_refused(camera, decision.refused)
+        elif worker is not None:  # an unstamped frame takes the node clock's time
+            worker.offer_frame(camera, msg, decision.stamp)
 
     def _camera_problem(self, camera: str, error: Exception) -> None:
         target = self._cameras.get(camera)
@@ -384,7 +372,7 @@ class GroundingNode(LifecycleNode):
         target, params = self._cameras.get(camera), self._params
         if target is not None and params is not None:
             target.publish(result, msg.header, frame, float(params.min_score),
-                           self._depth_settings(), self._debug)
+                           params.depth(), self._debug)
 
     # -- diagnostics -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.parameter import Parameter
 
+from kosmos_ros.admission import compressed_topic
 from kosmos_ros.datatypes import Task
 from kosmos_ros.errors import PromptError, RegionError
 from kosmos_ros.node.lifecycle import RCLError
@@ -121,7 +122,7 @@ class ParameterStore:
             depth_topic = self._resolve(f'{cam}.depth_topic', depth_topic)
             info_topic = self._resolve(f'{cam}.camera_info_topic', info_topic)
         if transport == 'compressed':
-            self._resolve(f'{cam}.topic', topic + '/compressed')
+            self._resolve(f'{cam}.topic', compressed_topic(topic))
         return CameraConfig(cam, topic, transport, depth_topic, info_topic)
 
     def _resolve(self, name: str, topic: str) -> str:

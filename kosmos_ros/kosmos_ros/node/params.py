@@ -21,7 +21,9 @@ import math
 import re
 from typing import Any
 
+from kosmos_ros.admission import compressed_topic
 from kosmos_ros.datatypes import ATTENTION, DECODERS, DEFAULT_MODEL, QUANTIZATIONS, Task
+from kosmos_ros.depth import DepthSettings
 
 TASK_NAMES = tuple(t.name.lower() for t in Task)
 DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -60,7 +62,7 @@ class CameraConfig:
 
     @property
     def subscribed_topic(self) -> str:
-        return self.topic + '/compressed' if self.transport == 'compressed' else self.topic
+        return compressed_topic(self.topic) if self.transport == 'compressed' else self.topic
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,11 @@ class NodeParams:
         True, 'Configure and activate on start-up (no lifecycle manager needed).', reload=True)
     # Not a parameter: the cameras resolved at configure (names, topics, transports).
     camera_configs: tuple[CameraConfig, ...] = ()
+
+    def depth(self) -> DepthSettings:
+        """Return the depth settings (the same type the offline tool takes)."""
+        return DepthSettings(float(self.depth_tolerance), float(self.depth_min),
+                             float(self.depth_max), float(self.depth_inner_fraction))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from kosmos_ros.node.camera import Camera, request_messages, ResultMessages
 from kosmos_ros.node.conversions import duration_msg, regions_from_bboxes
 from kosmos_ros.node.params import NodeParams
 from kosmos_ros.node.scheduling import PendingRequests, QueryJob
-from kosmos_ros.node.spatial import DepthSettings
 
 # Requests wait in DDS until an executor thread takes them. The services' default (keep last
 # 10) drops requests when more callers than that arrive at once, and a dropped request is never
@@ -64,9 +63,7 @@ class Answer:
         min_score = float(requested_min_score) or float(p.min_score)
         if self.camera is None:
             return request_messages(self.result, self.header, min_score)
-        depth = DepthSettings(float(p.depth_tolerance), float(p.depth_min), float(p.depth_max),
-                              float(p.depth_inner_fraction))
-        return self.camera.messages(self.result, self.header, min_score, depth)
+        return self.camera.messages(self.result, self.header, min_score, p.depth())
 
 
 def describe_error(error: Exception) -> str:

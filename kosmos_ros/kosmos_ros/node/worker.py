@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any, Callable, TYPE_CHECKING
 
+from kosmos_ros.admission import rate_allows
 from kosmos_ros.errors import InferenceCancelled, OutOfMemoryError
 from kosmos_ros.node.batches import (BatchRunner, ContinuousCallback, ErrorCallback,
                                      UNLOADING)
@@ -36,25 +37,6 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
 
 
 HOUSEKEEPING_PERIOD = 0.5
-
-
-def stamp_seconds(msg: Any) -> float:
-    stamp = msg.header.stamp
-    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
-
-
-def rate_allows(stamp: float, last_grounded: float | None, rate_hz: float) -> bool:
-    """Tell whether a frame stamped ``stamp`` may be grounded now (message-time throttle).
-
-    True for the first frame, after time went backwards (a looping bag), or once
-    ``1 / rate_hz`` seconds of message time have passed since the last grounded frame.
-    The offline bag tool applies the same rule, so live replay and offline runs agree.
-    """
-    if rate_hz <= 0:
-        return False
-    if last_grounded is None or stamp < last_grounded:
-        return True
-    return stamp - last_grounded >= 1.0 / rate_hz - 1e-6
 
 
 FrameCallback = Callable[[Any, float], None]

@@ -93,24 +93,27 @@ def _processors(settings: DecodeSettings, prompt_len: int, device: torch.device)
 StaticProvider = Callable[[int, int], Any]
 
 
-def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSettings,
-                  device: torch.device,
-                  should_stop: Callable[[], bool] | None = None,
-                  static_steps: StaticProvider | None = None) -> list[DecodedRow]:
-    """Continue every row greedily; rows may have different prompt lengths and budgets.
+@dataclass
+class _Prompt:
+    """The batch after its prompt pass: padded ids and attention, next-token logits, cache."""
 
-    With ``static_steps`` (a function of batch size and sequence length returning a
-    :class:`~kosmos_ros.static_decode.StaticStep`), tokens after the first are decoded on a
-    preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass. Then,
-    unless a Python logits processor (``no_repeat_ngram_size``, ``logits_processors``) needs
-    the tokens on the host at every step, the whole loop runs on the device
-    (:func:`_device_loop`); both loops give the same tokens and probabilities.
-    """
+    ids: torch.Tensor
+    attention: torch.Tensor
+    lengths: list[int]
+    width: int
+    logits: torch.Tensor
+    cache: Any
+    prompt_probs: list[dict[int, float]]
+
+
+def _prompt_pass(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSettings,
+                 device: torch.device) -> _Prompt:
+    """Left-pad the prompts, run them through the model once, keep the logits needed."""
     batch = len(rows)
     lengths = [len(r.prompt_ids) for r in rows]
     width = max(lengths)
-    pad, pidx = settings.pad_token_id, settings.padding_idx
-    ids = torch.full((batch, width), pad, dtype=torch.long)
+    pidx = settings.padding_idx
+    ids = torch.full((batch, width), settings.pad_token_id, dtype=torch.long)
     attention = torch.zeros((batch, width), dtype=torch.long)
     image_mask = torch.zeros((batch, width), dtype=torch.bool)
     for b, row in enumerate(rows):
@@ -126,48 +129,73 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
                                  for b, r in enumerate(rows) for p in r.score_positions})
     keep_index = {p: i for i, p in enumerate(keep)}
     embeds = torch.stack([r.image_embeds for r in rows]).to(device)
-
     ids, attention = ids.to(device), attention.to(device)
     out = text_model(input_ids=ids, attention_mask=attention, image_embeds=embeds,
                      image_embeds_position_mask=image_mask.to(device),
                      position_ids=positions.to(device), use_cache=True,
                      logits_to_keep=torch.tensor(keep, device=device))
     logits_all = out.logits.float()
-    prompt_probs: list[dict[int, float]] = []
+    prompt_probs: list[dict[int, float]] = [{} for _ in rows]
     if len(keep) > 1:
         logp = torch.log_softmax(logits_all, dim=-1)
         for b, row in enumerate(rows):
             offset = width - lengths[b]
-            probs = {}
             for p in row.score_positions:
                 k = keep_index[offset + p - 1]
-                probs[p] = float(logp[b, k, row.prompt_ids[p]].exp())
-            prompt_probs.append(probs)
-    else:
-        prompt_probs = [{} for _ in rows]
-    logits = logits_all[:, keep_index[width - 1], :]
+                prompt_probs[b][p] = float(logp[b, k, row.prompt_ids[p]].exp())
     cache = out.cache if hasattr(out, 'cache') else out.past_key_values
+    return _Prompt(ids, attention, lengths, width, logits_all[:, keep_index[width - 1], :],
+                   cache, prompt_probs)
 
+
+def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSettings,
+                  device: torch.device,
+                  should_stop: Callable[[], bool] | None = None,
+                  static_steps: StaticProvider | None = None) -> list[DecodedRow]:
+    """Continue every row greedily; rows may have different prompt lengths and budgets.
+
+    With ``static_steps`` (a function of batch size and sequence length returning a
+    :class:`~kosmos_ros.static_decode.StaticStep`), tokens after the first are decoded on a
+    preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass. Then,
+    unless a Python logits processor (``no_repeat_ngram_size``, ``logits_processors``) needs
+    the tokens on the host at every step, the whole loop runs on the device
+    (:func:`_device_loop`); both loops give the same tokens and probabilities.
+    """
+    prompt = _prompt_pass(text_model, rows, settings, device)
     max_steps = max((r.max_new_tokens for r in rows), default=0)
     static = None
     if static_steps is not None and max_steps > 1:
-        static = static_steps(batch, width + max_steps)
-        static.load_prompt(cache, attention)
+        static = static_steps(len(rows), prompt.width + max_steps)
+        static.load_prompt(prompt.cache, prompt.attention)
         if not settings.no_repeat_ngram_size and not settings.logits_processors:
-            static.loop_begin(logits, lengths, width, [r.max_new_tokens for r in rows],
-                              settings.eos_token_id, pad, pidx, settings.min_new_tokens)
+            static.loop_begin(prompt.logits, prompt.lengths, prompt.width,
+                              [r.max_new_tokens for r in rows], settings.eos_token_id,
+                              settings.pad_token_id, settings.padding_idx,
+                              settings.min_new_tokens)
             tokens, probs = _device_loop(static, max_steps, device, should_stop)
-            return [DecodedRow(tokens[b], probs[b], prompt_probs[b]) for b in range(batch)]
+            return [DecodedRow(tokens[b], probs[b], prompt.prompt_probs[b])
+                    for b in range(len(rows))]
+    tokens, probs = _host_loop(text_model, rows, settings, device, prompt, static, max_steps,
+                               should_stop)
+    return [DecodedRow(tokens[b], probs[b], prompt.prompt_probs[b]) for b in range(len(rows))]
 
-    # The host loop: every token comes back to the host, for Python logits processors.
+
+def _host_loop(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSettings,
+               device: torch.device, prompt: _Prompt, static: Any, max_steps: int,
+               should_stop: Callable[[], bool] | None
+               ) -> tuple[list[list[int]], list[list[float]]]:
+    """Decode with every token back on the host, for Python logits processors."""
+    batch, width, pad, pidx = len(rows), prompt.width, settings.pad_token_id, \
+        settings.padding_idx
     processors = _processors(settings, width, device)
     cache_arg = cache_argument(text_model)
     budgets = torch.tensor([r.max_new_tokens for r in rows], device=device)
     done = budgets <= 0
-    tokens = [[] for _ in rows]
-    probs = [[] for _ in rows]
-    sequence = ids
-    cache_lengths = torch.tensor(lengths, device=device)
+    tokens: list[list[int]] = [[] for _ in rows]
+    probs: list[list[float]] = [[] for _ in rows]
+    sequence, attention, logits, cache = prompt.ids, prompt.attention, prompt.logits, \
+        prompt.cache
+    cache_lengths = torch.tensor(prompt.lengths, device=device)
     step = 0
     while step < max_steps and not bool(done.all()):
         if should_stop is not None and should_stop():
@@ -202,7 +230,7 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
                          **{cache_arg: cache})
         logits = out.logits[:, -1, :].float()
         cache = out.cache if hasattr(out, 'cache') else out.past_key_values
-    return [DecodedRow(tokens[b], probs[b], prompt_probs[b]) for b in range(batch)]
+    return tokens, probs
 
 
 # How many steps the host may run ahead of the "all rows done" flag it has read (CUDA).

@@ -72,6 +72,16 @@ NOMINAL_TBPS = (
     ('A100', 1.555), ('L40S', 0.864), ('L40', 0.864), ('L4', 0.3), ('A10G', 0.6),
     ('A10', 0.6), ('RTX 4090', 1.008), ('RTX 3090', 0.936), ('V100', 0.9), ('T4', 0.32),
 )
+# Published memory bandwidth (GB/s) of NVIDIA Jetson modules, for decode bounds on paper.
+EDGE_GBPS = (('Jetson AGX Orin 64GB', 204.8), ('Jetson AGX Orin 32GB', 204.8),
+             ('Jetson Orin NX 16GB', 102.4), ('Jetson Orin Nano 8GB', 68.0),
+             ('Jetson Orin Nano 4GB', 34.0))
+# Bytes per text-model weight read by one decoding step, by configuration: float16/bfloat16
+# weights; int8 weight-only (one byte per Linear weight, a float16 scale per output channel);
+# int4 weight-only (half a byte, a bfloat16 scale and zero point per group of 128 weights).
+# Non-Linear tensors (layer norms, biases) stay in the float dtype.
+WEIGHT_FORMATS = (('float16', 2.0, 0.0), ('bfloat16', 2.0, 0.0), ('int8 weight-only', 1.0, 2.0),
+                  ('int4 weight-only g128', 0.5, 4.0 / 128))
 
 
 # -- building blocks shared with run_benchmarks.py -------------------------------------------
@@ -213,6 +223,41 @@ def decode_weight_bytes(model: Any) -> int:
         seen.add(key)
         total += param.numel() * param.element_size()
     return total
+
+
+def paper_bounds() -> list[dict[str, Any]]:
+    """Print and return decode bounds on paper, for the H200 and Jetson modules.
+
+    The released text model's weight bytes per token, per format, over each device's published
+    memory bandwidth. Nothing is measured.
+    """
+    from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+    with torch.device('meta'):  # shapes only: no memory, no weights
+        text = Kosmos2ForConditionalGeneration(Kosmos2Config()).text_model
+    seen, linear, rows_of_linear, other = set(), 0, 0, 0
+    for module in text.modules():
+        if isinstance(module, torch.nn.Linear) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            linear += module.weight.numel()
+            rows_of_linear += module.weight.shape[0]
+    for param in text.parameters():
+        if id(param) not in seen:
+            seen.add(id(param))
+            other += param.numel()
+    devices = [('H200 (nominal)', 4800.0)] + list(EDGE_GBPS)
+    rows = []
+    print(f'bounds on paper (not measured): text model {linear / 1e9:.3f} B Linear weights '
+          f'(the output projection tied to the embedding counted once) + {other / 1e6:.1f} M '
+          'others, all read once per decoded token; tokens/s = bandwidth / bytes per token')
+    print(f'{"format":<24} {"GB/token":>9} ' + ' '.join(f'{d:>22}' for d, _ in devices))
+    for name, per_weight, per_row_or_weight in WEIGHT_FORMATS:
+        scales = per_row_or_weight * (rows_of_linear if per_weight == 1.0 else linear)
+        per_token = linear * per_weight + scales + other * 2.0
+        bounds = {device: gbps * 1e9 / per_token for device, gbps in devices}
+        rows.append({'format': name, 'bytes_per_token': per_token, 'bound_tok_s': bounds})
+        print(f'{name:<24} {per_token / 1e9:>9.3f} '
+              + ' '.join(f'{bounds[d]:>18.0f} tok/s' for d, _ in devices))
+    return rows
 
 
 # -- the benchmark ---------------------------------------------------------------------------
@@ -534,6 +579,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         '(auto: min_new_tokens, or suppress_eos where that fails)')
     parser.add_argument('--reps', type=int, default=None, help='timed runs (median)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed runs first')
+    parser.add_argument('--paper-only', action='store_true',
+                        help='print only the decode bounds on paper (H200 and Jetson modules; '
+                        'no device needed)')
     parser.add_argument('--budget-s', type=float, default=260.0,
                         help='skip configurations that would start after this many seconds')
     args = parser.parse_args(argv)
@@ -547,6 +595,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
+    if args.paper_only:
+        paper_bounds()
+        return 0
     if not args.smoke and not torch.cuda.is_available():
         print('no CUDA device: run with --smoke to test the script on the CPU', file=sys.stderr)
         return 2
@@ -617,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if item['nominal_bound_over_measured'] else '')
               + f'caption latency ref/engine {item["caption_latency_ratio"]:.2f}x   '
               f'same caption as reference: {item["same_caption_as_reference"]}')
+    print()
+    paper = paper_bounds()
     total = time.monotonic() - t_start
     print(f'total {total:.0f} s')
     report = {
@@ -627,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  'find_tokens': FIND_TOKENS, 'frame_size': FRAME_SIZE,
                  'bandwidth_measured_Bps': bandwidth, 'bandwidth_nominal_Bps': nominal,
                  'decoders': decoders, 'seconds': total},
-        'rows': rows, 'summary': summary, 'skipped': skipped}
+        'rows': rows, 'summary': summary, 'skipped': skipped, 'paper_bounds': paper}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

@@ -31,6 +31,7 @@ from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias
 from kosmos_ros.bag.reading import open_reader, select_image_topics
 from kosmos_ros.bag.sample import make_sample_bag
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE
+from kosmos_ros.threads import quiet_openmp
 from kosmos_ros.tiny_model import TINY_LABEL, tiny_model_path
 
 TINY_TAG = 'TINY RANDOM TEST MODEL'  # the start of TINY_LABEL, on every line with --tiny-model
@@ -144,6 +145,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    quiet_openmp()  # before torch loads (kosmos_ros.threads)
     say = Printer(TINY_TAG if args.tiny_model else '')
     if args.tiny_model:  # node log lines carry the label too (read when rclpy initialises logging)
         fmt = os.environ.get('RCUTILS_CONSOLE_OUTPUT_FORMAT', '[{severity}] [{name}]: {message}')
@@ -263,7 +265,8 @@ def _node_parameters(args: argparse.Namespace, stats: Any, camera: str, model: s
     params = dict(model=model, local_files_only=local_only, device=args.device,
                   dtype=args.dtype, quantization=args.quantization, cameras=[camera],
                   rate_hz=args.rate_hz, task=args.task, prompt=args.prompt,
-                  max_new_tokens=args.max_new_tokens, image_qos_reliability='reliable',
+                  max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads,
+                  image_qos_reliability='reliable',
                   image_qos_depth=10, max_frame_age=0.0, camera_timeout=0.0, autostart=False,
                   use_sim_time=True, unsubscribe_idle_after=0.0)  # subscribed before replay
     params[f'{camera}.topic'] = image_topic(stats.topic, compressed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.threads import opencv
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -14,7 +15,7 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 
 def annotate(rgb: np.ndarray, result: GroundingResult, caption: bool = True) -> np.ndarray:
     """Return a copy of the RGB frame with each box, its phrase and score drawn on it."""
-    import cv2
+    cv2 = opencv()
 
     out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
     height, width = out.shape[:2]

@@ -35,6 +35,7 @@ from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
 from kosmos_ros.preprocess import Preprocessor
 from kosmos_ros.prompts import build_prompt
 from kosmos_ros.static_decode import StaticStep
+from kosmos_ros.threads import DEFAULT_CPU_THREADS, use_cpu_threads
 from kosmos_ros.tokens import TokenCodec
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
@@ -64,6 +65,9 @@ class EngineOptions:
             projections as one matrix product (the model's three weights become views of one
             tensor: no extra memory; the model then holds shared storage, which matters only
             to code that saves it).
+        cpu_threads: torch intra-op threads of the thread that runs the engine, set once on
+            it (preprocessing and the CPU model); 0 leaves torch's setting. One is fastest
+            and steadiest when other processes share the cores (:mod:`kosmos_ros.threads`).
         compile_step: ``torch.compile`` the decode step of the static and CUDA-graph decoders
             (Inductor; Triton on CUDA). Each new batch size or length bucket compiles once,
             tens of seconds, on first use.
@@ -80,6 +84,7 @@ class EngineOptions:
     decoder: str = 'auto'
     fuse_qkv: bool = True
     compile_step: bool = False
+    cpu_threads: int = DEFAULT_CPU_THREADS
 
 
 _STATIC_BUCKET = 128
@@ -193,6 +198,7 @@ class GroundingEngine:
             if frame.width * frame.height > self.options.max_pixels:
                 raise ImageError(f'image of {frame.width}x{frame.height} pixels exceeds the '
                                  f'limit of {self.options.max_pixels} pixels')
+        use_cpu_threads(self.options.cpu_threads)
         started = time.perf_counter()
         with self._guard('preprocessing'):
             pixels = self.preprocessor(frames, self.device, self.dtype)
@@ -248,6 +254,7 @@ class GroundingEngine:
             should_stop: Callable[[], bool] | None = None,
             on_stage: StageCallback | None = None) -> list[GroundingResult]:
         """Answer queries on encoded frames; queries are validated first, then batched."""
+        use_cpu_threads(self.options.cpu_threads)
         prepared = [self._prepared(enc, q) for enc, q in requests]
         results: list[GroundingResult] = []
         size = max(1, self.options.max_batch_size)

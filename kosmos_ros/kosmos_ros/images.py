@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kosmos_ros.errors import ImageError
+from kosmos_ros.threads import opencv
 
 # Encodings read as views: name -> (channels, channel order).
 DIRECT_ENCODINGS = {
@@ -273,7 +274,7 @@ def frame_from_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Fra
     Nothing is decoded before the size the header declares is known to be within
     ``max_pixels``: a payload whose size cannot be established is refused.
     """
-    import cv2
+    cv2 = opencv()
 
     fmt = str(msg.format).lower()
     if 'compresseddepth' in fmt:

@@ -14,14 +14,16 @@ them in the order measured against the installed Pillow (vertical first for fram
 about twice their width), so its output stays within one grey level of the reference at
 camera sizes (``benchmarks/`` prints the maximum and mean difference).
 
+It runs on the calling thread's torch threads, which the engine sets once
+(:mod:`kosmos_ros.threads`: one by default, steady on a busy CPU).
+
 Configurations the fast path does not implement (another filter, a crop that is not a no-op,
 no rescale) fall back to the reference processor, so results never silently differ.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 import warnings
 
 import numpy as np
@@ -45,25 +47,6 @@ def _size_hw(size: Any) -> tuple[int, int] | None:
     if height is None or width is None:
         return None
     return int(height), int(width)
-
-
-@contextlib.contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
-    """Resize on one CPU thread.
-
-    The resize of one frame is too small to gain from a second thread, and waiting for a busy
-    core costs more than it saves (measured: 3.3 ms against 20 ms at 1080p on a loaded 2-core
-    machine).
-    """
-    if device.type != 'cpu' or torch.get_num_threads() == 1:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class Preprocessor:
@@ -141,11 +124,7 @@ class Preprocessor:
             raise ImageError('no frames to preprocess')
         if not self.fast:
             return self.reference_pixel_values(frames).to(device=device, dtype=dtype)
-        batch = []
-        with _single_thread(device):
-            for frame in frames:
-                batch.append(self._prepare(frame, device))
-        pixels = torch.cat(batch).float()
+        pixels = torch.cat([self._prepare(frame, device) for frame in frames]).float()
         if self.do_normalize:
             scale, shift = self._norm(device, torch.float32)
             pixels = pixels * scale + shift

@@ -33,6 +33,7 @@ import sys
 from typing import Any, Sequence
 
 from kosmos_ros.datatypes import DEFAULT_MODEL
+from kosmos_ros.threads import DEFAULT_CPU_THREADS
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -83,6 +84,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--quantization', default='none', help='none, 8bit or 4bit (CUDA)')
     group.add_argument('--local-files-only', action='store_true',
                        help='use the local folder or Hugging Face cache only (no network)')
+    group.add_argument('--cpu-threads', type=int, default=DEFAULT_CPU_THREADS,
+                       help='torch threads for model work on the CPU (default 1: fastest when '
+                            "other processes share the cores; the node's cpu_threads)")
     group.add_argument('--tiny-model', action='store_true',
                        help='use the tiny RANDOM test model instead of KOSMOS-2 (pipeline '
                             'checks only; its words are random; labelled wherever used)')

@@ -52,6 +52,7 @@ from kosmos_ros.bag.safety import check_outputs, SigintGuard
 from kosmos_ros.datatypes import Task
 from kosmos_ros.depth import DepthSettings
 from kosmos_ros.errors import KosmosError, ModelLoadError
+from kosmos_ros.threads import quiet_openmp
 
 __all__ = ['BagSummary', 'default_output', 'FrameOutcome', 'ground_bag', 'GroundBagOptions',
            'main', 'open_reader', 'output_base', 'pair_depth', 'select_image_topics',
@@ -167,7 +168,8 @@ def _load_engine(args: argparse.Namespace) -> Any:
         model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
                              device=args.device, dtype=args.dtype,
                              quantization=args.quantization)
-    return GroundingEngine.load(model, EngineOptions(max_new_tokens=args.max_new_tokens))
+    return GroundingEngine.load(model, EngineOptions(max_new_tokens=args.max_new_tokens,
+                                                     cpu_threads=args.cpu_threads))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     whole, and a Ctrl-C during the exit prints no traceback.
     """
     args = _parser().parse_args(argv)
+    quiet_openmp()  # before torch loads (kosmos_ros.threads)
     with SigintGuard(ignore_after=True) as sigint:
         try:
             return _command(args, sigint)

@@ -12,6 +12,7 @@ from typing import Any
 from kosmos_ros.bag import BagError
 from kosmos_ros.drawing import annotate
 from kosmos_ros.messages import phrase_position
+from kosmos_ros.threads import opencv
 
 
 def frames_folder(path: Path) -> Path:
@@ -36,7 +37,7 @@ class HtmlReport:
         self.entries: list[tuple[Any, str]] = []
 
     def add(self, outcome: Any, frame: Any) -> None:
-        import cv2
+        cv2 = opencv()
 
         rgb = annotate(frame.to_rgb(), outcome.result)
         ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
 
 NODE_NAME = 'kosmos_grounding'
 _ENGINE_KEYS = {'max_new_tokens', 'num_beams', 'no_repeat_ngram_size', 'max_prompt_tokens',
-                'max_batch_size', 'max_image_pixels'}
+                'max_batch_size', 'max_image_pixels', 'cpu_threads'}
 
 
 def _reason(exc: BaseException) -> str:
@@ -150,7 +150,8 @@ class GroundingNode(LifecycleNode):
                     no_repeat_ngram_size=p.no_repeat_ngram_size,
                     max_prompt_tokens=p.max_prompt_tokens, max_batch_size=p.max_batch_size,
                     max_pixels=p.max_image_pixels, logits_processors=self._logits_processors,
-                    decoder=p.decoder, compile_step=p.compile_decoder)
+                    decoder=p.decoder, compile_step=p.compile_decoder,
+                    cpu_threads=p.cpu_threads)
 
     def _continuous_settings(self) -> ContinuousSettings:
         p = self._params

@@ -11,6 +11,7 @@ import sys
 import threading
 
 from kosmos_ros.node.params import CAMERA_SPECS, SPECS
+from kosmos_ros.threads import quiet_openmp
 
 
 def _usage() -> str:
@@ -38,6 +39,7 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     # A node logs lines: no progress bars (they leave blank lines under ros2 launch).
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+    quiet_openmp()  # before torch loads (kosmos_ros.threads)
 
     from rclpy.utilities import remove_ros_args
 

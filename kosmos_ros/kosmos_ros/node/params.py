@@ -128,6 +128,10 @@ class NodeParams:
         256, 'Longest accepted prompt, in tokens.', low=1, high=1024)
     max_batch_size: int = _spec(
         8, 'Most queries and frames decoded together.', low=1, high=64)
+    cpu_threads: int = _spec(
+        1, 'Torch threads for model work on the CPU (preprocessing included). 1 is fastest '
+        'and steadiest when other processes share the cores; more only help a large model on '
+        'an otherwise idle CPU.', low=1, high=64)
     max_frame_age: float = _spec(
         2.0, 'Seconds (node clock minus frame stamp) after which a camera frame is too old to '
         'answer a query; 0 disables the check.', low=0.0, high=3600.0)

@@ -1,6 +1,7 @@
 # kosmos_ros: one entry point for set-up, the demo, tests and benchmarks.
 #   make run     build the environment if needed, then run the node on the embedded sample
 #   make test    build the environment if needed, then run every test
+#   make test-fast  the core and worker unit tests (no DDS, no model), in under a minute
 # DISTRO=kilted selects ROS 2 Kilted (default: jazzy). PYTEST_ARGS passes options to pytest.
 
 DISTRO ?= jazzy
@@ -8,13 +9,17 @@ export KOSMOS_ROS_DISTRO := $(DISTRO)
 PYTHON ?= python3
 IN_ENV := tools/in-env
 
-.PHONY: setup test run lint bench params lock clean
+.PHONY: setup test test-fast run lint bench params lock clean
 
 setup:
 	@$(PYTHON) tools/bootstrap.py
 
 test: setup
 	@$(IN_ENV) python -m pytest kosmos_ros/test $(PYTEST_ARGS)
+
+# Tests marked fast (pytest -m fast): they need neither DDS nor a model.
+test-fast: setup
+	@$(IN_ENV) python -m pytest kosmos_ros/test -m fast $(PYTEST_ARGS)
 
 run: setup
 	@$(IN_ENV) python -m kosmos_ros.demo $(RUN_ARGS)

@@ -1,9 +1,16 @@
 # Copyright 2026 kosmos_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Shared fixtures: loopback-only DDS, offline Hugging Face, the tiny model, photographs."""
+"""Shared fixtures: loopback-only DDS, offline Hugging Face, the tiny model, photographs.
+
+Also the ``ros`` executor (with :func:`executor_alive`, which fails the test during which a
+callback crashed it) and the reliability ledger. Support modules beside the tests:
+``helpers`` (waits, steering, lifecycle state), ``node_harness`` (a node and a client over
+DDS), ``hostile`` (bad inputs and injected faults) and ``ledger`` (the case table).
+"""
 
 import os
 import random
+from typing import Any, NamedTuple
 
 # Every DDS packet stays on loopback, each run in its own domain; nothing reaches a model hub.
 # The range alone keeps DDS on loopback on Jazzy and Kilted (checked on the wire by
@@ -54,9 +61,22 @@ def photos():
     return {name: load_photo(name) for name in PHOTO_NAMES}
 
 
+class Ros(NamedTuple):
+    """The ``ros`` fixture: an rclpy context, its executor, and what stopped the executor."""
+
+    context: Any
+    executor: Any
+    crashed: list  # the exception a callback raised out of the executor, if any
+
+
 @pytest.fixture(scope='module')
 def ros():
-    """Start an rclpy context with a multi-threaded executor spinning in the background."""
+    """Start an rclpy context with a multi-threaded executor spinning in the background.
+
+    A callback that raises stops the executor, and every later test of the module would hang
+    waiting for answers: the exception is kept in ``crashed`` and :func:`executor_alive` fails
+    the test during which it happened.
+    """
     import threading
 
     import rclpy
@@ -65,11 +85,65 @@ def ros():
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    crashed = []
+
+    def spin():
+        try:
+            executor.spin()
+        except BaseException as exc:  # a callback raised
+            crashed.append(exc)
+            raise
+
+    thread = threading.Thread(target=spin, name='executor', daemon=True)
     thread.start()
-    yield context, executor
+    yield Ros(context, executor, crashed)
     executor.shutdown(timeout_sec=5.0)
     rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(autouse=True)
+def executor_alive(request):
+    """Fail the test during which a callback raised out of the ``ros`` fixture's executor."""
+    if 'ros' not in request.fixturenames:
+        yield
+        return
+    crashed = request.getfixturevalue('ros').crashed
+    if crashed:
+        pytest.fail(f'the executor stopped spinning in an earlier test: {crashed[0]!r}')
+    yield
+    assert not crashed, f'the executor stopped spinning: {crashed[0]!r}'
+
+
+@pytest.fixture(scope='session')
+def ledger_book(request):
+    """Collect the reliability cases of the session; print (and write) the table at its end.
+
+    ``KOSMOS_ROS_RELIABILITY_TABLE=path`` also writes the table to ``path``.
+    """
+    from ledger import Ledger
+    book = Ledger()
+    yield book
+    if not book.rows:
+        return
+    text = book.render()
+    path = os.environ.get('KOSMOS_ROS_RELIABILITY_TABLE')
+    if path:
+        from pathlib import Path
+        Path(path).write_text(text + '\n')
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin('terminalreporter'), plugins.getplugin('capturemanager')
+    if reporter is None or capture is None:
+        print(text)
+        return
+    with capture.global_and_fixture_disabled():
+        for line in text.splitlines():
+            reporter.write_line(line)
+
+
+@pytest.fixture
+def ledger(ledger_book, request):
+    """Record a reliability case: ``ledger.add(interface, case, outcome, detail)``."""
+    return ledger_book.page(request.path.name)
 
 
 @pytest.fixture(scope='module')

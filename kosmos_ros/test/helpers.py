@@ -74,3 +74,9 @@ def wait_for_state(client_node, node_name, label, timeout=60.0):
             break
         time.sleep(0.2)
     return seen
+
+
+def small(photo, width=160, height=120):
+    """Return ``photo`` resized to ``width`` x ``height`` (cheap frames for node tests)."""
+    import cv2
+    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)

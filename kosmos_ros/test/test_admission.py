@@ -9,6 +9,8 @@ import pytest
 from kosmos_ros.admission import (admit, camera_namespace, compressed_topic, image_topic,
                                   rate_allows, stamp_nanoseconds, stamp_seconds)
 
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 
 def _header(sec, nanosec, frame_id='cam'):
     return SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec), frame_id=frame_id)

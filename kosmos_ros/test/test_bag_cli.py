@@ -7,6 +7,8 @@ import pytest
 from kosmos_ros.bag import ground_bag, player, sample
 from kosmos_ros.demo import _parse as demo_parse
 
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 
 def test_ground_bag_flags(capsys):
     args = ground_bag._parser().parse_args(['bag', '--rate-hz', '2', '--tiny-model', '--topic',

@@ -19,8 +19,6 @@ from kosmos_ros_interfaces.srv import Ground
 import numpy as np
 import pytest
 import rclpy
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag1 import Writer as Ros1Writer
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -38,10 +36,10 @@ from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.demo import find_weights, main as demo_main, NO_WEIGHTS_EXIT, TINY_TAG
 from kosmos_ros.errors import PromptError
 from kosmos_ros.images import frame_from_message
-from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.tiny_model import TINY_LABEL
 
 from helpers import wait_for  # noqa: I100
+from node_harness import NodeHarness  # noqa: I100
 
 
 RAW = '/camera/image_raw'
@@ -378,42 +376,21 @@ def test_command_line(bags, tiny_model_dir, tmp_path, monkeypatch, capsys):
 
 # -- live replay into the node -------------------------------------------------------------------
 
-class Live:
+class Live(NodeHarness):
     """A grounding node (sim time) in its own namespace fed by the bag player."""
 
     def __init__(self, ros, model_dir, topic, steer=None, **params):
-        context, self.executor = ros
-        self.ns = f'/bag{os.getpid()}_{next(_names)}'
-        values = dict(model=str(model_dir), device='cpu', local_files_only=True,
-                      cameras=['camera'], image_qos_reliability='reliable', image_qos_depth=10,
-                      max_frame_age=0.0, camera_timeout=0.0, use_sim_time=True)
+        values = dict(image_qos_reliability='reliable', image_qos_depth=10, max_frame_age=0.0,
+                      use_sim_time=True, **{'camera.topic': 'camera/image_raw'})
         values.update(params)
-        overrides = [Parameter(k, value=v) for k, v in values.items()]
-        overrides += [Parameter('camera.topic', value='camera/image_raw'),
-                      Parameter('camera.transport',
-                                value='compressed' if topic == JPEG else 'raw')]
-        self.node = GroundingNode(context=context, namespace=self.ns,
-                                  parameter_overrides=overrides,
-                                  logits_processors=(steer,) if steer else ())
-        self.client = rclpy.create_node('bag_client', context=context, namespace=self.ns)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.client)
+        super().__init__(ros, model_dir, cameras=('camera',), steer=steer,
+                         compressed=('camera',) if topic == JPEG else (), **values)
         self.topic = topic
-        self.groundings, self.detections, self.replayed = [], [], {}
-        self.client.create_subscription(Grounding, 'camera/grounding', self.groundings.append,
-                                        10)
-        self.client.create_subscription(Detection2DArray, 'camera/detections',
-                                        self.detections.append, 10)
         self.players = []
-        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def warm_up(self, image_msg):
         """Run the node's engine once (a service call), so the first frame is not slow."""
-        client = self.client.create_client(Ground, 'kosmos_grounding/ground')
-        assert client.wait_for_service(timeout_sec=10.0)
-        future = client.call_async(Ground.Request(task=Ground.Request.CAPTION, image=image_msg))
-        assert wait_for(future.done, 60) and future.result().success
+        assert self.call(task=Ground.Request.CAPTION, image=image_msg).success
 
     def play(self, bag, rate, topics=None, remap=None):
         player = BagPlayer(self.client, bag, rate=rate, topics=topics or [self.topic],
@@ -423,11 +400,15 @@ class Live:
         return player, player.play()
 
     def settle(self, expected, timeout=30.0):
-        """Wait for ``expected`` groundings, or until the worker has been idle for 1 s."""
+        """Wait for ``expected`` groundings, or until the worker has been idle for 1 s.
+
+        Then wait until the worker is idle and every result it made has arrived: a result
+        beyond ``expected`` (a bug) is then here to fail the test, with no pause to hope for.
+        """
         worker = self.node._worker
         deadline = time.monotonic() + timeout
         idle_since = None
-        while time.monotonic() < deadline and len(self.groundings) < expected:
+        while time.monotonic() < deadline and len(self.results['camera']) < expected:
             if worker.busy:
                 idle_since = None
             elif idle_since is None:
@@ -435,7 +416,8 @@ class Live:
             elif time.monotonic() - idle_since > 1.0:
                 break
             time.sleep(0.02)
-        time.sleep(0.3)  # anything more would be a bug: let it arrive and fail the test
+        assert wait_for(lambda: not worker.busy and len(self.results['camera']) >=
+                        self.counts('camera')['inferences'], 10)
 
     def collect(self, topic, msg_type):
         received = []
@@ -446,10 +428,7 @@ class Live:
     def close(self):
         for player in self.players:
             player.destroy()
-        self.node.stop_worker()
-        for node in (self.node, self.client):
-            self.executor.remove_node(node)
-            node.destroy_node()
+        super().close()
 
 
 def _rclpy_image(rgb):
@@ -483,17 +462,17 @@ def test_live_replay_equals_offline(ros, tiny_model_dir, bags, steered, steer, t
         offline = {stamp_of(m): m for _, m in read_bag(out)['/camera/grounding']}
         copies = {stamp_of(m): m for m in grounding_copy}
         detection_copies = {stamp_of(m): m for m in detection_copy}
-        stamps = [stamp_of(m) for m in live.groundings]
-        assert len(live.groundings) >= FRAMES // 2, stamps
+        stamps = [stamp_of(m) for m in live.groundings('camera')]
+        assert len(live.groundings('camera')) >= FRAMES // 2, stamps
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
         bag_stamps = [(*divmod(s, 10**9), 'camera_optical_frame') for s in bag.stamps_ns]
         assert set(stamps) <= set(bag_stamps)  # header stamps = bag stamps
-        for msg in live.groundings:
+        for msg in live.groundings('camera'):
             assert grounding_fields(msg) == grounding_fields(offline[stamp_of(msg)]) == \
                 grounding_fields(copies[stamp_of(msg)])
-        for msg in live.detections:
+        for msg in live.detections['camera']:
             assert detection_fields(msg) == detection_fields(detection_copies[stamp_of(msg)])
-        assert live.groundings[0].phrases[1].text == 'two cups'
+        assert live.groundings('camera')[0].phrases[1].text == 'two cups'
     finally:
         live.close()
 
@@ -511,15 +490,14 @@ def test_throttle_counts_agree_live_and_offline(ros, tiny_model_dir, bags, quick
         live.warm_up(_rclpy_image(cv2.resize(photos['coffee'], (320, 240))))
         live.play(bag.path, rate=0.5)
         live.settle(3)
-        assert [grounding_fields(m) for m in live.groundings] == \
+        assert [grounding_fields(m) for m in live.groundings('camera')] == \
             [grounding_fields(m) for m in offline]
     finally:
         live.close()
 
 
 def test_player_errors(ros, bags, capsys):
-    context, _ = ros
-    node = rclpy.create_node('player_errors', context=context)
+    node = rclpy.create_node('player_errors', context=ros.context)
     try:
         with pytest.raises(BagError, match='topic /left is not in'):
             BagPlayer(node, bags['mcap'].path, topics=['/left'])

@@ -11,6 +11,8 @@ from kosmos_ros.datatypes import PixelBox
 from kosmos_ros.depth import closest_by_stamp, depth_from_message, Intrinsics, lift_box
 from kosmos_ros.errors import ImageError
 
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 W, H = 640, 480
 FX, FY, CX, CY = 500.0, 520.0, 319.5, 239.5
 K = Intrinsics(FX, FY, CX, CY, W, H)

@@ -60,6 +60,7 @@ def _bayer_rggb(rgb):
     return out
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16',
                                       'rgb16', 'bayer_rggb8', 'yuv422'])
 @pytest.mark.parametrize('pad', [0, 13])
@@ -74,6 +75,7 @@ def test_frames_equal_rosbags_image_conversion(rgb, encoding, pad):
     assert np.array_equal(frame.to_rgb(), expected)
 
 
+@pytest.mark.fast
 def test_direct_encodings_are_zero_copy_views(rgb):
     msg = image_msg(rgb, 'rgb8', step=rgb.shape[1] * 3 + 8)
     frame = frame_from_message(msg)
@@ -81,6 +83,7 @@ def test_direct_encodings_are_zero_copy_views(rgb):
     assert not frame.array.flags.writeable
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('fmt, ext, params', [
     ('jpeg', '.jpg', []), ('png', '.png', []), ('rgb8; jpeg compressed bgr8', '.jpg', []),
     ('jpeg', '.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),  # SOF2, many scans
@@ -92,12 +95,14 @@ def test_compressed_frames_decode_like_rosbags_image(rgb, fmt, ext, params):
     assert np.array_equal(frame_from_message(msg).to_rgb(), message_to_cvimage(msg, 'rgb8'))
 
 
+@pytest.mark.fast
 def test_grayscale_jpeg_becomes_three_channels(rgb):
     ok, payload = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     frame = frame_from_message(compressed_msg(payload.tobytes()))
     assert frame.array.shape == rgb.shape
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('encoding', ['32FC1', '16UC3', '8SC1', '8UC3', 'nv12', 'weird'])
 def test_unsupported_encodings_are_refused_by_name(encoding):
     msg = SimpleNamespace(height=4, width=4, encoding=encoding, step=16, is_bigendian=0,
@@ -106,6 +111,7 @@ def test_unsupported_encodings_are_refused_by_name(encoding):
         frame_from_message(msg)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('fields, message', [
     (dict(width=0, height=0, step=0, data=b''), r'empty \(0x0\)'),
     (dict(width=4, height=0, step=12, data=b''), r'empty \(4x0\)'),
@@ -120,6 +126,7 @@ def test_inconsistent_images_are_refused(fields, message):
         frame_from_message(msg)
 
 
+@pytest.mark.fast
 def test_corrupt_and_truncated_compressed_images_are_refused(rgb):
     ok, jpeg = cv2.imencode('.jpg', rgb)
     ok, png = cv2.imencode('.png', rgb)
@@ -187,6 +194,7 @@ STRAY_IDS = ['00', 'A5', 'FF00', '00FF', '000000']
 MARKER_IDS = {0xDB: 'DQT', 0xC0: 'SOF0', 0xC4: 'DHT', 0xDA: 'SOS'}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
 @pytest.mark.parametrize('before', [0xDB, 0xC0], ids=MARKER_IDS.get)
 def test_tiny_jpeg_declaring_a_huge_image_behind_stray_bytes_is_refused_undecoded(
@@ -198,6 +206,7 @@ def test_tiny_jpeg_declaring_a_huge_image_behind_stray_bytes_is_refused_undecode
         frame_from_message(compressed_msg(tiny))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
 @pytest.mark.parametrize('before', [0xDB, 0xC0, 0xC4, 0xDA], ids=MARKER_IDS.get)
 def test_stray_bytes_between_segments_decode_like_the_clean_jpeg(rgb, stray, before):
@@ -209,6 +218,7 @@ def test_stray_bytes_between_segments_decode_like_the_clean_jpeg(rgb, stray, bef
     assert np.array_equal(frame.array, clean)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('stray', STRAY, ids=STRAY_IDS)
 @pytest.mark.parametrize('before', [0xDB, 0xC0], ids=MARKER_IDS.get)
 def test_size_behind_stray_bytes_is_checked_before_decoding(rgb, no_decoding, stray, before):
@@ -244,6 +254,7 @@ def _png_with_first_chunk(png, kind):
     return png[:8] + chunk + png[8:]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('edit, fmt, message', [
     (_without_frame_header, 'jpeg', 'JPEG: no frame header found before the scan'),
     (lambda j: with_frame_size(j, 451, 0), 'jpeg', 'JPEG: the frame header declares width 451 '
@@ -262,6 +273,7 @@ def test_frames_whose_size_cannot_be_established_are_refused_undecoded(
         frame_from_message(compressed_msg(edit(payload.tobytes()), fmt))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('name', ['chelsea', 'astronaut'])
 @pytest.mark.parametrize('padding', [64, 100, 4096, 1 << 20])
 def test_jpeg_with_zero_padding_decodes_like_the_unpadded_one(photos, name, padding):
@@ -271,6 +283,7 @@ def test_jpeg_with_zero_padding_decodes_like_the_unpadded_one(photos, name, padd
     assert np.array_equal(padded.array, clean.array)
 
 
+@pytest.mark.fast
 def test_frame_from_array_validation(rgb):
     assert frame_from_array(rgb).order == 'rgb'
     assert frame_from_array(rgb[:, :, 0]).order == 'mono'

@@ -22,6 +22,8 @@ from kosmos_ros.depth import Box3D, Lifted
 from kosmos_ros.node import conversions
 from kosmos_ros.node.conversions import RclpyTypes
 
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 PACKAGE = Path(__file__).resolve().parents[1] / 'kosmos_ros'
 
 

@@ -3,35 +3,36 @@
 """3D over DDS: colour, depth and camera_info publishers into the node; analytic geometry."""
 
 import threading
-import time
 
 from kosmos_ros_interfaces.srv import Ground
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
-from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
 
 from helpers import wait_for  # noqa: I100
-from test_node import Harness  # noqa: I100
+from node_harness import NODE_TESTS, NodeHarness  # noqa: I100
 
 FX, FY, CX, CY = 400.0, 410.0, 299.5, 199.5
 PLANE, OBJECT = 2.5, 1.25
 
 
+def depth_harness(ros, model_dir, steer, **params):
+    """Return a node harness whose front camera has depth (``front/depth``) and info."""
+    return NodeHarness(ros, model_dir, steer=steer, depth=('front',), **{
+        **NODE_TESTS, 'rate_hz': 0.0, 'depth_tolerance': 0.02, **params})
+
+
 @pytest.fixture
 def rig(ros, tiny_model_dir, steer):
-    h = Harness(ros, tiny_model_dir, steer=steer, rate_hz=0.0, depth_tolerance=0.02,
-                **{'front.depth_topic': 'front/depth'})
-    h.depth_pub = h.client.create_publisher(Image, 'front/depth', 10)
-    h.info_pub = h.client.create_publisher(CameraInfo, 'front/camera_info', 10)
-    h.det3d, h.markers = [], []
-    h.client.create_subscription(Detection3DArray, 'front/detections_3d', h.det3d.append, 10)
-    assert wait_for(lambda: h.depth_pub.get_subscription_count() > 0)
-    assert wait_for(lambda: h.info_pub.get_subscription_count() > 0)
+    h = depth_harness(ros, tiny_model_dir, steer)
+    # The test's own copy of the depth stream: publish_scene sends the colour frame once the
+    # depth image has crossed DDS, rather than after a pause.
+    h.depth_seen, h.markers = [], []
+    h.client.create_subscription(Image, 'front/depth', h.depth_seen.append, 10)
     yield h
     h.close()
 
@@ -51,14 +52,13 @@ def publish_scene(h, rgb, offset=0.0, depth_offset=0.0, fill=None):
         depth[:] = fill
     depth_msg = Image(height=height, width=width, encoding='32FC1', step=width * 4,
                       data=depth.tobytes())
-    depth_msg.header.stamp.sec, depth_msg.header.stamp.nanosec = h.stamp(offset + depth_offset)
-    depth_msg.header.frame_id = color.header.frame_id
+    h.set_stamp(depth_msg, h.now(offset + depth_offset), color.header.frame_id)
     info = CameraInfo(width=width, height=height, k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
     info.header = depth_msg.header
-    h.info_pub.publish(info)
-    h.depth_pub.publish(depth_msg)
-    time.sleep(0.2)
-    h.raw_pub.publish(color)
+    h.info_pubs['front'].publish(info)
+    h.depth_pubs['front'].publish(depth_msg)
+    assert wait_for(lambda: any(d.header == depth_msg.header for d in h.depth_seen))
+    h.pubs['front'].publish(color)
     return color, box
 
 
@@ -69,7 +69,7 @@ def expected_center(box, z):
 
 def test_service_returns_3d_and_positions(rig, photos):
     color, box = publish_scene(rig, photos['coffee'])
-    assert wait_for(lambda: rig.node._worker.take_latest('front')[0] is not None)
+    assert wait_for(lambda: rig.newest_is('front', color.header))
     response = rig.call(task=Ground.Request.CAPTION)
     assert response.success, response.message
     assert response.detections_3d.header == color.header
@@ -88,14 +88,14 @@ def test_service_returns_3d_and_positions(rig, photos):
 
 
 def test_stale_or_invalid_depth_gives_no_3d_and_a_reason(rig, photos):
-    publish_scene(rig, photos['coffee'], depth_offset=0.5)  # beyond the 20 ms tolerance
-    assert wait_for(lambda: rig.node._worker.take_latest('front')[0] is not None)
+    color, _ = publish_scene(rig, photos['coffee'], depth_offset=0.5)  # beyond 20 ms
+    assert wait_for(lambda: rig.newest_is('front', color.header))
     response = rig.call(task=Ground.Request.CAPTION)
     assert response.success and not response.detections_3d.detections
     cat = response.grounding.phrases[0]
     assert not cat.has_position and 'tolerance 20 ms' in cat.position_note
-    publish_scene(rig, photos['coffee'], offset=1.0, fill=np.nan)
-    time.sleep(0.3)
+    color, _ = publish_scene(rig, photos['coffee'], offset=1.0, fill=np.nan)
+    assert wait_for(lambda: rig.newest_is('front', color.header))
     response = rig.call(task=Ground.Request.CAPTION)
     cat = response.grounding.phrases[0]
     assert not cat.has_position and 'valid depth pixels' in cat.position_note
@@ -109,9 +109,9 @@ def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
     publisher = node._cameras['front'].outputs['markers']
     assert publisher.get_subscription_count() == 0
     color, box = publish_scene(rig, photos['chelsea'])
-    assert wait_for(lambda: rig.det3d, 30)
-    assert rig.det3d[0].header == color.header
-    centres = [d.bbox.center.position for d in rig.det3d[0].detections
+    assert wait_for(lambda: rig.detections_3d['front'], 30)
+    assert rig.detections_3d['front'][0].header == color.header
+    centres = [d.bbox.center.position for d in rig.detections_3d['front'][0].detections
                if d.results[0].hypothesis.class_id == 'a cat']
     assert (centres[0].x, centres[0].y, centres[0].z) == pytest.approx(
         expected_center(box, OBJECT), abs=1e-4)
@@ -125,17 +125,15 @@ def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
 
 def test_an_idle_camera_drops_depth_too_and_its_next_query_has_3d(
         ros, tiny_model_dir, steer, photos):
-    h = Harness(ros, tiny_model_dir, steer=steer, rate_hz=0.0, depth_tolerance=0.02,
-                unsubscribe_idle_after=1.0, frame_wait_timeout=3.0,
-                **{'front.depth_topic': 'front/depth'})
-    depth_pub = h.client.create_publisher(Image, 'front/depth', 10)
-    info_pub = h.client.create_publisher(CameraInfo, 'front/camera_info', 10)
+    h = depth_harness(ros, tiny_model_dir, steer, unsubscribe_idle_after=1.0,
+                      frame_wait_timeout=3.0)
+    depth_pub, info_pub = h.depth_pubs['front'], h.info_pubs['front']
     rgb = photos['coffee']
     height, width = rgb.shape[:2]
     box = cat_box(width, height)
     depth = np.full((height, width), PLANE, np.float32)
     depth[int(box.y1):int(np.ceil(box.y2)), int(box.x1):int(np.ceil(box.x2))] = OBJECT
-    stop = threading.Event()
+    stop, sent = threading.Event(), []
 
     def camera():  # colour, depth and info with one stamp, 10 times a second
         while not stop.wait(0.1):
@@ -148,15 +146,19 @@ def test_an_idle_camera_drops_depth_too_and_its_next_query_has_3d(
             info.header = color.header
             info_pub.publish(info)
             depth_pub.publish(depth_msg)
-            h.raw_pub.publish(color)
+            h.pubs['front'].publish(color)
+            sent.append(color.header)
 
     thread = threading.Thread(target=camera, daemon=True)
     thread.start()
-    counts = (h.raw_pub.get_subscription_count, depth_pub.get_subscription_count,
+    counts = (h.pubs['front'].get_subscription_count, depth_pub.get_subscription_count,
               info_pub.get_subscription_count)
     try:
-        time.sleep(1.0)
+        # Ten frames sent with their depth and info (the camera's own events, not a sleep),
+        # and no subscription made for them.
+        assert wait_for(lambda: len(sent) >= 10, 10.0)
         assert [count() for count in counts] == [0, 0, 0]
+        assert h.node._cameras['front'].intake.subscribed_count == 0
         response = h.call(task=Ground.Request.CAPTION)
         assert response.success, response.message
         assert [count() for count in counts] == [1, 1, 1]

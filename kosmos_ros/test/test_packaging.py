@@ -15,6 +15,10 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
+import pytest
+
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 PACKAGE = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE.parent
 # Imported where ROS is installed; not on PyPI, so not in this environment's ament index.

@@ -14,6 +14,8 @@ from kosmos_ros.datatypes import PixelBox
 from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
                                 parse_grounded_text)
 
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
+
 SNOWMAN = ('<grounding> An image of<phrase> a snowman</phrase><object><patch_index_0044>'
            '<patch_index_0863></object> warming up by<phrase> a fire</phrase><object>'
            '<patch_index_0006><patch_index_0879></object>')

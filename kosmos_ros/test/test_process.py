@@ -96,6 +96,8 @@ def test_renamed_node_has_one_name_and_exits_cleanly_on_two_sigints(client, tiny
         assert sorted(names) == [('grounder', node.ns), ('grounder_image_intake', node.ns)]
         status, seconds = node.stop(signal.SIGINT, signal.SIGINT)  # as ros2 launch does
         clean_exit(status, node.output)
+        # A bound is the point: ros2 launch escalates to SIGTERM, then SIGKILL, after 5 s
+        # each; 10 s is generous for a loaded machine.
         assert seconds < 10.0, seconds
     finally:
         node.kill()
@@ -175,7 +177,6 @@ def test_services_answer_during_a_load_and_sigterm_stops_it(client, tmp_path, un
     try:
         assert wait_for(lambda: lifecycle_state(client, name, 5.0) == 'configuring', 60)
         assert wait_for(lambda: accepted, 30), 'the node never asked the hub'
-        started = time.monotonic()
         assert lifecycle_state(client, name, 5.0) == 'configuring'
         parameters = client.create_client(GetParameters, f'{name}/get_parameters')
         assert parameters.wait_for_service(timeout_sec=5.0)
@@ -183,9 +184,12 @@ def test_services_answer_during_a_load_and_sigterm_stops_it(client, tmp_path, un
         assert wait_for(future.done, 5.0), 'parameter service blocked during the load'
         assert future.result().values[0].string_value == 'microsoft/kosmos-2-patch14-224'
         client.destroy_client(parameters)
-        assert time.monotonic() - started < 10.0
+        # Answered during the load, told by the state after the answer (not a time bound).
+        assert lifecycle_state(client, name, 5.0) == 'configuring'
         status, seconds = node.stop(signal.SIGTERM)
         clean_exit(status, node.output)
+        # A bound is the point: systemd and ros2 launch send SIGKILL a few seconds after
+        # SIGTERM (launch: 5 s), and a load stalled on the network must not hold the exit.
         assert seconds < 5.0, seconds
         assert 'loading microsoft/kosmos-2-patch14-224' in node.output
     finally:

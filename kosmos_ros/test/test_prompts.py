@@ -16,6 +16,7 @@ from kosmos_ros.prompts import build_prompt, neutralize, TAG_TOKENS
 W, H = 451, 300
 
 
+@pytest.mark.fast
 def test_templates_of_every_task():
     assert build_prompt(Query(Task.CAPTION), W, H) == '<grounding>An image of'
     assert build_prompt(Query(Task.DETAILED_CAPTION, 'ignored'), W, H) == \
@@ -145,6 +146,7 @@ def test_property_raw_prompts_yield_no_structure_token(engine, text):
     assert not special, (text, engine.tokenizer.convert_ids_to_tokens(sorted(special)))
 
 
+@pytest.mark.fast
 def test_neutralize_rules():
     assert neutralize('a<b>c') == 'a\u2039b\u203ac'
     assert neutralize('a\x00b\x1bc\td\ne') == 'a b c\td\ne'
@@ -152,6 +154,7 @@ def test_neutralize_rules():
         neutralize('bad \udcff byte')
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('task', [Task.FIND, Task.QUESTION, Task.RAW])
 @pytest.mark.parametrize('text', ['', '   ', '\n\t'])
 def test_empty_prompts_are_refused(task, text):
@@ -170,6 +173,7 @@ def test_over_long_prompts_are_refused_with_the_limit(engine):
         engine.prepare(Query(Task.CAPTION, max_new_tokens=5000), W, H)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('question, message', [
     ('What is [this?', 'unbalanced'), ('What is this]?', 'unbalanced'),
     ('What [is [this]]?', 'unbalanced'), ('What is [ ]?', r'empty \[\] phrase'),
@@ -179,6 +183,7 @@ def test_malformed_question_brackets(question, message):
         build_prompt(Query(Task.QUESTION, question), W, H)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('region, message', [
     (PixelBox(math.nan, 0, 10, 10), 'not a finite number'),
     (PixelBox(0, 0, math.inf, 10), 'not a finite number'),
@@ -193,6 +198,7 @@ def test_bad_regions(region, message):
         build_prompt(Query(Task.QUESTION, 'What is [this]?', (region,)), W, H)
 
 
+@pytest.mark.fast
 def test_region_binding_rules():
     box = PixelBox(10, 20, 110, 220)
     with pytest.raises(RegionError, match='2 regions given but the prompt has 1'):

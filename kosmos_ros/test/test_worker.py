@@ -5,8 +5,12 @@
 import threading
 import time
 
+import pytest
+
 from kosmos_ros.node.scheduling import (budget_group, camera_places, choose_batch,
                                         PendingRequests)
+
+pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
 
 
 def test_budget_groups():
@@ -92,14 +96,14 @@ def test_debug_images_never_block_the_caller_and_the_newest_wins():
     images = DebugImages(lambda rgb, header: (header, rgb.shape), lambda c, e: errors.append(e))
     frame = frame_from_array(np.zeros((48, 64, 3), np.uint8))
     result = GroundingResult(Task.CAPTION, '', 'An image of', (), (64, 48), '', 0)
-    started = time.monotonic()
     for i in range(50):
         images.offer('front', slow_publish, frame, result, f'header{i}')
-    offered = time.monotonic() - started
+    # All 50 offers returned while the publisher was still blocked (nothing published until
+    # the release): told by the order of events, not by how long the offers took.
+    assert not published
     release.set()
     assert wait_until(lambda: published and published[-1][0] == 'header49')
     images.close()
-    assert offered < 1.0, offered  # 50 offers while the publisher is blocked for 10 s
     assert len(published) <= 3 and images.dropped >= 47
     assert not errors
 

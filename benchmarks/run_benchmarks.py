@@ -18,6 +18,10 @@ d. queries: four queries on one frame, full-size random KOSMOS-2 on the CPU: fou
 e. full_size: one query, reference against engine, full-size random KOSMOS-2 on the CPU.
 f. debug_latency: frame-to-Grounding latency of the project's node at 1920x1080, 10 Hz,
    without and with a reliable debug-image subscriber (columns: without, with).
+g. tracking: boxes between 1 Hz model results on generated 30 Hz 640x480 scenes of
+   photographs (benchmarks/tracking_bench.py). Reference: holding the last model box; project:
+   the tracker (``kosmos_ros.tracking``). Mean IoU with the true boxes, identity switches, lost
+   frames, and the tracker's cost per frame.
 
 Every timing is the median of several repetitions, reference and project interleaved. Rows d
 and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
@@ -65,8 +69,9 @@ from kosmos_ros.threads import DEFAULT_CPU_THREADS, opencv, use_cpu_threads  # n
 from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,I100
                        load_processor, median, reference_generate, wrap_loaded)
 
-ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size', 'debug_latency')
-LETTERS = dict(zip('abcdef', ROWS))
+ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size', 'debug_latency',
+        'tracking')
+LETTERS = dict(zip('abcdefg', ROWS))
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 ENCODINGS = ('rgb8', 'bgr8', 'jpeg')
 FULL_QUERIES = (Query(Task.CAPTION), Query(Task.FIND, 'a cup of coffee'),
@@ -271,6 +276,43 @@ def bench_debug_latency(model_dir: Path, frames: int) -> list[dict[str, Any]]:
                note, figures=figures)
     print_row(row)
     return [row]
+
+
+# -- g. tracking between model results ------------------------------------------------------
+
+def bench_tracking_rows(quick: bool) -> list[dict[str, Any]]:
+    from tracking_bench import bench_tracking
+    figures = bench_tracking(duration=4.0 if quick else 8.0)
+    overall = figures['overall']
+    rows = []
+    for run in figures['scenes'] + [overall]:
+        hold, tracked = run['hold'], run['tracked']
+        last = run is overall
+        rows.append(_row(
+            'g tracking: mean IoU (hold/tracked)', run['scene'], hold['mean_iou'],
+            tracked['mean_iou'], 'IoU', '>=0.75 and hold+0.2' if last else '',
+            (tracked['mean_iou'] >= 0.75 and tracked['mean_iou'] >= hold['mean_iou'] + 0.2)
+            if last else None,
+            f'id switches {hold["switches"]}/{tracked["switches"]}; lost frames before '
+            f'occlusion {hold["lost_before_occlusion"]}/{tracked["lost_before_occlusion"]}, '
+            f'after {hold["lost_after_occlusion"]}/{tracked["lost_after_occlusion"]}',
+            figures=run))
+    hold, tracked = overall['hold'], overall['tracked']
+    rows.append(_row('g tracking: identity switches', 'all scenes', hold['switches'],
+                     tracked['switches'], 'count', '0', tracked['switches'] == 0))
+    rows.append(_row('g tracking: lost before occlusion', 'all scenes',
+                     hold['lost_before_occlusion'], tracked['lost_before_occlusion'], 'frames',
+                     '0', tracked['lost_before_occlusion'] == 0))
+    rows.append(_row('g tracking: cost per frame', '640x480, propagate', float('nan'),
+                     overall['propagate_median_ms'], 'ms', '<=3 ms median',
+                     overall['propagate_median_ms'] <= 3.0,
+                     f'p90 {overall["propagate_p90_ms"]:.2f} ms, max '
+                     f'{overall["propagate_max_ms"]:.2f} ms; update (1 Hz) median '
+                     f'{overall["update_median_ms"]:.2f} ms; grey conversion '
+                     f'{overall["gray_median_ms"]:.2f} ms', settings=figures['settings']))
+    for row in rows:
+        print_row(row)
+    return rows
 
 
 # -- c. idle cost ----------------------------------------------------------------------------
@@ -495,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += bench_debug_latency(model_dir, 40 if args.quick else 100)
         if args.rows & {'queries', 'full_size'}:
             rows += bench_full_size(processor, args.full_reps, args.tokens, args.rows)
+        if 'tracking' in args.rows:
+            rows += bench_tracking_rows(args.quick)
     meta['seconds'] = time.monotonic() - started
     print()
     print(HEADER)

@@ -107,11 +107,10 @@ def bbox_msg(types: MessageTypes, box: PixelBox) -> Any:
                      size_y=float(box.height))
 
 
-def _hypothesis(types: MessageTypes, phrase: GroundedPhrase, score: float,
-                pose: Any) -> Any:
+def _hypothesis(types: MessageTypes, class_id: str, score: float, pose: Any) -> Any:
     return types.new(
         'vision_msgs/msg/ObjectHypothesisWithPose',
-        hypothesis=types.new('vision_msgs/msg/ObjectHypothesis', class_id=phrase.text,
+        hypothesis=types.new('vision_msgs/msg/ObjectHypothesis', class_id=class_id,
                              score=float(score)),
         pose=types.new('geometry_msgs/msg/PoseWithCovariance', pose=pose))
 
@@ -200,7 +199,7 @@ def detections_msg(types: MessageTypes, result: GroundingResult, header: Any,
     head = header_msg(types, header)
     detections = [types.new('vision_msgs/msg/Detection2D', header=head, id=f'{p}.{b}',
                             bbox=bbox_msg(types, box.pixels),
-                            results=[_hypothesis(types, phrase, box.score, pose_msg(types))])
+                            results=[_hypothesis(types, phrase.text, box.score, pose_msg(types))])
                   for p, b, phrase, box in result.detections(min_score)]
     return types.new(DETECTION_2D_ARRAY, header=head, detections=detections)
 
@@ -223,8 +222,47 @@ def detections_3d_msg(types: MessageTypes, result: GroundingResult, lifted: Lift
                          size=vector3_msg(types, item.size))
         detections.append(types.new(
             'vision_msgs/msg/Detection3D', header=head, id=f'{p}.{b}', bbox=bbox,
-            results=[_hypothesis(types, phrase, box.score, pose_msg(types, item.center))]))
+            results=[_hypothesis(types, phrase.text, box.score, pose_msg(types, item.center))]))
     return types.new(DETECTION_3D_ARRAY, header=head, detections=detections)
+
+
+def tracks_msg(types: MessageTypes, tracks: Sequence[Any], header: Any) -> Any:
+    """Return a vision_msgs/Detection2DArray of tracks (``kosmos_ros.tracking.Track``).
+
+    ``id`` is the track id (decimal), ``class_id`` the phrase of the model result that last
+    confirmed it, ``score`` that result's score; ``header`` is the frame the boxes were moved
+    to.
+    """
+    head = header_msg(types, header)
+    detections = [types.new('vision_msgs/msg/Detection2D', header=head, id=str(t.track_id),
+                            bbox=bbox_msg(types, t.box),
+                            results=[_hypothesis(types, t.phrase, t.score, pose_msg(types))])
+                  for t in tracks]
+    return types.new(DETECTION_2D_ARRAY, header=head, detections=detections)
+
+
+def tracks_3d_msg(types: MessageTypes, tracks: Sequence[Any], lifted: Sequence[Lifted],
+                  header: Any) -> Any:
+    """Return a vision_msgs/Detection3DArray of the tracks that have 3D (one Lifted each).
+
+    As :func:`detections_3d_msg`: metres in the camera's optical frame, identity orientation;
+    ``id`` the track id.
+    """
+    if len(lifted) != len(tracks):
+        raise ValueError(f'{len(lifted)} 3D boxes for {len(tracks)} tracks')
+    head = header_msg(types, header)
+    detections = []
+    for track, item in zip(tracks, lifted):
+        if item.box is None:
+            continue
+        bbox = types.new('vision_msgs/msg/BoundingBox3D', center=pose_msg(types, item.box.center),
+                         size=vector3_msg(types, item.box.size))
+        detections.append(types.new(
+            'vision_msgs/msg/Detection3D', header=head, id=str(track.track_id), bbox=bbox,
+            results=[_hypothesis(types, track.phrase, track.score,
+                                       pose_msg(types, item.box.center))]))
+    return types.new(DETECTION_3D_ARRAY, header=head, detections=detections)
+
 
 
 def markers_msg(types: MessageTypes, detections: Any, lifetime_s: float = 1.0) -> Any:

@@ -95,6 +95,16 @@ def markers_msg(detections: Any, lifetime_s: float = 1.0) -> Any:
     return messages.markers_msg(TYPES, detections, lifetime_s)
 
 
+def tracks_msg(tracks: Sequence[Any], header: Any) -> Any:
+    """Return a Detection2DArray of tracks: id = track id, class_id = phrase, pixels."""
+    return messages.tracks_msg(TYPES, tracks, header)
+
+
+def tracks_3d_msg(tracks: Sequence[Any], lifted: Sequence[Lifted], header: Any) -> Any:
+    """Return a Detection3DArray of the tracks with 3D: id = track id, metres."""
+    return messages.tracks_3d_msg(TYPES, tracks, lifted, header)
+
+
 def image_msg(rgb: np.ndarray, header: Any) -> Any:
     return messages.image_msg(TYPES, rgb, header)
 

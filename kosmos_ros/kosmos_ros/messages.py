@@ -260,9 +260,8 @@ def tracks_3d_msg(types: MessageTypes, tracks: Sequence[Any], lifted: Sequence[L
         detections.append(types.new(
             'vision_msgs/msg/Detection3D', header=head, id=str(track.track_id), bbox=bbox,
             results=[_hypothesis(types, track.phrase, track.score,
-                                       pose_msg(types, item.box.center))]))
+                                 pose_msg(types, item.box.center))]))
     return types.new(DETECTION_3D_ARRAY, header=head, detections=detections)
-
 
 
 def markers_msg(types: MessageTypes, detections: Any, lifetime_s: float = 1.0) -> Any:

@@ -21,6 +21,7 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
+from kosmos_ros_interfaces.action import Follow
 from kosmos_ros_interfaces.action import Ground as GroundAction
 from kosmos_ros_interfaces.msg import Grounding
 from kosmos_ros_interfaces.srv import Ground
@@ -65,7 +66,7 @@ class NodeHarness:
     """
 
     def __init__(self, ros, model_dir, cameras=('front',), compressed=(), depth=(), steer=None,
-                 configure=True, node_values=None, **params):
+                 configure=True, node_values=None, tracks=False, **params):
         self.ns = f'/n{os.getpid()}_{next(_names)}'
         self.executor = ros.executor
         self.cameras = tuple(cameras)
@@ -82,7 +83,7 @@ class NodeHarness:
                                   logits_processors=(steer,) if steer else ())
         self.client = rclpy.create_node(f'client_{self.ns[1:]}', context=ros.context,
                                         namespace=self.ns)
-        self._make_client_entities(compressed, depth)
+        self._make_client_entities(compressed, depth, tracks)
         # Entities first, then the executor: rclpy's ActionClient registers itself with its
         # node before its lock exists, and a spinning executor may look at it in between.
         self.executor.add_node(self.node)
@@ -90,7 +91,7 @@ class NodeHarness:
         if configure:
             self.start()
 
-    def _make_client_entities(self, compressed, depth):
+    def _make_client_entities(self, compressed, depth, tracks):
         client = self.client
         # Reliable publishers match best-effort and reliable subscriptions alike.
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -125,6 +126,21 @@ class NodeHarness:
                                    goal_service_qos_profile=QUERY_QOS,
                                    result_service_qos_profile=QUERY_QOS,
                                    cancel_service_qos_profile=QUERY_QOS)
+        self.follow = ActionClient(client, Follow, 'kosmos_grounding/follow',
+                                   goal_service_qos_profile=QUERY_QOS,
+                                   result_service_qos_profile=QUERY_QOS,
+                                   cancel_service_qos_profile=QUERY_QOS)
+        self.tracks, self.tracks_3d = {}, {}
+        if tracks:  # NAME/tracks (and tracks_3d) of every camera, kept with arrival times
+            for cam in self.cameras:
+                self.tracks[cam] = []
+                client.create_subscription(
+                    Detection2DArray, f'{cam}/tracks',
+                    lambda msg, cam=cam: self.tracks[cam].append((time.monotonic(), msg)), 100)
+            for cam in depth:
+                self.tracks_3d[cam] = []
+                client.create_subscription(Detection3DArray, f'{cam}/tracks_3d',
+                                           self.tracks_3d[cam].append, 100)
 
     def start(self):
         """Configure and activate; wait until the cameras and the service are matched."""

@@ -76,12 +76,16 @@ class Camera:
                 Grounding, f'{name}/grounding', 10, **NO_PUB_EVENTS),
             'debug_image': node.create_lifecycle_publisher(
                 Image, f'{name}/debug_image', 1, **NO_PUB_EVENTS),
+            'tracks': node.create_lifecycle_publisher(
+                Detection2DArray, f'{name}/tracks', 10, **NO_PUB_EVENTS),
         }
         if config.depth_topic:
             self.outputs['detections_3d'] = node.create_lifecycle_publisher(
                 Detection3DArray, f'{name}/detections_3d', 10, **NO_PUB_EVENTS)
             self.outputs['markers'] = node.create_lifecycle_publisher(
                 MarkerArray, f'{name}/markers', 1, **NO_PUB_EVENTS)
+            self.outputs['tracks_3d'] = node.create_lifecycle_publisher(
+                Detection3DArray, f'{name}/tracks_3d', 10, **NO_PUB_EVENTS)
 
     def destroy(self) -> None:
         """Stop and destroy the output publishers (cleanup)."""

@@ -33,12 +33,14 @@ from kosmos_ros.node.camera import Camera
 from kosmos_ros.node.conversions import image_msg
 from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.node.diagnostics import diagnostics_msg, NodeStatus
+from kosmos_ros.node.follow import FollowServer
 from kosmos_ros.node.intake import intake_node
 from kosmos_ros.node.lifecycle import TransitionRunner
 from kosmos_ros.node.parameters import missing_prompt, ParameterStore
 from kosmos_ros.node.params import NodeParams
 from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
+from kosmos_ros.node.tracks import TrackingPump
 from kosmos_ros.node.worker import InferenceWorker
 from kosmos_ros.prompts import build_prompt
 
@@ -70,6 +72,7 @@ class GroundingNode(LifecycleNode):
         self._params: NodeParams | None = None
         self._engine: GroundingEngine | None = None
         self._worker: InferenceWorker | None = None
+        self._tracking: TrackingPump | None = None
         self._debug: DebugImages | None = None
         self._cameras: dict[str, Camera] = {}
         self._intake_node: Any = None
@@ -78,7 +81,9 @@ class GroundingNode(LifecycleNode):
         self._store = ParameterStore(self)
         self.add_on_set_parameters_callback(self._check_set)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._queries = QueryServer(self, self._session)
+        self._queries = QueryServer(self, self._session, self._on_query_result)
+        self._follow = FollowServer(self, self._session, self._check_continuous, self._now,
+                                    lambda: self._tracking)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
                                              self._publish_diagnostics,
@@ -103,6 +108,7 @@ class GroundingNode(LifecycleNode):
         """Stop for good before the node is destroyed: no transition starts or finishes."""
         self._closing = True
         self._transitions.close()
+        self._follow.end_all('the node is shutting down')
         self.stop_worker()
 
     def _session(self) -> Session:
@@ -214,6 +220,8 @@ class GroundingNode(LifecycleNode):
                                        self._on_continuous_result, self._camera_problem,
                                        self._continuous_settings(),
                                        clock=self._now, heartbeat_s=heartbeat)
+        self._tracking = TrackingPump(self._cameras, lambda: self._params, self._admit,
+                                      lambda: self._state == 'active', self._follow)
 
     def _warm_up(self, p: NodeParams) -> None:
         """With compile_decoder, compile the decode step now rather than on the first query."""
@@ -264,8 +272,20 @@ class GroundingNode(LifecycleNode):
         for camera in self._cameras.values():
             camera.start(self._intake_node, p.image_qos_reliability, int(p.image_qos_depth),
                          subscribe)
-        self._worker.set_sources({name: cam.take for name, cam in self._cameras.items()},
+        self._worker.set_sources({name: self._source(name) for name in self._cameras},
                                  self._admit, self._check_idle_cameras)
+
+    def _source(self, name: str) -> Any:
+        """Return how the worker takes ``name``'s frames: not while it is tracked.
+
+        While tracked, the tracking thread takes every frame and hands each to the worker.
+        """
+        camera = self._cameras[name]
+
+        def take(use: bool) -> Any:
+            tracking = self._tracking
+            return None if tracking is not None and tracking.owns(name) else camera.take(use)
+        return take
 
     @staticmethod
     def _may_unsubscribe(params: NodeParams) -> bool:
@@ -301,6 +321,9 @@ class GroundingNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._state = 'inactive'
+        self._follow.end_all('the node was deactivated')
+        if self._tracking is not None:
+            self._tracking.wake()
         if self._worker is not None:
             self._worker.set_paused(True)
         self._stop_cameras()
@@ -321,6 +344,10 @@ class GroundingNode(LifecycleNode):
     def _release(self) -> None:
         """Stop the worker, free the model and its memory, drop the cameras' publishers."""
         self._state = 'unconfigured'
+        self._follow.end_all('the node is being cleaned up or shut down')
+        if self._tracking is not None:
+            self._tracking.stop()
+            self._tracking = None
         self._stop_cameras()
         if self._worker is not None:
             if not self._worker.stop(timeout=10.0):
@@ -339,11 +366,15 @@ class GroundingNode(LifecycleNode):
         return_freed_memory()  # without it resident memory crept up cycle after cycle
 
     def stop_worker(self) -> None:
-        """Stop inference before the node is destroyed (bounded time)."""
+        """Stop tracking and inference before the node is destroyed (bounded time)."""
+        if self._tracking is not None:
+            self._tracking.stop()
         if self._worker is not None:
             self._worker.stop(timeout=10.0)
 
     def destroy_node(self) -> None:
+        if self._tracking is not None:
+            self._tracking.stop()
         self._stop_cameras()
         if self._intake_node is not None:
             self._intake_node.destroy_node()
@@ -352,16 +383,21 @@ class GroundingNode(LifecycleNode):
 
     # -- camera frames and continuous results ------------------------------------------------
 
-    def _admit(self, camera: str, msg: Any) -> None:
-        """Check a frame the worker took from DDS and hand it over (worker thread)."""
+    def _admit(self, camera: str, msg: Any) -> float | None:
+        """Check a frame taken from DDS and hand it to the worker; return its stamp or None.
+
+        Runs on the worker thread, or on the tracking thread while the camera is tracked.
+        """
         decision = admit(getattr(msg, 'encoding', None), stamp_seconds(msg), self._now())
         worker = self._worker
         if decision.refused:
             self._camera_problem(camera, ImageError(decision.detail))
             if worker is not None:
                 worker.count_refused(camera, decision.refused)
-        elif worker is not None:  # an unstamped frame takes the node clock's time
+            return None
+        if worker is not None:  # an unstamped frame takes the node clock's time
             worker.offer_frame(camera, msg, decision.stamp)
+        return decision.stamp
 
     def _camera_problem(self, camera: str, error: Exception) -> None:
         target = self._cameras.get(camera)
@@ -374,6 +410,13 @@ class GroundingNode(LifecycleNode):
         if target is not None and params is not None:
             target.publish(result, msg.header, frame, float(params.min_score),
                            params.depth(), self._debug)
+            self._on_query_result(camera, msg.header, result)
+
+    def _on_query_result(self, camera: str, header: Any, result: GroundingResult) -> None:
+        """Give a model result on a camera's frame to its tracks (while it is tracked)."""
+        tracking, params = self._tracking, self._params
+        if tracking is not None and params is not None:
+            tracking.on_result(camera, header, result, float(params.min_score))
 
     # -- diagnostics -------------------------------------------------------------------------
 
@@ -386,7 +429,10 @@ class GroundingNode(LifecycleNode):
             active_since=self._active_since, continuous_problem=self._continuous_problem,
             counters={'stale queries refused': queries.stale_refused,
                       'requests pending': queries.pending.count,
-                      'busy refusals': queries.busy_refused})
+                      'busy refusals': queries.busy_refused,
+                      'follow goals running': self._follow.running,
+                      'cameras tracked': len(self._tracking.tracked)
+                      if self._tracking is not None else 0})
         array = diagnostics_msg(self.get_fully_qualified_name(),
                                 self.get_clock().now().to_msg(), status)
         for item in array.status[1:]:

@@ -97,7 +97,7 @@ class NodeParams:
         'length bucket compiles on first use).', reload=True)
     cameras: tuple[str, ...] = _spec(
         ('camera',), 'Camera names. Camera NAME subscribes NAME.topic and publishes '
-        'NAME/detections, NAME/grounding and NAME/debug_image.', reload=True)
+        'NAME/detections, NAME/grounding, NAME/debug_image and NAME/tracks.', reload=True)
     image_qos_reliability: str = _spec(
         'best_effort', 'Image subscription reliability; best_effort also accepts reliable '
         'publishers.', reload=True, choices=RELIABILITIES)
@@ -167,6 +167,24 @@ class NodeParams:
     depth_inner_fraction: float = _spec(
         0.5, "Part of a box's width and height, around its centre, whose median depth gives "
         'its distance.', low=0.05, high=1.0)
+    track_rate_hz: float = _spec(
+        0.0, 'Most frames per second of message time each camera is tracked on (NAME/tracks, '
+        'NAME/tracks_3d and follow feedback); 0 tracks every frame. A camera is tracked only '
+        'while NAME/tracks or NAME/tracks_3d has a subscriber or a follow goal uses it.',
+        low=0.0, high=1000.0)
+    track_max_age: float = _spec(
+        3.0, 'Seconds (message time) a track lives after the last model result that confirmed '
+        'it.', low=0.05, high=3600.0)
+    lost_timeout: float = _spec(
+        5.0, 'A follow goal ends (aborted) once its target has not been tracked for this many '
+        'seconds (node clock), or, not found yet, this long after the goal began.',
+        low=0.1, high=3600.0)
+    follow_regrounding_hz: float = _spec(
+        1.0, 'Model confirmations (FIND queries) per second of a follow goal that does not ask '
+        'for its own rate; they share batches with the other queries.', low=0.01, high=100.0)
+    max_follow_goals: int = _spec(
+        8, 'Most follow goals running at once; a goal beyond it ends at once with the reason.',
+        low=1, high=256)
     diagnostics_period: float = _spec(
         1.0, 'Seconds between /diagnostics messages.', low=0.1, high=60.0)
     autostart: bool = _spec(
@@ -178,6 +196,11 @@ class NodeParams:
         """Return the depth settings (the same type the offline tool takes)."""
         return DepthSettings(float(self.depth_tolerance), float(self.depth_min),
                              float(self.depth_max), float(self.depth_inner_fraction))
+
+    def tracker(self) -> Any:
+        """Return the tracks' settings (a :class:`kosmos_ros.tracking.TrackerSettings`)."""
+        from kosmos_ros.tracking import TrackerSettings  # OpenCV and scipy: only when tracking
+        return TrackerSettings(track_max_age=float(self.track_max_age))
 
 
 @dataclass(frozen=True)

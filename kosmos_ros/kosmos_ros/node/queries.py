@@ -82,9 +82,13 @@ def describe_error(error: Exception) -> str:
 class QueryServer:
     """Serves ``~/ground`` (service and action) for a node."""
 
-    def __init__(self, node: Any, session: Callable[[], Session]):
-        """``session()`` returns the active :class:`Session` or raises ValueError why not."""
-        self._node, self._session = node, session
+    def __init__(self, node: Any, session: Callable[[], Session],
+                 on_result: Callable[[str, Any, GroundingResult], None] = lambda *a: None):
+        """``session()`` returns the active :class:`Session` or raises ValueError why not.
+
+        ``on_result(camera, header, result)`` sees every result on a camera's frame (tracks).
+        """
+        self._node, self._session, self._on_result = node, session, on_result
         self.pending = PendingRequests()
         self.busy_refused = 0
         self.stale_refused = 0
@@ -168,6 +172,8 @@ class QueryServer:
         result, error = await future
         if error is not None:
             return Answer(None, describe_error(error), msg.header, camera, session.params)
+        if camera is not None:
+            self._on_result(camera.name, msg.header, result)
         return Answer(result, '', msg.header, camera, session.params)
 
     def _check(self, session: Session, request: Any) -> tuple[Query, Camera | None, Any]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections import deque
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from kosmos_ros.admission import stamp_seconds
-from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.datatypes import GroundingResult, PixelBox
 from kosmos_ros.depth import (closest_by_stamp, depth_from_message, DepthSettings, Intrinsics,
-                              lift_result, Lifted, without_3d)
+                              lift_box, lift_result, Lifted, without_3d)
 from kosmos_ros.errors import ImageError
 
 DEPTH_QUEUE = 10  # depth frames DDS keeps between two takes
@@ -97,17 +97,33 @@ class DepthSource:
     def lift(self, stamp: float, result: GroundingResult,
              settings: DepthSettings) -> tuple[tuple[Lifted, ...], ...]:
         """Return 3D per box of every phrase (or why none) for a colour frame's stamp."""
+        depth, intrinsics, reason = self._depth_at(stamp, settings)
+        if depth is None:
+            return without_3d(result, reason)
+        return lift_result(result, depth, intrinsics, settings)
+
+    def lift_boxes(self, stamp: float, boxes: Sequence[PixelBox], image_size: tuple[int, int],
+                   settings: DepthSettings) -> list[Lifted]:
+        """Return 3D (or why none) of each pixel box of a ``image_size`` colour frame."""
+        if not boxes:
+            return []
+        depth, intrinsics, reason = self._depth_at(stamp, settings)
+        if depth is None:
+            return [Lifted(None, reason)] * len(boxes)
+        return [lift_box(box, depth, intrinsics, image_size, settings.min_depth,
+                         settings.max_depth, settings.inner_fraction) for box in boxes]
+
+    def _depth_at(self, stamp: float, settings: DepthSettings) -> tuple[Any, Any, str]:
+        """Return the depth (metres) and intrinsics matching ``stamp``, or None and why not."""
         with self._lock:
             self._drain()
             candidates, info = list(self._depth), self._info
         if info is None:
-            return without_3d(result, f'no camera_info received on {self.info_topic}')
+            return None, None, f'no camera_info received on {self.info_topic}'
         msg, reason = closest_by_stamp(stamp, candidates, settings.tolerance)
         if msg is None:
-            return without_3d(result, f'{reason} ({self.depth_topic})')
+            return None, None, f'{reason} ({self.depth_topic})'
         try:
-            intrinsics = Intrinsics.from_camera_info(info)
-            depth = depth_from_message(msg)
+            return depth_from_message(msg), Intrinsics.from_camera_info(info), ''
         except ImageError as exc:
-            return without_3d(result, str(exc))
-        return lift_result(result, depth, intrinsics, settings)
+            return None, None, str(exc)

@@ -1,0 +1,296 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The action ``~/follow``: a phrase found by the model, then followed on every camera frame.
+
+A goal names a phrase (and optionally a camera, a region to choose among several boxes, a
+re-grounding rate and a least score). While it runs, its camera is tracked (:mod:`.tracks`),
+and the goal sends the model a FIND query on the camera's newest frame every
+``1 / regrounding_hz`` seconds (one at a time; they queue and batch with every other query).
+Each result feeds the camera's tracks; the goal's target is the track of its first result's
+box (the one overlapping ``region`` most, else the best-scoring), kept while the tracker keeps
+it (the model confirming it, the optical flow following it between results). When the target
+is lost or aged out, the next result that finds the phrase gives a new target (the box
+nearest the last one seen, else the best-scoring).
+
+Feedback, on every tracked frame of the camera: the frame's header, ``searching`` /
+``tracking`` / ``lost``, the track id, its box, the score of its last confirmation, its 3D
+position (with depth) and the time since that confirmation.
+
+A goal ends when it is cancelled (``success: true``), when its target has not been tracked
+for ``lost_timeout`` seconds (or, never found, ``lost_timeout`` after it began, once a model
+result has come back), when its query fails (the reason), or when the node stops being active.
+The goal callbacks are coroutines awaiting the end: no executor thread is held by a goal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import threading
+import time
+from typing import Any, Callable
+
+from kosmos_ros_interfaces.action import Follow
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.task import Future
+
+from kosmos_ros.admission import stamp_seconds
+from kosmos_ros.association import iou_matrix
+from kosmos_ros.datatypes import GroundingResult, PixelBox, Query, Task
+from kosmos_ros.errors import InferenceCancelled, KosmosError, RegionError
+from kosmos_ros.node.conversions import bbox_msg, duration_msg, region_from_bbox
+from kosmos_ros.node.queries import describe_error, QUERY_QOS
+from kosmos_ros.node.scheduling import QueryJob
+
+SEARCHING, TRACKING, LOST = 'searching', 'tracking', 'lost'
+
+
+@dataclass
+class _Goal:
+    """One running follow goal (shared by the executor, tracking and worker threads)."""
+
+    handle: Any
+    camera: str
+    phrase: str
+    region: PixelBox | None
+    period: float  # seconds between two model queries
+    min_score: float
+    future: Future
+    started: float  # node clock
+    track_id: int = -1
+    found_at: float | None = None  # node clock, first model result with the target
+    last_seen: float = 0.0  # node clock, last frame the target was tracked on
+    last_box: PixelBox | None = None
+    answered: bool = False  # a model result came back
+    in_flight: bool = False
+    last_query: float = -math.inf  # monotonic
+    ended: bool = False
+
+
+class FollowServer:
+    """Serves ``~/follow`` for a node; the tracking thread drives the running goals."""
+
+    def __init__(self, node: Any, session: Callable[[], Any], check_phrase: Callable,
+                 now: Callable[[], float], pump: Callable[[], Any]):
+        """Create the action server.
+
+        Args:
+            node: the grounding node.
+            session: returns the active :class:`.queries.Session`, or raises ValueError why not.
+            check_phrase: raises PromptError/ValueError for a phrase FIND cannot take.
+            now: the node's clock, seconds.
+            pump: returns the node's :class:`.tracks.TrackingPump` (None when not configured).
+        """
+        self._node, self._session, self._check_phrase = node, session, check_phrase
+        self._now, self._pump = now, pump
+        self._lock = threading.Lock()
+        self._goals: list[_Goal] = []
+        self.action = ActionServer(
+            node, Follow, '~/follow', execute_callback=self._execute,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(), goal_service_qos_profile=QUERY_QOS,
+            result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
+
+    def uses(self, camera: str) -> bool:
+        """Whether a running goal follows something on ``camera``."""
+        with self._lock:
+            return any(g.camera == camera for g in self._goals)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._goals)
+
+    def end_all(self, reason: str) -> None:
+        """End every running goal (the node is leaving the active state)."""
+        with self._lock:
+            goals = list(self._goals)
+        for goal in goals:
+            self._end(goal, 'abort', reason)
+
+    # -- the action --------------------------------------------------------------------------
+
+    async def _execute(self, goal_handle: Any) -> Follow.Result:
+        future = Future(executor=self._node.executor)
+        future.add_done_callback(lambda f: None)  # wakes the executor when set
+        try:
+            goal = self._admit(goal_handle, future)
+        except (ValueError, KosmosError) as exc:
+            goal_handle.abort()
+            return Follow.Result(success=False, message=str(exc), track_id=-1)
+        pump = self._pump()
+        if pump is not None:
+            pump.wake()
+        kind, message = await future
+        with self._lock:
+            if goal in self._goals:
+                self._goals.remove(goal)
+        result = Follow.Result(success=kind == 'cancel', message=message,
+                               track_id=goal.track_id)
+        result.followed = duration_msg(
+            0.0 if goal.found_at is None else max(0.0, self._now() - goal.found_at))
+        if kind == 'cancel':
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _admit(self, goal_handle: Any, future: Future) -> _Goal:
+        """Check a goal and register it; raise ValueError (or a KosmosError) with the reason."""
+        request = goal_handle.request
+        session = self._session()
+        p = session.params
+        phrase = str(request.phrase).strip()
+        if not phrase:
+            raise ValueError('phrase is empty: say what to follow')
+        self._check_phrase('find', phrase, p.max_prompt_tokens)
+        names = list(session.cameras)
+        camera = request.camera or names[0]
+        if camera not in session.cameras:
+            raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(names)}')
+        rate = float(request.regrounding_hz) or float(p.follow_regrounding_hz)
+        if not (math.isfinite(rate) and 0.0 < rate <= 100.0):
+            raise ValueError(f'regrounding_hz must be between 0 and 100; got '
+                             f'{request.regrounding_hz}')
+        min_score = float(request.min_score) or float(p.min_score)
+        if not 0.0 <= min_score <= 1.0:  # NaN fails both
+            raise ValueError(f'min_score must be between 0 and 1; got {request.min_score}')
+        region = None
+        if request.region.size_x != 0.0 or request.region.size_y != 0.0:
+            region = region_from_bbox(request.region)
+            if not (region.width > 0 and region.height > 0 and
+                    all(map(math.isfinite, (region.x1, region.y1, region.x2, region.y2)))):
+                raise RegionError(f'region must have a positive, finite size; got '
+                                  f'{region.width} x {region.height}')
+        now = self._now()
+        goal = _Goal(goal_handle, camera, phrase, region, 1.0 / rate, min_score, future, now,
+                     last_seen=now)
+        with self._lock:
+            if len(self._goals) >= int(p.max_follow_goals):
+                raise ValueError(f'{len(self._goals)} follow goals are running '
+                                 f'(max_follow_goals {p.max_follow_goals}); cancel one first')
+            self._goals.append(goal)
+        return goal
+
+    def _end(self, goal: _Goal, kind: str, message: str) -> None:
+        """End ``goal`` once: ``cancel`` or ``abort``, with the message of its result."""
+        with self._lock:
+            if goal.ended:
+                return
+            goal.ended = True
+        if not goal.future.done():
+            goal.future.set_result((kind, message))
+
+    # -- driven by the tracking thread -------------------------------------------------------
+
+    def tick(self) -> None:
+        """End cancelled and lost goals; send the model queries that are due."""
+        with self._lock:
+            goals = [g for g in self._goals if not g.ended]
+        if not goals:
+            return
+        now = self._now()
+        try:
+            session = self._session()
+        except ValueError as exc:
+            for goal in goals:
+                self._end(goal, 'abort', str(exc))
+            return
+        for goal in goals:
+            if goal.handle.is_cancel_requested:
+                self._end(goal, 'cancel', 'cancelled' + (
+                    f' (followed track {goal.track_id})' if goal.track_id >= 0 else ''))
+                continue
+            timeout = float(session.params.lost_timeout)
+            if goal.answered and now - goal.last_seen > timeout:
+                self._end(goal, 'abort', self._lost_message(goal, now, timeout))
+                continue
+            if goal.last_query == -math.inf and now - goal.started > timeout:
+                camera = session.cameras[goal.camera]
+                self._end(goal, 'abort', f'no frame from camera {goal.camera!r} (topic '
+                          f'{camera.config.subscribed_topic}) within {timeout:g} s '
+                          '(lost_timeout)')
+                continue
+            if not goal.in_flight and time.monotonic() - goal.last_query >= goal.period:
+                self._query(goal, session)
+
+    @staticmethod
+    def _lost_message(goal: _Goal, now: float, timeout: float) -> str:
+        if goal.track_id < 0:
+            return (f'not found: the model found no box of {goal.phrase!r} scoring at least '
+                    f'{goal.min_score:g} within {timeout:g} s (lost_timeout)')
+        return (f'lost: track {goal.track_id} ({goal.phrase!r}) not tracked for '
+                f'{now - goal.last_seen:.1f} s (lost_timeout {timeout:g} s)')
+
+    def _query(self, goal: _Goal, session: Any) -> None:
+        """Send a FIND query for ``goal`` on its camera's newest frame (if there is one)."""
+        msg, _ = session.worker.latest(goal.camera)
+        if msg is None:
+            return
+        goal.in_flight, goal.last_query = True, time.monotonic()
+
+        def done(result: GroundingResult | None, error: Exception | None, frame: Any) -> None:
+            goal.in_flight = False
+            if error is not None:
+                if not isinstance(error, InferenceCancelled):
+                    self._end(goal, 'abort', f'model query failed: {describe_error(error)}')
+                return
+            self._on_result(goal, msg, result)
+
+        session.worker.submit(QueryJob(Query(Task.FIND, goal.phrase), goal.camera, msg, done,
+                                       lambda: goal.ended))
+
+    def _on_result(self, goal: _Goal, msg: Any, result: GroundingResult) -> None:
+        """Feed a query's result to the camera's tracks; choose the target if it has none."""
+        pump = self._pump()
+        if pump is None or goal.ended:
+            return
+        stream = pump.streams.get(goal.camera)
+        tracks = stream.on_result(stamp_seconds(msg.header), result, goal.min_score,
+                                  goal.phrase)
+        goal.answered = True
+        current = stream.get(goal.track_id) if goal.track_id >= 0 else None
+        followed = [t for t in tracks if t.followed]
+        if followed and (current is None or not current.followed):
+            target = _choose(followed, goal.region if goal.track_id < 0 else goal.last_box)
+            goal.track_id, goal.last_box = target.track_id, target.box
+            goal.last_seen = self._now()
+            if goal.found_at is None:
+                goal.found_at = goal.last_seen
+
+    def on_frame(self, camera: str, header: Any, stamp: float, stream: Any,
+                 lifted: dict[int, Any]) -> None:
+        """Send the feedback of every goal on ``camera`` for the frame just tracked."""
+        with self._lock:
+            goals = [g for g in self._goals if g.camera == camera and not g.ended]
+        for goal in goals:
+            feedback = Follow.Feedback(header=header, track_id=goal.track_id, state=SEARCHING)
+            track = stream.get(goal.track_id) if goal.track_id >= 0 else None
+            if goal.track_id >= 0:
+                feedback.state = LOST
+                if track is not None:
+                    feedback.box, feedback.score = bbox_msg(track.box), float(track.score)
+                    feedback.since_confirmed = duration_msg(stamp - track.last_confirmed)
+                    if track.followed:
+                        feedback.state = TRACKING
+                        goal.last_seen, goal.last_box = self._now(), track.box
+                    item = lifted.get(track.track_id)
+                    if item is not None and item.box is not None:
+                        feedback.has_position = True
+                        x, y, z = item.box.center
+                        feedback.position.x, feedback.position.y = float(x), float(y)
+                        feedback.position.z = float(z)
+                elif goal.last_box is not None:
+                    feedback.box = bbox_msg(goal.last_box)
+            goal.handle.publish_feedback(feedback)
+
+
+def _choose(tracks: list[Any], near: PixelBox | None) -> Any:
+    """Return the track overlapping ``near`` most (if any does), else the best-scoring."""
+    if near is not None:
+        overlap = iou_matrix([near], [t.box for t in tracks])[0]
+        if overlap.max() > 0.0:
+            return tracks[int(overlap.argmax())]
+    return max(tracks, key=lambda t: t.score)

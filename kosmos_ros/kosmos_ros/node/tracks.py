@@ -1,0 +1,183 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Tracks at camera rate: the node's tracking thread, ``NAME/tracks`` and ``NAME/tracks_3d``.
+
+A camera is *tracked* while ``NAME/tracks`` or ``NAME/tracks_3d`` has a subscriber or a follow
+goal (:mod:`.follow`) uses it; otherwise tracking costs nothing: no frame is taken for it, the
+thread sleeps, and the tracker's kept frames are dropped. While a camera is tracked, this
+module's thread (``kosmos_tracking``) takes each of its frames from DDS in place of the
+inference worker and hands every one to the worker too (:meth:`GroundingNode._admit`), so
+queries and continuous grounding still see the newest frame and no frame is taken twice. Each
+frame is converted once, its tracks moved onto it (:class:`kosmos_ros.track_stream.TrackStream`,
+shared with ``ground_bag --track``) and published with the frame's header; with depth, the
+tracks are lifted to 3D. Model results (continuous grounding, ``~/ground`` queries on the
+camera, follow goals' re-grounding) give the tracks their ids (:meth:`TrackingPump.on_result`).
+
+The inference worker is never blocked by tracking, and tracking never waits for the model: a
+result that comes late is placed on the frame it was computed on (the tracker keeps the last
+two seconds of frames).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from kosmos_ros.admission import stamp_seconds
+from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.errors import KosmosError
+from kosmos_ros.images import frame_from_message
+from kosmos_ros.node.camera import Camera
+from kosmos_ros.node.conversions import tracks_3d_msg, tracks_msg
+from kosmos_ros.node.params import NodeParams
+from kosmos_ros.track_stream import TrackStream
+
+WANTED_PERIOD = 0.2  # seconds between two looks at who subscribes to tracks
+IDLE_WAIT = 0.25  # the thread's sleep while no camera is tracked
+FRAME_POLL = 0.003  # between two looks for a new frame while cameras are tracked
+
+
+class TrackingPump:
+    """The tracking thread of a configured node: one :class:`TrackStream` per camera."""
+
+    def __init__(self, cameras: dict[str, Camera], params: Callable[[], NodeParams | None],
+                 admit: Callable[[str, Any], float | None], active: Callable[[], bool],
+                 follow: Any):
+        """Start the thread.
+
+        Args:
+            cameras: the node's cameras (their intakes, depth and ``tracks`` publishers).
+            params: the node's current parameters (None once cleaned up).
+            admit: checks a taken frame and offers it to the inference worker; returns its
+                stamp, or None when it is refused.
+            active: whether the node is active (nothing is tracked otherwise).
+            follow: the follow server (:class:`.follow.FollowServer`): which cameras it uses,
+                its per-frame feedback and its periodic work.
+        """
+        self._cameras, self._params, self._admit = cameras, params, admit
+        self._active_node, self._follow = active, follow
+        p = params()
+        self.streams = {name: TrackStream(p.tracker(), p.track_rate_hz) for name in cameras}
+        self._settings = (p.track_max_age, p.track_rate_hz)
+        self._tracked: frozenset[str] = frozenset()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name='kosmos_tracking', daemon=True)
+        self._thread.start()
+
+    @property
+    def tracked(self) -> frozenset[str]:
+        """The cameras tracked now."""
+        return self._tracked
+
+    def owns(self, camera: str) -> bool:
+        """Whether this thread takes ``camera``'s frames now (the worker must not)."""
+        return camera in self._tracked
+
+    def wake(self) -> None:
+        """Look again at once at which cameras are tracked (a follow goal came or went)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._tracked = frozenset()
+
+    def on_result(self, camera: str, header: Any, result: GroundingResult,
+                  min_score: float) -> None:
+        """Feed a model result on ``camera``'s frame ``header`` to its tracks (any thread)."""
+        stream = self.streams.get(camera)
+        if stream is not None and camera in self._tracked:
+            stream.on_result(stamp_seconds(header), result, min_score)
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        checked = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - checked >= WANTED_PERIOD or self._wake.is_set():
+                self._wake.clear()
+                checked = time.monotonic()
+                try:
+                    self._refresh()
+                except Exception as exc:  # a publisher destroyed under it, say: look again
+                    if self._stop.is_set():
+                        break
+                    self._report(exc)
+            if not self._tracked:
+                self._wake.wait(IDLE_WAIT)
+                continue
+            took = False
+            for name in self._tracked:
+                try:
+                    took = self._step(name) or took
+                except Exception as exc:  # never end the thread over one frame
+                    self._cameras[name].report(exc)
+            try:
+                self._follow.tick()
+            except Exception as exc:  # reported; the thread goes on
+                self._report(exc)
+            if not took:
+                self._wake.wait(FRAME_POLL)
+
+    def _report(self, exc: Exception) -> None:
+        for camera in list(self._cameras.values())[:1]:
+            camera.report(exc)
+
+    def _refresh(self) -> None:
+        """Decide which cameras are tracked; drop the kept frames of those no longer tracked."""
+        p = self._params()
+        if p is None or not self._active_node():
+            wanted: frozenset[str] = frozenset()
+        else:
+            wanted = frozenset(n for n, cam in self._cameras.items()
+                               if self._follow.uses(n) or _subscribed(cam))
+            settings = (p.track_max_age, p.track_rate_hz)
+            if settings != self._settings:
+                self._settings = settings
+                for stream in self.streams.values():
+                    stream.configure(p.tracker(), p.track_rate_hz)
+        for name in self._tracked - wanted:
+            self.streams[name].reset()
+        self._tracked = wanted
+
+    def _step(self, name: str) -> bool:
+        """Take, hand over and track ``name``'s newest frame; False when there is none."""
+        camera, stream, p = self._cameras[name], self.streams[name], self._params()
+        msg = camera.take(True)
+        if msg is None or p is None:
+            return False
+        stamp = self._admit(name, msg)
+        if stamp is None or not stream.wants(stamp):
+            return True
+        try:
+            frame = frame_from_message(msg, int(p.max_image_pixels))
+            tracks = stream.on_frame(stamp, frame)
+        except KosmosError as exc:
+            camera.report(exc)
+            return True
+        if tracks is None:
+            return True
+        outputs, header = camera.outputs, msg.header
+        if 'tracks' in outputs and outputs['tracks'].get_subscription_count() > 0:
+            outputs['tracks'].publish(tracks_msg(tracks, header))
+        lifted = None
+        needs_3d = self._follow.uses(name) or (
+            'tracks_3d' in outputs and outputs['tracks_3d'].get_subscription_count() > 0)
+        if camera.depth is not None and needs_3d:
+            lifted = camera.depth.lift_boxes(stamp, [t.box for t in tracks],
+                                             (frame.width, frame.height),
+                                             p.depth())
+            if 'tracks_3d' in outputs:
+                outputs['tracks_3d'].publish(tracks_3d_msg(tracks, lifted, header))
+        self._follow.on_frame(name, header, stamp, stream,
+                              dict(zip((t.track_id for t in tracks), lifted or ())))
+        return True
+
+
+def _subscribed(camera: Camera) -> bool:
+    outputs = camera.outputs
+    return any(key in outputs and outputs[key].get_subscription_count() > 0
+               for key in ('tracks', 'tracks_3d'))

@@ -1,0 +1,278 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Tracks and the follow action over real DDS: camera-rate boxes with lasting ids.
+
+The tiny model is steered into 'a cat' (one box) and 'two cups' (two boxes) on every frame
+(``helpers.STEERED``); the camera streams a photograph from a thread. Box motion itself is
+tested on generated scenes in ``test_tracking.py``; here: which frames the tracks ride on,
+their headers, ids across model results, what tracking costs while unused, and how follow
+goals stream and end.
+"""
+
+import time
+
+from kosmos_ros_interfaces.action import Follow
+import numpy as np
+import pytest
+from vision_msgs.msg import Detection2DArray
+
+from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
+
+from helpers import small, wait_for  # noqa: I100
+from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100
+
+FRAME_HZ = 15.0
+
+
+@pytest.fixture
+def scene(photos):
+    return small(photos['chelsea'], 320, 240)
+
+
+def harness(ros, model_dir, steer, **params):
+    values = dict(cameras=('front',), max_new_tokens=24, rate_hz=0.0, lost_timeout=1.5)
+    values.update(params)
+    return NodeHarness(ros, model_dir, steer=steer, **values)
+
+
+def header_key(header):
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def ids_by_phrase(msg):
+    out = {}
+    for det in msg.detections:
+        out.setdefault(det.results[0].hypothesis.class_id, set()).add(det.id)
+    return out
+
+
+def test_tracks_ride_every_frame_with_its_header_and_keep_their_ids(ros, tiny_model_dir,
+                                                                    steer, scene):
+    h = harness(ros, tiny_model_dir, steer, rate_hz=2.0, tracks=True)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        assert wait_for(lambda: len(h.results['front']) >= 4, 30.0), 'no model results'
+        since = time.monotonic()
+        results_before = len(h.results['front'])
+        time.sleep(3.0)
+        stream.stop()
+        window = [m for t, m in h.tracks['front'] if t >= since]
+        sent = [k for k, t in stream.sent.items() if t >= since]
+        results = len(h.results['front']) - results_before
+        # Every tracks message rides on a frame that was sent, with its header; at camera
+        # rate (most frames), far above the model's rate.
+        assert all(header_key(m.header) in stream.sent for m in window)
+        assert all(header_key(d.header) == header_key(m.header)
+                   for m in window for d in m.detections)
+        assert len(window) >= 0.6 * len(sent), (len(window), len(sent))
+        assert len(window) >= 3 * max(results, 1), (len(window), results)
+        # One id for 'a cat' over every model result of the window; two for 'two cups'.
+        cats = set().union(*(ids_by_phrase(m).get('a cat', set()) for m in window))
+        cups = set().union(*(ids_by_phrase(m).get('two cups', set()) for m in window))
+        assert len(cats) == 1 and len(cups) == 2, (cats, cups)
+        assert results >= 3
+        # The boxes are the model's (a still photograph: the flow does not move them).
+        width, height = scene.shape[1], scene.shape[0]
+        cat = [d for d in window[-1].detections
+               if d.results[0].hypothesis.class_id == 'a cat'][0]
+        box = normalized_to_pixels(patch_indices_to_normalized(44, 863), width, height)
+        assert abs(cat.bbox.center.position.x - box.center[0]) < 4.0
+        assert abs(cat.bbox.size_y - box.height) < 4.0
+    finally:
+        stream.stop()
+        h.close()
+
+
+def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, steer, scene):
+    h = harness(ros, tiny_model_dir, steer, rate_hz=1.0)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    pump = h.node._tracking
+    try:
+        assert wait_for(lambda: len(h.results['front']) >= 2, 30.0)
+        assert not pump.owns('front') and pump.streams['front'].frames_tracked == 0
+        got = []
+        sub = h.client.create_subscription(Detection2DArray, 'front/tracks', got.append, 10)
+        assert wait_for(lambda: len(got) >= 10, 10.0), 'no tracks after subscribing'
+        assert pump.owns('front')
+        h.client.destroy_subscription(sub)
+        assert wait_for(lambda: not pump.owns('front'), 5.0), 'still tracking, nobody listens'
+        tracked = pump.streams['front'].frames_tracked
+        assert pump.streams['front'].tracks(include_lost=True) == []  # frames dropped
+        time.sleep(1.0)
+        assert pump.streams['front'].frames_tracked == tracked
+        # Continuous grounding went on throughout, on the frames tracking handed over.
+        count = len(h.results['front'])
+        assert wait_for(lambda: len(h.results['front']) > count, 10.0)
+    finally:
+        stream.stop()
+        h.close()
+
+
+def send_follow(h, timeout=15.0, **fields):
+    """Send a follow goal; return its handle and the list its feedback goes to."""
+    assert h.follow.wait_for_server(timeout_sec=10.0)
+    feedback = []
+    future = h.follow.send_goal_async(Follow.Goal(**fields),
+                                      feedback_callback=lambda f: feedback.append(
+                                          (time.monotonic(), f.feedback)))
+    assert wait_for(future.done, timeout)
+    handle = future.result()
+    assert handle.accepted
+    return handle, feedback
+
+
+def result_of(handle, timeout=20.0):
+    future = handle.get_result_async()
+    assert wait_for(future.done, timeout), 'follow goal did not end'
+    return future.result().status, future.result().result
+
+
+def test_follow_streams_the_target_at_camera_rate_and_ends_on_cancel(ros, tiny_model_dir,
+                                                                     steer, scene):
+    h = harness(ros, tiny_model_dir, steer)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
+        assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0), \
+            [f.state for _, f in feedback][-5:]
+        since = time.monotonic()
+        time.sleep(2.0)
+        window = [f for t, f in feedback if t >= since]
+        sent = [k for k, t in stream.sent.items() if t >= since]
+        assert len(window) >= 0.6 * len(sent), (len(window), len(sent))
+        assert all(header_key(f.header) in stream.sent for f in window)
+        assert {f.state for f in window} == {'tracking'}
+        assert len({f.track_id for f in window}) == 1 and window[0].track_id >= 1
+        ages = [f.since_confirmed.sec + f.since_confirmed.nanosec * 1e-9 for f in window]
+        assert max(ages) < 2.0 and min(ages) >= 0.0  # confirmed again about twice a second
+        assert window[-1].box.size_x > 0 and not window[-1].has_position  # no depth here
+        handle.cancel_goal_async()
+        status, result = result_of(handle)
+        assert status == CANCELED and result.success, result.message
+        assert result.track_id == window[0].track_id
+        assert result.followed.sec >= 2
+    finally:
+        stream.stop()
+        h.close()
+
+
+def test_follow_ends_when_the_target_is_lost(ros, tiny_model_dir, steer, scene):
+    h = harness(ros, tiny_model_dir, steer, lost_timeout=1.0)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
+        assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0)
+        # The camera now sees a blank wall: no texture for the flow; the model still says
+        # 'a cat' there, but the box cannot be followed: lost, then the goal ends.
+        stream.rgb = np.full_like(scene, 128)
+        status, result = result_of(handle, 20.0)
+        assert status == ABORTED and not result.success
+        assert result.message.startswith('lost: track'), result.message
+        assert any(f.state == 'lost' for _, f in feedback)
+        assert result.track_id == feedback[-1][1].track_id
+    finally:
+        stream.stop()
+        h.close()
+
+
+def test_follow_ends_when_the_phrase_is_never_found(ros, tiny_model_dir, steer, scene):
+    h = harness(ros, tiny_model_dir, steer, lost_timeout=1.0)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        handle, feedback = send_follow(h, phrase='a red umbrella')
+        status, result = result_of(handle, 20.0)
+        assert status == ABORTED and result.message.startswith('not found'), result.message
+        assert result.track_id == -1
+        assert feedback and {f.state for _, f in feedback} == {'searching'}
+    finally:
+        stream.stop()
+        h.close()
+
+
+@pytest.mark.parametrize('fields, reason', [
+    (dict(phrase=''), 'phrase is empty'),
+    (dict(phrase='a cat', camera='nope'), "unknown camera 'nope'"),
+    (dict(phrase='a cat', regrounding_hz=float('nan')), 'regrounding_hz must be'),
+    (dict(phrase='a cat', min_score=1.5), 'min_score must be'),
+    (dict(phrase='a <s> cat'), ''),
+])
+def test_bad_follow_goals_end_at_once_with_the_reason(ros, tiny_model_dir, steer, fields,
+                                                      reason):
+    h = harness(ros, tiny_model_dir, steer)
+    try:
+        handle, _ = send_follow(h, **fields)
+        status, result = result_of(handle, 10.0)
+        assert status == ABORTED and not result.success and result.message
+        assert reason in result.message, result.message
+        assert h.node._follow.running == 0
+    finally:
+        h.close()
+
+
+def test_goals_beyond_max_follow_goals_are_refused_and_the_others_run(ros, tiny_model_dir,
+                                                                      steer, scene):
+    h = harness(ros, tiny_model_dir, steer, max_follow_goals=2)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        first = [send_follow(h, phrase=p) for p in ('a cat', 'two cups')]
+        third, _ = send_follow(h, phrase='a cat')
+        status, result = result_of(third, 10.0)
+        assert status == ABORTED and 'max_follow_goals 2' in result.message
+        for _, feedback in first:
+            assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0)
+        for handle, _ in first:
+            handle.cancel_goal_async()
+            assert result_of(handle)[0] == CANCELED
+    finally:
+        stream.stop()
+        h.close()
+
+
+def test_deactivate_ends_follow_goals_with_the_reason(ros, tiny_model_dir, steer, scene):
+    h = harness(ros, tiny_model_dir, steer)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        handle, feedback = send_follow(h, phrase='a cat')
+        assert wait_for(lambda: len(feedback) >= 3, 20.0)
+        h.node.trigger_deactivate()
+        status, result = result_of(handle, 10.0)
+        assert status == ABORTED and 'deactivated' in result.message
+        assert wait_for(lambda: not h.node._tracking.owns('front'), 2.0)
+    finally:
+        stream.stop()
+        h.close()
+
+
+def test_tracks_3d_and_follow_positions_with_depth(ros, tiny_model_dir, steer, scene):
+    from sensor_msgs.msg import Image
+    from test_node_3d import expected_center, OBJECT, publish_scene
+
+    h = NodeHarness(ros, tiny_model_dir, steer=steer, depth=('front',), tracks=True,
+                    cameras=('front',), max_new_tokens=24, rate_hz=0.0, depth_tolerance=0.02)
+    h.depth_seen = []
+    h.client.create_subscription(Image, 'front/depth', h.depth_seen.append, 10)
+    try:
+        handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
+        sent = []
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and \
+                sum(f.has_position for _, f in feedback) < 5:
+            sent.append(publish_scene(h, scene)[0].header)
+            time.sleep(0.05)
+        positioned = [f for _, f in feedback if f.has_position]
+        assert len(positioned) >= 5, [f.state for _, f in feedback][-5:]
+        color, box = publish_scene(h, scene)
+        sent.append(color.header)
+        x, y, z = expected_center(box, OBJECT)
+        last = positioned[-1]
+        assert last.state == 'tracking' and abs(last.position.z - z) < 0.05
+        assert abs(last.position.x - x) < 0.05 and abs(last.position.y - y) < 0.05
+        # The same target on NAME/tracks_3d, with the track's id, on the frames' headers.
+        assert wait_for(lambda: any(d.id == str(last.track_id)
+                                    for m in h.tracks_3d['front'] for d in m.detections), 5.0)
+        keys = {header_key(s) for s in sent}
+        assert all(header_key(m.header) in keys for m in h.tracks_3d['front'])
+        handle.cancel_goal_async()
+        assert result_of(handle)[0] == CANCELED
+    finally:
+        h.close()

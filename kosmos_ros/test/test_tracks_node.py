@@ -129,9 +129,11 @@ def result_of(handle, timeout=20.0):
 
 def test_follow_streams_the_target_at_camera_rate_and_ends_on_cancel(ros, tiny_model_dir,
                                                                      steer, scene):
-    h = harness(ros, tiny_model_dir, steer)
+    # On demand with idle cameras unsubscribed: the goal subscribes its camera.
+    h = harness(ros, tiny_model_dir, steer, unsubscribe_idle_after=10.0)
     stream = Stream(h, 'front', scene, FRAME_HZ)
     try:
+        assert not h.node._cameras['front'].intake.subscribed
         handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
         assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0), \
             [f.state for _, f in feedback][-5:]
@@ -194,7 +196,7 @@ def test_follow_ends_when_the_phrase_is_never_found(ros, tiny_model_dir, steer, 
     (dict(phrase='a cat', camera='nope'), "unknown camera 'nope'"),
     (dict(phrase='a cat', regrounding_hz=float('nan')), 'regrounding_hz must be'),
     (dict(phrase='a cat', min_score=1.5), 'min_score must be'),
-    (dict(phrase='a <s> cat'), ''),
+    (dict(phrase='a cat'), "no frame from camera 'front'"),  # nothing streams here
 ])
 def test_bad_follow_goals_end_at_once_with_the_reason(ros, tiny_model_dir, steer, fields,
                                                       reason):
@@ -206,6 +208,33 @@ def test_bad_follow_goals_end_at_once_with_the_reason(ros, tiny_model_dir, steer
         assert reason in result.message, result.message
         assert h.node._follow.running == 0
     finally:
+        h.close()
+
+
+def test_a_region_chooses_among_boxes_of_the_phrase(ros, tiny_model_dir, steer, scene):
+    from vision_msgs.msg import BoundingBox2D
+
+    h = harness(ros, tiny_model_dir, steer)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    width, height = scene.shape[1], scene.shape[0]
+    first, second = (normalized_to_pixels(patch_indices_to_normalized(a, b), width, height)
+                     for a, b in ((100, 300), (520, 990)))
+    try:
+        targets = {}
+        for name, cup in (('first', first), ('second', second)):
+            region = BoundingBox2D(size_x=cup.width / 2, size_y=cup.height / 2)
+            region.center.position.x, region.center.position.y = cup.center
+            handle, feedback = send_follow(h, phrase='two cups', region=region)
+            assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0)
+            box = [f for _, f in feedback if f.state == 'tracking'][-1].box
+            assert abs(box.center.position.x - cup.center[0]) < 4.0
+            assert abs(box.center.position.y - cup.center[1]) < 4.0
+            targets[name] = [f for _, f in feedback if f.state == 'tracking'][-1].track_id
+            handle.cancel_goal_async()
+            assert result_of(handle)[0] == CANCELED
+        assert targets['first'] != targets['second']
+    finally:
+        stream.stop()
         h.close()
 
 
@@ -238,6 +267,9 @@ def test_deactivate_ends_follow_goals_with_the_reason(ros, tiny_model_dir, steer
         status, result = result_of(handle, 10.0)
         assert status == ABORTED and 'deactivated' in result.message
         assert wait_for(lambda: not h.node._tracking.owns('front'), 2.0)
+        handle, _ = send_follow(h, phrase='a cat')
+        status, result = result_of(handle, 10.0)
+        assert status == ABORTED and 'not active' in result.message, result.message
     finally:
         stream.stop()
         h.close()

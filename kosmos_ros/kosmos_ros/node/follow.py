@@ -284,7 +284,11 @@ class FollowServer:
                         feedback.position.z = float(z)
                 elif goal.last_box is not None:
                     feedback.box = bbox_msg(goal.last_box)
-            goal.handle.publish_feedback(feedback)
+            try:
+                goal.handle.publish_feedback(feedback)
+            except Exception:  # the goal ended meanwhile (its handle is terminal)
+                if not goal.ended:
+                    raise
 
 
 def _choose(tracks: list[Any], near: PixelBox | None) -> Any:

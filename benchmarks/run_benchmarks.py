@@ -26,11 +26,12 @@ g. tracking: boxes between 1 Hz model results on generated 30 Hz 640x480 scenes 
 Every timing is the median of several repetitions, reference and project interleaved. Rows d
 and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
 
-Contention: a robot's computer is never idle, so rows a to c run twice, quiet and then loaded
-(``--no-contention`` skips the second run): the benchmark starts one busy process per core but
-one (``while True: pass``), runs the rows again (named "... (loaded)") and stops them. The
-project runs as the node does: its CPU work on one thread that set its torch threads once
-(``kosmos_ros.threads``); the reference as users run it, with torch's default threads.
+Contention: a robot's computer is never idle, so rows a to c (and g's cost) run twice, quiet
+and then loaded (``--no-contention`` skips the second run): the benchmark starts one busy
+process per core but one (``while True: pass``), runs the rows again (named "... (loaded)")
+and stops them. The project runs as the node does: its CPU work on one thread that set its
+torch threads once (``kosmos_ros.threads``); the reference as users run it, with torch's
+default threads.
 
 Usage: make bench [BENCH_ARGS='--quick'] or
     tools/in-env python benchmarks/run_benchmarks.py [--quick] [--only a,b] [--json PATH]
@@ -248,7 +249,7 @@ def bench_node_overhead(model_dir: Path, frames: int, warmup: int,
 
 def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir: Path,
               loaded: bool) -> list[dict[str, Any]]:
-    """Rows a to c, quiet or loaded."""
+    """Rows a to c and g, quiet or loaded."""
     rows: list[dict[str, Any]] = []
     if 'preprocessing' in args.rows:
         rows += bench_preprocessing(processor, args.reps, 3, loaded)
@@ -257,6 +258,8 @@ def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir
     if 'idle' in args.rows:
         rows += bench_idle(model_dir, args.idle_seconds, 3.0 if not args.quick else 2.0,
                            log_dir, loaded)
+    if 'tracking' in args.rows:
+        rows += bench_tracking_rows(args.quick, loaded)
     return rows
 
 
@@ -280,12 +283,13 @@ def bench_debug_latency(model_dir: Path, frames: int) -> list[dict[str, Any]]:
 
 # -- g. tracking between model results ------------------------------------------------------
 
-def bench_tracking_rows(quick: bool) -> list[dict[str, Any]]:
+def bench_tracking_rows(quick: bool, loaded: bool = False) -> list[dict[str, Any]]:
+    """Row g; loaded, only the tracker's cost (the scores do not depend on the load)."""
     from tracking_bench import bench_tracking
     figures = bench_tracking(duration=4.0 if quick else 8.0)
     overall = figures['overall']
     rows = []
-    for run in figures['scenes'] + [overall]:
+    for run in [] if loaded else figures['scenes'] + [overall]:
         hold, tracked = run['hold'], run['tracked']
         last = run is overall
         rows.append(_row(
@@ -298,12 +302,14 @@ def bench_tracking_rows(quick: bool) -> list[dict[str, Any]]:
             f'after {hold["lost_after_occlusion"]}/{tracked["lost_after_occlusion"]}',
             figures=run))
     hold, tracked = overall['hold'], overall['tracked']
-    rows.append(_row('g tracking: identity switches', 'all scenes', hold['switches'],
-                     tracked['switches'], 'count', '0', tracked['switches'] == 0))
-    rows.append(_row('g tracking: lost before occlusion', 'all scenes',
-                     hold['lost_before_occlusion'], tracked['lost_before_occlusion'], 'frames',
-                     '0', tracked['lost_before_occlusion'] == 0))
-    rows.append(_row('g tracking: cost per frame', '640x480, propagate', float('nan'),
+    if not loaded:
+        rows.append(_row('g tracking: identity switches', 'all scenes', hold['switches'],
+                         tracked['switches'], 'count', '0', tracked['switches'] == 0))
+        rows.append(_row('g tracking: lost before occlusion', 'all scenes',
+                         hold['lost_before_occlusion'], tracked['lost_before_occlusion'],
+                         'frames', '0', tracked['lost_before_occlusion'] == 0))
+    rows.append(_row('g tracking: cost per frame' + (' (loaded)' if loaded else ''),
+                     '640x480, propagate', float('nan'),
                      overall['propagate_median_ms'], 'ms', '<=3 ms median',
                      overall['propagate_median_ms'] <= 3.0,
                      f'p90 {overall["propagate_p90_ms"]:.2f} ms, max '
@@ -529,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'reference image processor: {type(processor.image_processor).__name__}')
         print(HEADER)
         rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', False)
-        if not args.no_contention and args.rows & {'preprocessing', 'node_overhead', 'idle'}:
+        if not args.no_contention and \
+                args.rows & {'preprocessing', 'node_overhead', 'idle', 'tracking'}:
             with BusyCores() as busy:
                 print(f'-- loaded: {len(busy.procs)} busy process(es) beside the benchmark --')
                 rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', True)
@@ -537,8 +544,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += bench_debug_latency(model_dir, 40 if args.quick else 100)
         if args.rows & {'queries', 'full_size'}:
             rows += bench_full_size(processor, args.full_reps, args.tokens, args.rows)
-        if 'tracking' in args.rows:
-            rows += bench_tracking_rows(args.quick)
     meta['seconds'] = time.monotonic() - started
     print()
     print(HEADER)

@@ -4,20 +4,23 @@
 
 One flag, one meaning, in every tool:
 
-=====================  ===============================================  ======================
-flag                   meaning                                          tools
-=====================  ===============================================  ======================
-``--rate-hz HZ``       ground at most HZ frames per second of message   ground_bag, demo
-                       (bag) time per camera; the node's ``rate_hz``
-``--speed X``          playback speed factor (2.0: twice as fast)       play_bag, demo
-``--fps N``            frames per second of a generated stream          make_sample_bag
-``--topic T``          a topic of the bag to use; repeatable where the  ground_bag, play_bag,
-                       tool takes several                               demo
-``--tiny-model``       the tiny RANDOM test model instead of KOSMOS-2   ground_bag, demo
-                       (labelled as such wherever it is used)
-``--model``,           the model to load (:func:`add_model_arguments`)  ground_bag, demo
+========================  ===============================================  ======================
+flag                      meaning                                          tools
+========================  ===============================================  ======================
+``--rate-hz HZ``          ground at most HZ frames per second of message   ground_bag, demo
+                          (bag) time per camera; the node's ``rate_hz``
+``--track-rate-hz HZ``    track at most HZ frames per second of message    ground_bag
+                          time per camera (0: every frame); the node's
+                          ``track_rate_hz``
+``--speed X``             playback speed factor (2.0: twice as fast)       play_bag, demo
+``--fps N``               frames per second of a generated stream          make_sample_bag
+``--topic T``             a topic of the bag to use; repeatable where the  ground_bag, play_bag,
+                          tool takes several                               demo
+``--tiny-model``          the tiny RANDOM test model instead of KOSMOS-2   ground_bag, demo
+                          (labelled as such wherever it is used)
+``--model``,              the model to load (:func:`add_model_arguments`)  ground_bag, demo
 ``--device``, ...
-=====================  ===============================================  ======================
+========================  ===============================================  ======================
 
 The old spellings still work, hidden from ``--help``; each use prints a one-line deprecation
 note to stderr (:func:`deprecated_alias`): ``--rate`` (ground_bag, demo: ``--rate-hz``;

@@ -22,6 +22,16 @@ optical frame, one per grounded frame, empty when it has no 3D) and the phrases 
 a tolerance; a frame without a match, or with too few valid depth pixels, gets no 3D and its
 reason is counted in the summary.
 
+Tracking (``--track``): the grounded boxes become tracks with lasting ids, followed by optical
+flow on every admitted frame, grounded or throttled by ``--rate-hz`` (at most
+``--track-rate-hz`` of them per second of message time), with the node's code
+(:class:`~kosmos_ros.track_stream.TrackStream`). The output then also holds, one message per
+tracked frame with its header and bag time, ``<base>/tracks`` (``vision_msgs/Detection2DArray``:
+``id`` the track id, ``class_id`` the phrase) and, with depth, ``<base>/tracks_3d``
+(``vision_msgs/Detection3DArray``). A track lives ``--track-max-age`` seconds of message time
+after the last model result that confirmed it. Frames the tracker cannot use are counted with
+their reason.
+
 Frames that cannot be used (corrupt JPEG, unsupported encoding, ...) are counted skips with
 their reason. A damaged bag, or an output that cannot be written, is a BagError naming the
 path and the reason. No output (bag, HTML report, frames) may be, hold or lie inside the input
@@ -37,6 +47,7 @@ This module is the command line; the run is :func:`kosmos_ros.bag.offline.ground
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 import sys
@@ -91,8 +102,28 @@ def _parser() -> argparse.ArgumentParser:
                         help='embed the frames in the HTML file (default: files beside it)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     _add_depth_arguments(parser)
+    _add_tracking_arguments(parser)
     add_model_arguments(parser)
     return parser
+
+
+def _add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = GroundBagOptions(Path(), Path())
+    tracking = parser.add_argument_group('tracking')
+    tracking.add_argument('--track', action='store_true',
+                          help='follow the grounded boxes on every admitted frame (grounded or '
+                               'throttled) as tracks with lasting ids, written to <base>/tracks '
+                               "(and <base>/tracks_3d with depth); the node's tracking")
+    # None: not given (the defaults are filled in by _options, which refuses them without
+    # --track).
+    tracking.add_argument('--track-rate-hz', type=float, default=None, metavar='HZ',
+                          help='track at most HZ frames per second of message time per topic '
+                               f'(0: every frame; default: {defaults.track_rate_hz:g}); needs '
+                               '--track')
+    tracking.add_argument('--track-max-age', type=float, default=None, metavar='S',
+                          help='seconds (message time) a track lives after the last model '
+                               'result that confirmed it (default: '
+                               f'{defaults.track_max_age:g}); needs --track')
 
 
 def _add_depth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +173,7 @@ def _options(args: argparse.Namespace, label: str) -> GroundBagOptions:
         raise ValueError(f'--min-score must be between 0 and 1; got {args.min_score}')
     depth = DepthSettings(args.depth_tolerance, args.depth_min, args.depth_max,
                           args.depth_inner_fraction)
+    tracking = _tracking_options(args)
     bag = Path(args.bag)
     return GroundBagOptions(
         bag=bag, output=Path(args.output) if args.output else default_output(bag),
@@ -151,7 +183,26 @@ def _options(args: argparse.Namespace, label: str) -> GroundBagOptions:
         html_embed=args.html_embed, limit=args.limit, min_score=args.min_score,
         model_label=label, depth_topics=tuple(args.depth_topic),
         camera_info_topics=tuple(args.camera_info_topic), depth=depth,
-        use_depth=not args.no_depth)
+        use_depth=not args.no_depth, **tracking)
+
+
+def _tracking_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the tracking fields of the options; ValueError for an invalid value."""
+    defaults = GroundBagOptions(Path(), Path())
+    given = {'--track-rate-hz': args.track_rate_hz, '--track-max-age': args.track_max_age}
+    if not args.track:
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise ValueError(f'{" and ".join(named)} {"need" if len(named) > 1 else "needs"} '
+                             '--track')
+        return {}
+    rate = defaults.track_rate_hz if args.track_rate_hz is None else args.track_rate_hz
+    age = defaults.track_max_age if args.track_max_age is None else args.track_max_age
+    if not (math.isfinite(rate) and rate >= 0.0):
+        raise ValueError(f'--track-rate-hz must be 0 or more; got {rate}')
+    if not (math.isfinite(age) and age > 0.0):
+        raise ValueError(f'--track-max-age must be more than 0; got {age}')
+    return dict(track=True, track_rate_hz=rate, track_max_age=age)
 
 
 def _load_engine(args: argparse.Namespace) -> Any:

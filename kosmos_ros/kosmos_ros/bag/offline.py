@@ -11,20 +11,31 @@ has depth (:mod:`kosmos_ros.bag.spatial`), and its results written whole into th
 reason. The output bag is closed whatever happens, so an interrupted run (Ctrl-C, pressed any
 number of times) leaves a valid bag holding the frames done so far
 (:class:`~kosmos_ros.bag.safety.SigintGuard`).
+
+With ``track``, each selected topic has one :class:`~kosmos_ros.track_stream.TrackStream`
+(the node's tracking). Every admitted frame (grounded or throttled by ``rate_hz``) is converted
+once and given to its ``on_frame``, unless the stream's ``track_rate_hz`` skips it (then it is
+not converted for tracking); a grounded frame's result follows with ``on_result`` right after.
+Each tracked frame's tracks are written to ``<base>/tracks`` (and, with depth, lifted to
+``<base>/tracks_3d``) with the frame's header, at its bag time, in the same shielded write as
+its results. A frame the tracker cannot use (:class:`~kosmos_ros.tracking.TrackingError`, or a
+throttled frame that cannot be converted) is counted in ``TopicStats.not_tracked`` and gets no
+tracks message; when it is grounded, its result still goes to the tracker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+import math
 from pathlib import Path
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 from kosmos_ros.admission import admit, stamp_seconds
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.output import (add_connections, close_writer, open_report, open_writer,
-                                   Output, write_report, write_results)
+                                   Output, write_report, write_results, write_tracks)
 from kosmos_ros.bag.pairing import DepthPairing, pair_depth_topics
 from kosmos_ros.bag.reading import failure_reason, open_reader, select_image_topics
 from kosmos_ros.bag.records import BagSummary, FrameOutcome, GroundBagOptions, TopicStats
@@ -34,7 +45,11 @@ from kosmos_ros.bag.spatial import Lifter, make_lifters, stamp_ns
 from kosmos_ros.bag.typestore import project_typestore
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import ImageError, KosmosError
-from kosmos_ros.images import frame_from_message
+from kosmos_ros.images import Frame, frame_from_message
+
+if TYPE_CHECKING:  # tracking needs OpenCV and scipy: imported only with options.track
+    from kosmos_ros.track_stream import TrackStream
+    from kosmos_ros.tracking import Track
 
 
 def pair_depth(reader: Any, stats: Sequence[TopicStats],
@@ -55,14 +70,15 @@ def ground_bag(options: GroundBagOptions, engine: Any, *,
     KeyboardInterrupt (Ctrl-C, also from ``on_frame``) ends the run early with
     ``interrupted`` set; the output bag is closed and valid in every case. ``guard`` (a new
     :class:`~kosmos_ros.bag.safety.SigintGuard` when None) keeps Ctrl-C from cutting short the
-    writing of a frame's results or the closing of the output. Raises BagError or PromptError
-    before any output is written when the bag, an output path or the query cannot be used;
-    BagError when the bag turns out damaged or the output cannot be written, after closing
-    the output bag with the results so far.
+    writing of a frame's results or the closing of the output. Raises BagError, PromptError or
+    TrackingError before any output is written when the bag, an output path, the query or the
+    tracking options cannot be used; BagError when the bag turns out damaged or the output
+    cannot be written, after closing the output bag with the results so far.
     """
     query = Query(Task.parse(options.task), options.prompt,
                   max_new_tokens=options.max_new_tokens)
     engine.prepare(query, 640, 480)  # PromptError now rather than on every frame
+    check_tracking(options)
     check_outputs(options.bag, options.output, options.html, options.html_embed,
                   options.overwrite)
     with guard or SigintGuard() as sigint:
@@ -73,16 +89,19 @@ def ground_bag(options: GroundBagOptions, engine: Any, *,
             pairings = pair_depth(reader, stats, options)
             for s in stats:
                 s.pairing = pairings[s.topic]
+                s.tracking = options.track
             summary = BagSummary(Path(options.bag), Path(options.output), query,
                                  options.rate_hz, engine.describe(), options.model_label,
-                                 {s.topic: s for s in stats}, html=options.html)
+                                 {s.topic: s for s in stats}, html=options.html,
+                                 track_rate_hz=options.track_rate_hz if options.track else None)
             lifters: dict[str, Lifter] = {}
             if any(p.enabled for p in pairings.values()):
                 # A second reader: depth images are read back while the first one iterates.
                 depth_reader = open_reader(options.bag)
                 lifters = _index_depth(options, depth_reader, pairings, summary)
             run = _BagRun(options, engine, reader, summary, lifters,
-                          open_report(options, summary), sigint, on_frame)
+                          open_report(options, summary), sigint, on_frame,
+                          track_streams(options, stats))
             run.ground_into_output(progress)
         finally:
             with sigint.shield():
@@ -90,6 +109,30 @@ def ground_bag(options: GroundBagOptions, engine: Any, *,
                     depth_reader.close()
                 reader.close()
     return summary
+
+
+def check_tracking(options: GroundBagOptions) -> None:
+    """Raise TrackingError for tracking options that cannot be used (with ``track`` only)."""
+    if not options.track:
+        return
+    from kosmos_ros.tracking import TrackerSettings, TrackingError
+
+    rate = options.track_rate_hz
+    if not (math.isfinite(rate) and rate >= 0.0):
+        raise TrackingError(f'track_rate_hz must be 0 or more; got {rate}')
+    TrackerSettings(track_max_age=options.track_max_age)  # TrackingError when invalid
+
+
+def track_streams(options: GroundBagOptions,
+                  stats: Sequence[TopicStats]) -> dict[str, TrackStream]:
+    """Return one track stream per selected image topic with ``track``; none without."""
+    if not options.track:
+        return {}
+    from kosmos_ros.track_stream import TrackStream
+    from kosmos_ros.tracking import TrackerSettings
+
+    settings = TrackerSettings(track_max_age=options.track_max_age)
+    return {s.topic: TrackStream(settings, options.track_rate_hz) for s in stats}
 
 
 def _index_depth(options: GroundBagOptions, reader: Any, pairings: dict[str, DepthPairing],
@@ -103,11 +146,15 @@ def _index_depth(options: GroundBagOptions, reader: Any, pairings: dict[str, Dep
 
 @dataclass
 class _Outcome:
-    """A frame's public outcome, with what writing its results needs."""
+    """A frame's public outcome, with what writing its results and tracks needs.
+
+    ``tracks`` is None when no tracks message is written for the frame.
+    """
 
     public: FrameOutcome
     header: Any = None
     frame: Any = None
+    tracks: list[Track] | None = None
 
     @property
     def result(self) -> GroundingResult | None:
@@ -126,6 +173,7 @@ class _BagRun:
     report: HtmlReport | None
     sigint: SigintGuard
     on_frame: Callable[[FrameOutcome], None] | None = None
+    streams: dict[str, TrackStream] = field(default_factory=dict)
 
     def ground_into_output(self, progress: bool) -> None:
         """Open the output bag, ground into it, and close it whole whatever happens.
@@ -185,7 +233,7 @@ class _BagRun:
                 if s is None:
                     continue
                 outcome = self._ground_one(conn, timestamp, raw, s, last_grounded)
-                if outcome.result is not None:
+                if outcome.result is not None or outcome.tracks is not None:
                     self._write(output, s, timestamp, outcome)
                 bar.update(1)
                 bar.set_postfix(grounded=summary.grounded, skipped=summary.skipped,
@@ -213,23 +261,33 @@ class _BagRun:
                 output.writer.write(copy, timestamp, data)
 
     def _write(self, output: Output, s: TopicStats, timestamp: int, outcome: _Outcome) -> None:
-        """Lift a grounded frame to 3D when its topic has depth, then write its results."""
+        """Lift a frame to 3D when its topic has depth, then write its results and tracks."""
         lifter = self.lifters.get(s.topic)
+        header = outcome.header
+        tracks_3d = None
         if lifter is not None:
-            header = outcome.header
-            lift = lifter.lift(outcome.result, stamp_ns(header, timestamp),
-                               str(header.frame_id))
-            outcome.public = replace(outcome.public, lifted=lift.lifted,
-                                     depth_note=lift.reason)
-        with self.sigint.shield():  # a frame's results are written whole, or not at all
-            write_results(output, s, timestamp, outcome.header, outcome.result,
-                          outcome.public.lifted, self.options.min_score)
-            if self.report is not None:
+            stamp = stamp_ns(header, timestamp)
+            if outcome.result is not None:
+                lift = lifter.lift(outcome.result, stamp, str(header.frame_id))
+                outcome.public = replace(outcome.public, lifted=lift.lifted,
+                                         depth_note=lift.reason)
+            if outcome.tracks is not None:
+                frame = outcome.frame
+                tracks_3d = lifter.lift_boxes([t.box for t in outcome.tracks],
+                                              (frame.width, frame.height), stamp,
+                                              str(header.frame_id))
+        with self.sigint.shield():  # a frame's messages are written whole, or not at all
+            if outcome.result is not None:
+                write_results(output, s, timestamp, header, outcome.result,
+                              outcome.public.lifted, self.options.min_score)
+            if outcome.tracks is not None:
+                write_tracks(output, s, timestamp, header, outcome.tracks, tracks_3d)
+            if self.report is not None and outcome.result is not None:
                 self.report.add(outcome.public, outcome.frame)
 
     def _ground_one(self, conn: Any, timestamp: int, raw: bytes, s: TopicStats,
                     last_grounded: dict[str, float]) -> _Outcome:
-        """Deserialize, admit, convert and ground one image message (the node's order)."""
+        """Deserialize, admit, convert, track and ground one image message (the node's order)."""
         from rosbags.highlevel import AnyReaderError
 
         s.messages += 1
@@ -248,19 +306,53 @@ class _BagRun:
                           last_grounded.get(s.topic), self.options.rate_hz)
         if admission.refused:
             return skip(admission.refused, admission.stamp, frame_id)
+        stream = self.streams.get(s.topic)
         if admission.throttled:
             s.throttled += 1
-            return _Outcome(FrameOutcome(s.topic, timestamp, admission.stamp, frame_id,
-                                         throttled=True))
+            outcome = _Outcome(FrameOutcome(s.topic, timestamp, admission.stamp, frame_id,
+                                            throttled=True), msg.header)
+            if stream is not None and stream.wants(admission.stamp):
+                try:
+                    outcome.frame = frame_from_message(msg, self.engine.options.max_pixels)
+                except ImageError as exc:
+                    s.not_tracked[str(exc)] += 1
+                    return outcome
+                outcome.tracks = self._track(stream, s, admission.stamp, outcome.frame)
+                outcome.public = replace(outcome.public, tracks=_tuple(outcome.tracks))
+            return outcome
         last_grounded[s.topic] = stamp = admission.stamp
         try:
             frame = frame_from_message(msg, self.engine.options.max_pixels)
         except ImageError as exc:
             return skip(str(exc), stamp, frame_id)
+        tracks = self._track(stream, s, stamp, frame) if stream is not None else None
         try:
             result = self.engine.ground(frame, self.summary.query)
         except KosmosError as exc:
-            return skip(f'inference failed: {exc}', stamp, frame_id)
+            outcome = skip(f'inference failed: {exc}', stamp, frame_id)
+            outcome.header, outcome.frame, outcome.tracks = msg.header, frame, tracks
+            outcome.public = replace(outcome.public, tracks=_tuple(tracks))
+            return outcome
         s.grounded += 1
-        return _Outcome(FrameOutcome(s.topic, timestamp, stamp, frame_id, result=result),
-                        msg.header, frame)
+        if stream is not None:
+            stream.on_result(stamp, result, self.options.min_score)
+            if tracks is not None:
+                tracks = stream.tracks()
+        return _Outcome(FrameOutcome(s.topic, timestamp, stamp, frame_id, result=result,
+                                     tracks=_tuple(tracks)), msg.header, frame, tracks)
+
+    @staticmethod
+    def _track(stream: TrackStream, s: TopicStats, stamp: float,
+               frame: Frame) -> list[Track] | None:
+        """Move the stream's tracks onto a frame; None when it is skipped or refused (counted)."""
+        from kosmos_ros.tracking import TrackingError
+
+        try:
+            return stream.on_frame(stamp, frame)
+        except TrackingError as exc:
+            s.not_tracked[str(exc)] += 1
+            return None
+
+
+def _tuple(tracks: list[Track] | None) -> tuple | None:
+    return None if tracks is None else tuple(tracks)

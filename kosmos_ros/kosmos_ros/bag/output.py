@@ -6,7 +6,11 @@ Per grounded image topic the bag holds ``<base>/detections`` (``vision_msgs/Dete
 and ``<base>/grounding`` (``kosmos_ros_interfaces/Grounding``), and with depth
 ``<base>/detections_3d`` (``vision_msgs/Detection3DArray``), built by
 :mod:`kosmos_ros.messages` as the node builds them, with the source headers and bag times.
-Every failure to write is a BagError naming the path and the reason.
+With ``--track`` it also holds, per tracked frame, ``<base>/tracks``
+(``vision_msgs/Detection2DArray``, :func:`kosmos_ros.messages.tracks_msg`) and with depth
+``<base>/tracks_3d`` (``vision_msgs/Detection3DArray``,
+:func:`kosmos_ros.messages.tracks_3d_msg`). Every failure to write is a BagError naming the path
+and the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import shutil
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 from kosmos_ros import messages
 from kosmos_ros.bag import BagError
@@ -32,6 +36,7 @@ class Output:
     """The open output bag: its writer and the connections the results and copies go to.
 
     ``results`` maps an image topic to its (detections, grounding, detections_3d or None)
+    connections; ``tracks``, with ``--track``, an image topic to its (tracks, tracks_3d or None)
     connections; ``copies`` an input (topic, type) to its copy, None when it cannot be copied.
     """
 
@@ -39,6 +44,7 @@ class Output:
     types: RosbagsTypes
     results: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
     copies: dict[tuple[str, str], Any] = field(default_factory=dict)
+    tracks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def store(self) -> Any:
@@ -84,6 +90,11 @@ def add_connections(writer: Any, options: GroundBagOptions, reader: Any, store: 
             writer.add_connection(f'{s.base}/grounding', GROUNDING, typestore=store),
             writer.add_connection(f'{s.base}/detections_3d', DETECTION_3D_ARRAY,
                                   typestore=store) if s.topic in with_depth else None)
+        if options.track:
+            output.tracks[s.topic] = (
+                writer.add_connection(s.output('tracks'), DETECTION_2D_ARRAY, typestore=store),
+                writer.add_connection(s.output('tracks_3d'), DETECTION_3D_ARRAY,
+                                      typestore=store) if s.topic in with_depth else None)
     if options.copy_input:
         for conn in reader.connections:
             if (conn.topic, conn.msgtype) not in output.copies:
@@ -126,6 +137,19 @@ def write_results(output: Output, stats: TopicStats, timestamp: int, header: Any
         writer.write(det3d_conn, timestamp, store.serialize_cdr(
             messages.detections_3d_msg(types, result, lifted, header, min_score),
             DETECTION_3D_ARRAY))
+
+
+def write_tracks(output: Output, stats: TopicStats, timestamp: int, header: Any,
+                 tracks: Sequence[Any], lifted: Sequence[Any] | None) -> None:
+    """Write a tracked frame's tracks and, with depth, their 3D (one ``Lifted`` per track)."""
+    tracks_conn, tracks_3d_conn = output.tracks[stats.topic]
+    types, store, writer = output.types, output.store, output.writer
+    writer.write(tracks_conn, timestamp, store.serialize_cdr(
+        messages.tracks_msg(types, tracks, header), DETECTION_2D_ARRAY))
+    if tracks_3d_conn is not None:
+        writer.write(tracks_3d_conn, timestamp, store.serialize_cdr(
+            messages.tracks_3d_msg(types, tracks, lifted, header), DETECTION_3D_ARRAY))
+    stats.tracks += 1
 
 
 def close_writer(writer: Any, out: Path) -> None:

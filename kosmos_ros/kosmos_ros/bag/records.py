@@ -46,6 +46,14 @@ class GroundBagOptions:
         camera_info_topics: camera_info topics, given as ``depth_topics`` are.
         depth: how boxes are lifted to 3D (stamp tolerance, depth range, inner fraction).
         use_depth: False grounds in 2D only, whatever depth the bag holds.
+        track: also follow the grounded boxes on every admitted frame (grounded or
+            throttled) as tracks with lasting ids (:class:`~kosmos_ros.track_stream.TrackStream`,
+            the node's tracking) and write them to ``<base>/tracks`` (and, with depth,
+            ``<base>/tracks_3d``), one message per tracked frame.
+        track_rate_hz: with ``track``, track at most this many frames per second of message
+            time per topic (the node's ``track_rate_hz``); 0 tracks every admitted frame.
+        track_max_age: with ``track``, seconds (message time) a track lives after the last
+            model result that confirmed it (the node's ``track_max_age``).
     """
 
     bag: Path
@@ -66,11 +74,19 @@ class GroundBagOptions:
     camera_info_topics: tuple[str, ...] = ()
     depth: DepthSettings = DepthSettings()
     use_depth: bool = True
+    track: bool = False
+    track_rate_hz: float = 0.0
+    track_max_age: float = 3.0
 
 
 @dataclass
 class TopicStats:
-    """Per image topic: where its results go and what happened to its frames."""
+    """Per image topic: where its results go and what happened to its frames.
+
+    With ``tracking``: ``tracks`` counts the tracks messages written (one per tracked frame,
+    with ``<base>/tracks_3d`` beside each when the topic has depth) and ``not_tracked`` the
+    admitted frames the tracker could not use, by reason.
+    """
 
     topic: str
     msgtype: str
@@ -82,13 +98,26 @@ class TopicStats:
     skipped: Counter = field(default_factory=Counter)
     pairing: DepthPairing | None = None
     depth: DepthStats = field(default_factory=DepthStats)
+    tracking: bool = False
+    tracks: int = 0
+    not_tracked: Counter = field(default_factory=Counter)
+
+    @property
+    def has_depth(self) -> bool:
+        return self.pairing is not None and self.pairing.enabled
 
     @property
     def outputs(self) -> list[str]:
         names = ['detections', 'grounding']
-        if self.pairing is not None and self.pairing.enabled:
+        if self.has_depth:
             names.append('detections_3d')
+        if self.tracking:
+            names += ['tracks', 'tracks_3d'] if self.has_depth else ['tracks']
         return [f'{self.base}/{name}' for name in names]
+
+    def output(self, name: str) -> str:
+        """Return the topic of the output ``name`` ('detections', 'tracks', ...)."""
+        return f'{self.base}/{name}'
 
     @property
     def skipped_total(self) -> int:
@@ -101,6 +130,8 @@ class FrameOutcome:
 
     ``lifted`` holds, when the topic has depth, the 3D of each box (per phrase, per box, a
     :class:`~kosmos_ros.depth.Lifted`) and ``depth_note`` why the frame has no 3D, if so.
+    ``tracks`` holds, with ``track``, the tracks (:class:`~kosmos_ros.tracking.Track`) written
+    for the frame; None when no tracks message was written for it.
     """
 
     topic: str
@@ -112,6 +143,7 @@ class FrameOutcome:
     throttled: bool = False
     lifted: tuple | None = None
     depth_note: str = ''
+    tracks: tuple | None = None
 
 
 @dataclass
@@ -129,6 +161,11 @@ class BagSummary:
     interrupted: bool = False
     html: Path | None = None
     not_copied: dict[str, str] = field(default_factory=dict)
+    track_rate_hz: float | None = None  # None: no tracking
+
+    @property
+    def tracks(self) -> int:
+        return sum(s.tracks for s in self.topics.values())
 
     @property
     def grounded(self) -> int:
@@ -145,6 +182,9 @@ class BagSummary:
                  f'model: {self.model}{label}',
                  f'task {self.query.task.name.lower()}, prompt {self.query.prompt!r}, '
                  f'rate: {rate}']
+        if self.track_rate_hz is not None:
+            lines[-1] += ', tracking: ' + (f'{self.track_rate_hz:g} Hz of message time'
+                                           if self.track_rate_hz > 0 else 'every frame')
         for s in self.topics.values():
             lines.append(f'{s.topic} ({s.msgtype}): {s.messages} messages, {s.grounded} '
                          f'grounded, {s.throttled} throttled, {s.skipped_total} skipped -> '
@@ -155,6 +195,12 @@ class BagSummary:
                 lines.append(f'  {s.pairing.describe()}')
                 if s.pairing.enabled:
                     lines.extend(s.depth.lines())
+            if s.tracking:
+                lines.append(f'  tracks: {s.tracks} messages on {s.output("tracks")}'
+                             + (f' and {s.output("tracks_3d")}' if s.has_depth else '')
+                             + f', {sum(s.not_tracked.values())} frames could not be tracked')
+                for reason, count in s.not_tracked.most_common(5):
+                    lines.append(f'  not tracked {count}x: {reason}')
         for topic, reason in self.not_copied.items():
             lines.append(f'not copied: {topic} ({reason})')
         speed = self.grounded / self.elapsed_s if self.elapsed_s > 0 else 0.0

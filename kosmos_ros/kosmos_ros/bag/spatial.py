@@ -15,6 +15,10 @@ that index and must lie within the tolerance; only then is that one message read
 camera_info in effect is the latest one stamped at or before the colour image (the first one
 when all are later). A frame without a match, or whose boxes have too few valid depth pixels,
 gets no 3D and a counted reason; nothing is made up.
+
+With ``--track``, the boxes of each tracked frame's tracks are lifted the same way
+(:meth:`Lifter.lift_boxes`: the same depth lookup and :func:`kosmos_ros.depth.lift_box`, one
+:class:`~kosmos_ros.depth.Lifted` per track), for ``<base>/tracks_3d``.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from kosmos_ros.admission import stamp_nanoseconds
 from kosmos_ros.bag.pairing import DepthPairing
-from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.datatypes import GroundingResult, PixelBox
 from kosmos_ros.depth import (closest_by_stamp, depth_from_message, DepthSettings, Intrinsics,
-                              lift_result, Lifted, without_3d)
+                              lift_box, lift_result, Lifted, without_3d)
 from kosmos_ros.errors import ImageError
 
 
@@ -197,7 +201,7 @@ class Lifter:
         self._check_frame(frame_id)
         o = self.options
         boxes = sum(len(p.boxes) for p in result.phrases)
-        depth, intrinsics, note, counted = self._frame(result, stamp)
+        depth, intrinsics, note, counted = self._frame(boxes > 0, stamp)
         if depth is None:
             lifted = without_3d(result, note)
             self.stats.without[counted] += 1
@@ -215,13 +219,30 @@ class Lifter:
         self.stats.without[reason] += 1
         return FrameLift(lifted, reason)
 
-    def _frame(self, result: GroundingResult, stamp: int) -> tuple[Any, Any, str, str]:
+    def lift_boxes(self, boxes: Sequence[PixelBox], image_size: tuple[int, int], stamp: int,
+                   frame_id: str = '') -> tuple[Lifted, ...]:
+        """Return the 3D (or why none) of each pixel box of a frame stamped ``stamp`` ns.
+
+        ``image_size`` is the (width, height) of the colour frame the boxes lie on. The depth
+        image and intrinsics are found as for :meth:`lift` (the same lookup, the same
+        tolerance); the boxes are the tracks of ``ground_bag --track``, so nothing is counted
+        in :attr:`stats`, which describes the grounded frames.
+        """
+        self._check_frame(frame_id)
+        o = self.options
+        depth, intrinsics, note, _ = self._frame(bool(boxes), stamp)
+        if depth is None:
+            return tuple(Lifted(None, note) for _ in boxes)
+        return tuple(lift_box(box, depth, intrinsics, image_size, o.min_depth, o.max_depth,
+                              o.inner_fraction) for box in boxes)
+
+    def _frame(self, has_boxes: bool, stamp: int) -> tuple[Any, Any, str, str]:
         """Return (depth in metres, intrinsics, '', ''), or (None, None, note, counted reason).
 
         The note is the exact reason (it goes into the phrases' ``position_note``); the
         counted reason groups frames in the summary (stamp gaps without their milliseconds).
         """
-        if not any(p.boxes for p in result.phrases):
+        if not has_boxes:
             return None, None, 'no box to lift', 'no box to lift'
         index, reason = self.depth.closest(stamp, self.options.tolerance)
         if index is None:

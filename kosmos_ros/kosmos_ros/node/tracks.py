@@ -4,7 +4,8 @@
 
 A camera is *tracked* while ``NAME/tracks`` or ``NAME/tracks_3d`` has a subscriber or a follow
 goal (:mod:`.follow`) uses it; otherwise tracking costs nothing: no frame is taken for it, the
-thread sleeps, and the tracker's kept frames are dropped. While a camera is tracked, this
+tracker's kept frames are dropped, and the thread only wakes once a second to count the
+subscribers (a new follow goal wakes it at once; a new subscriber is seen within a second). While a camera is tracked, this
 module's thread (``kosmos_tracking``) takes each of its frames from DDS in place of the
 inference worker and hands every one to the worker too (:meth:`GroundingNode._admit`), so
 queries and continuous grounding still see the newest frame and no frame is taken twice. Each
@@ -33,8 +34,8 @@ from kosmos_ros.node.conversions import tracks_3d_msg, tracks_msg
 from kosmos_ros.node.params import NodeParams
 from kosmos_ros.track_stream import TrackStream
 
-WANTED_PERIOD = 0.2  # seconds between two looks at who subscribes to tracks
-IDLE_WAIT = 0.25  # the thread's sleep while no camera is tracked
+WANTED_PERIOD = 0.2  # seconds between two looks at who subscribes, while tracking
+IDLE_WAIT = 1.0  # the same while no camera is tracked (a follow goal wakes it at once)
 FRAME_POLL = 0.003  # between two looks for a new frame while cameras are tracked
 
 
@@ -97,7 +98,8 @@ class TrackingPump:
     def _loop(self) -> None:
         checked = 0.0
         while not self._stop.is_set():
-            if time.monotonic() - checked >= WANTED_PERIOD or self._wake.is_set():
+            period = WANTED_PERIOD if self._tracked else IDLE_WAIT
+            if time.monotonic() - checked >= period or self._wake.is_set():
                 self._wake.clear()
                 checked = time.monotonic()
                 try:

@@ -6,13 +6,14 @@ A camera is *tracked* while ``NAME/tracks`` or ``NAME/tracks_3d`` has a subscrib
 goal (:mod:`.follow`) uses it; otherwise tracking costs nothing: no frame is taken for it, the
 tracker's kept frames are dropped, and the thread only wakes once a second to count the
 subscribers (a new follow goal wakes it at once; a new subscriber is seen within a second).
-While a camera is tracked, this module's thread (``kosmos_tracking``) takes each of its
-frames from DDS in place of the inference worker and hands every one to the worker too
-(:meth:`GroundingNode._admit`), so queries and continuous grounding still see the newest frame and no frame is taken twice. Each
-frame is converted once, its tracks moved onto it (:class:`kosmos_ros.track_stream.TrackStream`,
-shared with ``ground_bag --track``) and published with the frame's header; with depth, the
-tracks are lifted to 3D. Model results (continuous grounding, ``~/ground`` queries on the
-camera, follow goals' re-grounding) give the tracks their ids (:meth:`TrackingPump.on_result`).
+While a camera is tracked, this module's thread (``kosmos_tracking``) takes each of its frames
+from DDS in place of the inference worker and hands every one to the worker too
+(:meth:`GroundingNode._admit`), so queries and continuous grounding still see the newest frame
+and no frame is taken twice. Each frame is converted once, its tracks moved onto it
+(:class:`kosmos_ros.track_stream.TrackStream`, shared with ``ground_bag --track``) and
+published with the frame's header; with depth, the tracks are lifted to 3D. Model results
+(continuous grounding, ``~/ground`` queries on the camera, follow goals' re-grounding) give the
+tracks their ids (:meth:`TrackingPump.on_result`).
 
 The inference worker is never blocked by tracking, and tracking never waits for the model: a
 result that comes late is placed on the frame it was computed on (the tracker keeps the last

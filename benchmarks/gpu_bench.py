@@ -9,9 +9,10 @@ released architecture (``Kosmos2Config()`` defaults, 1.66 B parameters) with ran
 directly on the GPU, once per dtype; the processor (tokenizer and image processor) comes from
 ``kosmos_ros.tiny_model``'s builder with the tokenizer shipped in ``kosmos_ros/test/data``.
 
-Per configuration (float16, bfloat16; 8-bit and 4-bit through bitsandbytes when importable) and
-per pipeline (reference: ``processor(...)`` + ``model.generate``; engine:
-``GroundingEngine``, once per value of ``EngineOptions.decoder`` if that field exists):
+Per configuration (float16, bfloat16; 8-bit and 4-bit through bitsandbytes, int8 and int4
+weight-only through torchao, each when importable) and per pipeline (reference:
+``processor(...)`` + ``model.generate``; engine: ``GroundingEngine``, once per value of
+``EngineOptions.decoder`` if that field exists):
 
 - time to first token: end-to-end latency of a 1-token grounded caption;
 - decode tokens/s: 29 / (latency of 30 tokens - latency of 1 token), batch 1;
@@ -52,7 +53,7 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from kosmos_ros.datatypes import Query, Task  # noqa: E402
+from kosmos_ros.datatypes import Query, Task, TORCHAO_QUANTIZATIONS  # noqa: E402
 from kosmos_ros.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.images import frame_from_array  # noqa: E402
 from kosmos_ros.loading import load_model, LoadedModel, ModelOptions  # noqa: E402
@@ -213,16 +214,31 @@ def decode_weight_bytes(model: Any) -> int:
     """Bytes of weights one decoding step reads: every text-model tensor once.
 
     The token embedding is tied to the output projection, which reads all of it; a step reads
-    no vision weights. Quantized tensors count their stored (packed) size.
+    no vision weights. Quantized tensors count their stored (packed) size: bitsandbytes'
+    parameters as stored, torchao's weight subclasses as the sum of their inner tensors. When
+    quantization unties the output projection from the embedding (torchao), a step reads one
+    row of the embedding, which is left out.
     """
+    text = model.text_model
+    embedding = text.get_input_embeddings().weight
+    head = text.get_output_embeddings()
+    untied = head is not None and head.weight is not embedding
     seen, total = set(), 0
-    for _, param in model.text_model.named_parameters():
-        key = (param.data_ptr(), param.numel())
-        if key in seen:
+    for _, param in text.named_parameters():
+        if id(param) in seen or (untied and param is embedding):
             continue
-        seen.add(key)
-        total += param.numel() * param.element_size()
+        seen.add(id(param))
+        total += _stored_bytes(param)
     return total
+
+
+def _stored_bytes(tensor: Any) -> int:
+    """Bytes a tensor holds; a tensor subclass (torchao) counts its inner tensors."""
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) and \
+            hasattr(tensor, '__tensor_flatten__'):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(_stored_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
 
 
 def paper_bounds() -> list[dict[str, Any]]:
@@ -512,6 +528,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _quant_skip_reason(quantization: str, device: torch.device, smoke: bool) -> str | None:
+    if quantization in TORCHAO_QUANTIZATIONS:
+        if smoke or device.type != 'cuda':
+            return f'{quantization} (torchao) is benchmarked on CUDA; this run is on {device}'
+        try:
+            import torchao  # noqa: F401
+        except Exception as exc:
+            return f'torchao is not importable ({type(exc).__name__}: {exc})'
+        return None
     if smoke or device.type != 'cuda':
         return f'{quantization} needs bitsandbytes on a CUDA device; this run is on {device}'
     try:
@@ -524,8 +548,9 @@ def _quant_skip_reason(quantization: str, device: torch.device, smoke: bool) -> 
 def setup_list(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     """(label, dtype name, quantization) of each configuration, in run order."""
     setups = [(name, name, 'none') for name in args.dtypes]
-    for quant in args.quantizations:
-        setups.append((f'{quant} (fp16)', 'float16', quant))
+    for quant in args.quantizations:  # torchao's int4 kernels compute in bfloat16
+        dtype = 'bfloat16' if quant == 'int4' else 'float16'
+        setups.append((f'{quant} ({dtype.replace("loat", "")})', dtype, quant))
     return setups
 
 
@@ -549,7 +574,7 @@ def load_setup(label: str, dtype_name: str, quantization: str, args: argparse.Na
             torch.cuda.empty_cache()
             checkpoint['float16'] = path
         setup.loaded = load_model(ModelOptions(
-            model=str(checkpoint['float16']), local_files_only=True, dtype='float16',
+            model=str(checkpoint['float16']), local_files_only=True, dtype=dtype_name,
             quantization=quantization, device=str(device)))
         return setup
     if args.smoke:
@@ -570,7 +595,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--smoke', action='store_true',
                         help='run everything on the CPU with the tiny model (seconds)')
     parser.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'])
-    parser.add_argument('--quantizations', nargs='*', default=['8bit', '4bit'])
+    parser.add_argument('--quantizations', nargs='*', default=['8bit', '4bit', 'int8', 'int4'],
+                        help='8bit, 4bit (bitsandbytes), int8, int4 (torchao weight-only)')
     parser.add_argument('--decoders', nargs='*', default=None,
                         help='values of EngineOptions.decoder, NAME+compile for NAME with '
                         'compile_step (default: all it declares, and cuda_graph+compile)')

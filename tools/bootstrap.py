@@ -165,10 +165,11 @@ def pip_install(distro: str, venv: Path) -> None:
             run(pip + ['install', *quiet, torch_spec])
     cons = ['-c', str(constraints)] if constraints.exists() else []
     run(pip + ['install', *quiet, *cons, *reqs])
-    # bitsandbytes (8-bit and 4-bit quantization) is optional: it does not install everywhere.
-    result = subprocess.run(pip + ['install', *quiet, *cons, 'bitsandbytes'])
-    if result.returncode != 0:
-        log('bitsandbytes did not install; 8-bit and 4-bit quantization will be unavailable')
+    # Quantization back-ends are optional: they do not install everywhere.
+    for package, what in (('bitsandbytes', '8bit and 4bit'), ('torchao', 'int8 and int4')):
+        result = subprocess.run(pip + ['install', *quiet, *cons, package])
+        if result.returncode != 0:
+            log(f'{package} did not install; {what} quantization will be unavailable')
     stamp_file.write_text(stamp)
 
 

@@ -11,7 +11,10 @@ from typing import Iterator
 # Names of the loading and decoding options, here rather than in loading.py and engine.py so
 # that parameter tables and command-line help import no torch.
 DEFAULT_MODEL = 'microsoft/kosmos-2-patch14-224'
-QUANTIZATIONS = ('none', '8bit', '4bit')
+# 8bit, 4bit: bitsandbytes (CUDA); int8, int4: torchao weight-only (int8 also on the CPU; int4
+# CUDA and bfloat16).
+QUANTIZATIONS = ('none', '8bit', '4bit', 'int8', 'int4')
+TORCHAO_QUANTIZATIONS = ('int8', 'int4')
 ATTENTION = ('sdpa', 'eager')
 DECODERS = ('auto', 'dynamic', 'static', 'cuda_graph')
 

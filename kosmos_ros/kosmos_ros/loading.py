@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from safetensors import safe_open, SafetensorError
 import torch
 
-from kosmos_ros.datatypes import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS
+from kosmos_ros.datatypes import ATTENTION, DEFAULT_MODEL, QUANTIZATIONS, TORCHAO_QUANTIZATIONS
 from kosmos_ros.errors import ModelLoadError
 
 __all__ = ['ATTENTION', 'DEFAULT_MODEL', 'DTYPES', 'load_model', 'LoadedModel', 'ModelOptions',
@@ -54,7 +55,9 @@ class ModelOptions:
         revision: hub revision (branch, tag or commit); None for the default branch.
         local_files_only: never touch the network; use the local cache or folder only.
         dtype: 'auto' (float16 on CUDA, float32 on the CPU), 'float32', 'float16', 'bfloat16'.
-        quantization: 'none', '8bit' or '4bit' (bitsandbytes, CUDA only).
+        quantization: 'none'; '8bit' or '4bit' (bitsandbytes, CUDA only); 'int8' or 'int4'
+            (torchao weight-only quantization of the text decoder, whose weights every decoded
+            token reads; int8 also on the CPU, int4 on CUDA in bfloat16).
         device: 'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.
         attn_implementation: 'sdpa' (scaled dot-product attention) or 'eager'.
         cache_dir: Hugging Face cache folder; None for the default.
@@ -278,6 +281,9 @@ def _quantization_config(options: ModelOptions, device: torch.device, dtype: tor
     if options.quantization not in QUANTIZATIONS:
         raise ModelLoadError(f'unknown quantization {options.quantization!r}; expected '
                              + ', '.join(QUANTIZATIONS))
+    if options.quantization in TORCHAO_QUANTIZATIONS:
+        _check_torchao(options.quantization, device, dtype)
+        return None  # applied after loading (_apply_torchao)
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
@@ -293,6 +299,41 @@ def _quantization_config(options: ModelOptions, device: torch.device, dtype: tor
                               bnb_4bit_quant_type='nf4')
 
 
+def _check_torchao(quantization: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Raise ModelLoadError unless torchao can quantize to ``quantization`` here."""
+    try:
+        import torchao  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError(f'{quantization} quantization needs torchao, which is not '
+                             f'installed ({exc}); pip install torchao') from None
+    if quantization == 'int4':
+        if device.type != 'cuda':
+            raise ModelLoadError("int4 quantization needs a CUDA device (torchao's int4 "
+                                 f'kernels); the device resolved to {device}; use int8 on '
+                                 'the CPU')
+        if dtype != torch.bfloat16:
+            raise ModelLoadError("int4 quantization computes in bfloat16 (torchao's int4 "
+                                 f'kernels); set dtype to bfloat16 or auto, not {dtype}')
+
+
+def _apply_torchao(model: Any, quantization: str) -> None:
+    """Quantize the text decoder's Linear weights (its output projection included) in place.
+
+    Weight-only: weights are stored in 8 or 4 bits and activations keep the model's dtype.
+    The vision encoder and the image-to-text connection run once per image and stay as they
+    are. int4 uses groups of 128 weights per scale (torchao's tinygemm layout).
+    """
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    config = Int8WeightOnlyConfig() if quantization == 'int8' else Int4WeightOnlyConfig(
+        group_size=128, int4_packing_format='tile_packed_to_4d')
+    try:
+        quantize_(model.text_model, config)
+    except LOAD_ERRORS + (AssertionError,) as exc:
+        raise ModelLoadError(f'torchao {quantization} quantization failed: '
+                             f'{type(exc).__name__}: {exc}') from None
+
+
 def _describe_failure(exc: BaseException, options: ModelOptions, local: bool) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, OSError):  # a library's internal error: its type says what failed
@@ -303,8 +344,21 @@ def _describe_failure(exc: BaseException, options: ModelOptions, local: bool) ->
     return f'cannot load {options.model!r}: {text}'
 
 
+def _quiet_torchao_import() -> None:
+    """Keep torchao's import from logging what does not concern this model.
+
+    transformers imports torchao, when it is installed, at every model load (for its
+    quantizer registry), and torchao's import logs one line per CUDA-only kernel library it
+    cannot load on a machine without CUDA, and torch logs deprecation notes about its enums.
+    """
+    if not torch.cuda.is_available():
+        logging.getLogger('torchao').setLevel(logging.ERROR)
+    logging.getLogger('torch.utils._pytree').setLevel(logging.ERROR)
+
+
 def load_model(options: ModelOptions) -> LoadedModel:
     """Load KOSMOS-2 and its processor as ``options`` say; raise ModelLoadError on failure."""
+    _quiet_torchao_import()
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if options.attn_implementation not in ATTENTION:
@@ -312,6 +366,8 @@ def load_model(options: ModelOptions) -> LoadedModel:
                              f'{options.attn_implementation!r}; expected sdpa or eager')
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    if options.quantization == 'int4' and (options.dtype or 'auto').strip().lower() == 'auto':
+        dtype = torch.bfloat16  # torchao's int4 kernels take bfloat16 activations
     quantization = _quantization_config(options, device, dtype)
     source = os.path.expanduser(options.model)
     local = Path(source).exists() or source.startswith(('/', './', '../', '~'))
@@ -340,6 +396,8 @@ def load_model(options: ModelOptions) -> LoadedModel:
     if not hasattr(processor, 'post_process_generation'):
         raise ModelLoadError(f'{options.model!r} has a {type(processor).__name__}, not a '
                              'KOSMOS-2 processor')
+    if options.quantization in TORCHAO_QUANTIZATIONS:
+        _apply_torchao(model, options.quantization)
     model.eval()
     return LoadedModel(model=model, processor=processor, device=device, dtype=dtype,
                        options=replace(options))

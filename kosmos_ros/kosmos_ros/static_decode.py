@@ -41,14 +41,15 @@ def fused_qkv(attn: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
 
     The three projections' parameters become views into the fused tensors, so the model's own
     forward pass reads the same memory and no weight is stored twice. Only plain
-    ``torch.nn.Linear`` layers with floating-point weights are fused (not quantized ones).
+    ``torch.nn.Linear`` layers with plain floating-point weights are fused (not quantized
+    ones: bitsandbytes layers, torchao's weight tensor subclasses).
     """
     cached = getattr(attn, '_kosmos_ros_qkv', None)
     if cached is not None:
         return cached
     projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-    if any(type(m) is not torch.nn.Linear or not m.weight.is_floating_point()
-           for m in projections):
+    if any(type(m) is not torch.nn.Linear or type(m.weight) is not torch.nn.Parameter
+           or not m.weight.is_floating_point() for m in projections):
         return None
     biases = [m.bias for m in projections]
     if any(b is None for b in biases) and not all(b is None for b in biases):

@@ -31,7 +31,8 @@ OVERRIDES = (
     ('model', 'Hugging Face hub id or local model folder.'),
     ('device', 'auto, cpu, cuda or cuda:N.'),
     ('dtype', 'auto, float32, float16 or bfloat16.'),
-    ('quantization', 'none, 8bit or 4bit (bitsandbytes, CUDA only).'),
+    ('quantization', 'none, 8bit or 4bit (bitsandbytes, CUDA), int8 (torchao, CUDA or CPU) or '
+                     'int4 (torchao, CUDA).'),
     ('rate_hz', 'Continuous grounding per camera per second of message time; 0: off.'),
     ('use_sim_time', 'Use /clock (bag replay): true or false.'),
     ('autostart', 'Configure and activate without a lifecycle manager: true or false.'),

@@ -96,6 +96,7 @@ def test_offline_mode_makes_no_network_attempt(monkeypatch, tmp_path):
     (dict(quantization='3bit'), "unknown quantization '3bit'"),
     (dict(quantization='8bit', device='cpu'), '8bit quantization needs a CUDA device'),
     (dict(quantization='4bit', device='cpu'), '4bit quantization needs a CUDA device'),
+    (dict(quantization='int4', device='cpu'), 'int4 quantization needs a CUDA device'),
     (dict(attn_implementation='flash'), "unknown attention implementation 'flash'"),
 ])
 def test_bad_options_are_refused(tiny_model_dir, options, message):
@@ -109,6 +110,41 @@ def test_missing_bitsandbytes_is_named(tiny_model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, 'bitsandbytes', None)  # makes the import fail
     with pytest.raises(ModelLoadError, match='needs bitsandbytes, which is not installed'):
         load_model(ModelOptions(model=str(tiny_model_dir), quantization='4bit'))
+
+
+def test_missing_torchao_is_named(tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torchao', None)  # makes the import fail
+    with pytest.raises(ModelLoadError, match='int8 quantization needs torchao, which is not'):
+        load_model(ModelOptions(model=str(tiny_model_dir), device='cpu', quantization='int8'))
+
+
+def test_int8_weight_only_quantizes_the_text_decoder_and_answers_alike(tiny_model_dir,
+                                                                       photos):
+    """Int8 through torchao on the CPU: decoder weights in 8 bits, the vision encoder not."""
+    pytest.importorskip('torchao')
+    from kosmos_ros.datatypes import Query, Task
+    from kosmos_ros.engine import EngineOptions
+    from kosmos_ros.images import frame_from_array
+
+    plain = load_model(ModelOptions(model=str(tiny_model_dir), device='cpu'))
+    quantized = load_model(ModelOptions(model=str(tiny_model_dir), device='cpu',
+                                        quantization='int8'))
+    text = quantized.model.text_model
+    weights = [m.weight for m in text.modules() if isinstance(m, torch.nn.Linear)]
+    assert weights and all(type(w).__name__ == 'Int8Tensor' for w in weights)
+    assert all(type(m.weight) is torch.nn.Parameter for m in quantized.model.vision_model.modules()
+               if isinstance(m, torch.nn.Linear))
+    assert 'quantization int8' in quantized.describe()
+    ids = torch.arange(5, 37).unsqueeze(0)
+    with torch.inference_mode():
+        a = plain.model.text_model(input_ids=ids).logits
+        b = text(input_ids=ids).logits
+    assert float((a - b).abs().max()) < 0.05 * float(a.abs().max())
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    frame = frame_from_array(photos['coffee'])
+    answers = [GroundingEngine(m, EngineOptions(max_new_tokens=12)).ground(
+        frame, Query(Task.CAPTION)).text for m in (plain, quantized)]
+    assert answers[0] == answers[1]
 
 
 def test_out_of_memory_while_loading_is_reported(tiny_model_dir, monkeypatch):

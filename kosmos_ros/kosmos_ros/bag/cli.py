@@ -84,7 +84,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f'hub id or local folder of KOSMOS-2 (default: {DEFAULT_MODEL})')
     group.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     group.add_argument('--dtype', default='auto', help='auto, float32, float16 or bfloat16')
-    group.add_argument('--quantization', default='none', help='none, 8bit or 4bit (CUDA)')
+    group.add_argument('--quantization', default='none',
+                       help='none, 8bit or 4bit (bitsandbytes, CUDA), int8 (torchao, CUDA or '
+                            'CPU), int4 (torchao, CUDA)')
     group.add_argument('--local-files-only', action='store_true',
                        help='use the local folder or Hugging Face cache only (no network)')
     group.add_argument('--cpu-threads', type=int, default=DEFAULT_CPU_THREADS,

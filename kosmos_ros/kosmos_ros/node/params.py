@@ -83,7 +83,8 @@ class NodeParams:
         'auto', 'Weights dtype; auto is float16 on CUDA and float32 on the CPU.', reload=True,
         choices=DTYPE_NAMES)
     quantization: str = _spec(
-        'none', 'bitsandbytes quantization on CUDA: none, 8bit or 4bit.', reload=True,
+        'none', 'Weight quantization: none; 8bit or 4bit (bitsandbytes, CUDA); int8 (torchao '
+        'weight-only, CUDA or CPU) or int4 (torchao weight-only, CUDA, bfloat16).', reload=True,
         choices=QUANTIZATIONS)
     attn_implementation: str = _spec(
         'sdpa', 'Attention kernels: sdpa or eager.', reload=True, choices=ATTENTION)

@@ -28,6 +28,7 @@ INSTALLED_APART = {
     'torch': "the machine's own CUDA build, installed first (README: In an ordinary ROS 2 "
              'workspace)',
     'bitsandbytes': 'optional: 8-bit and 4-bit quantization on CUDA only',
+    'torchao': 'optional: int8 and int4 weight-only quantization; not on every platform',
     'apsw': "rosbags' own sqlite3 driver, imported only to recognise its errors",
 }
 # Required at run time though never imported by name, with the reason.

@@ -509,3 +509,66 @@ def _measure_idle(proc: subprocess.Popen, publisher: Any, rgb: np.ndarray, hz: f
             'next_query_ms': queries[1][0] if queries else None,
             'query_errors': [error for _, error in queries if error],
             'window_s': t1 - t0}
+
+
+def tracking_cost(model_dir: Path, rgb: np.ndarray, seconds: float, warmup: float,
+                  hz: float = 30.0, log_dir: Path | None = None) -> dict[str, Any]:
+    """CPU % of the project's node while a camera streams, without and with a tracks reader.
+
+    The node runs in its own process, on demand (``rate_hz: 0``) with its camera always
+    subscribed (``unsubscribe_idle_after: 0``), so the only change between the phases is a
+    subscriber on ``camera/tracks``: before it, with it (tracks received per second counted),
+    and after it left.
+    """
+    from vision_msgs.msg import Detection2DArray
+    ros = Ros()
+    client = ros.node('bench_tracks', '/')
+    namespace = '/tracking_cost'
+    publisher = client.create_publisher(Image, f'{namespace}/camera/image_raw',
+                                        QoSProfile(depth=1,
+                                                   reliability=ReliabilityPolicy.RELIABLE))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', HF_HUB_OFFLINE='1',
+               TRANSFORMERS_VERBOSITY='error')
+    log = open(log_dir / 'tracking_cost.log', 'w') if log_dir else subprocess.DEVNULL
+    proc = subprocess.Popen(_node_command('project', namespace, model_dir, 0.0,
+                                          {'unsubscribe_idle_after': 0.0}),
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    received: list[float] = []
+    out: dict[str, Any] = {}
+    streamer = None
+    try:
+        if not _wait_active(client, namespace, proc):
+            raise RuntimeError(f'node in {namespace} did not start (exit code {proc.poll()})')
+        ps = psutil.Process(proc.pid)
+        streamer = Streamer(publisher, rgb, hz)
+        time.sleep(warmup)
+
+        def measure() -> float:
+            c0, t0 = _cpu_seconds(ps), time.monotonic()
+            time.sleep(seconds)
+            return (_cpu_seconds(ps) - c0) / (time.monotonic() - t0) * 100
+
+        out['without_pct'] = measure()
+        sub = client.create_subscription(Detection2DArray, f'{namespace}/camera/tracks',
+                                         lambda msg: received.append(time.monotonic()), 100)
+        time.sleep(max(warmup, 1.5))  # the node looks for subscribers once a second
+        count0, t0 = len(received), time.monotonic()
+        out['with_pct'] = measure()
+        out['tracks_hz'] = (len(received) - count0) / (time.monotonic() - t0)
+        client.destroy_subscription(sub)
+        time.sleep(max(warmup, 1.5))
+        out['after_pct'] = measure()
+        out['sent_hz'] = hz
+    finally:
+        if streamer is not None:
+            streamer.stop()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if log is not subprocess.DEVNULL:
+            log.close()
+        ros.close()
+    return out

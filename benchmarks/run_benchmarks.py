@@ -259,7 +259,7 @@ def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir
         rows += bench_idle(model_dir, args.idle_seconds, 3.0 if not args.quick else 2.0,
                            log_dir, loaded)
     if 'tracking' in args.rows:
-        rows += bench_tracking_rows(args.quick, loaded)
+        rows += bench_tracking_rows(args.quick, loaded, model_dir)
     return rows
 
 
@@ -283,8 +283,13 @@ def bench_debug_latency(model_dir: Path, frames: int) -> list[dict[str, Any]]:
 
 # -- g. tracking between model results ------------------------------------------------------
 
-def bench_tracking_rows(quick: bool, loaded: bool = False) -> list[dict[str, Any]]:
-    """Row g; loaded, only the tracker's cost (the scores do not depend on the load)."""
+def bench_tracking_rows(quick: bool, loaded: bool = False,
+                        node_cost: Path | None = None) -> list[dict[str, Any]]:
+    """Row g; loaded, only the costs (the scores do not depend on the load).
+
+    With ``node_cost`` (the tiny model's folder), also the node's CPU with and without a
+    tracks subscriber (``node_bench.tracking_cost``).
+    """
     from tracking_bench import bench_tracking
     figures = bench_tracking(duration=4.0 if quick else 8.0)
     overall = figures['overall']
@@ -308,6 +313,15 @@ def bench_tracking_rows(quick: bool, loaded: bool = False) -> list[dict[str, Any
         rows.append(_row('g tracking: lost before occlusion', 'all scenes',
                          hold['lost_before_occlusion'], tracked['lost_before_occlusion'],
                          'frames', '0', tracked['lost_before_occlusion'] == 0))
+    if node_cost is not None:
+        from node_bench import tracking_cost
+        figures = tracking_cost(node_cost, camera_frame('coffee', (640, 480)), 8.0, 2.0)
+        rows.append(_row('g tracking: node CPU, 30 Hz 640x480' + (' (loaded)' if loaded else ''),
+                         'no tracks reader / reader', figures['without_pct'],
+                         figures['with_pct'], '% core', '', None,
+                         f'tracks received {figures["tracks_hz"]:.1f}/s of '
+                         f'{figures["sent_hz"]:.0f} frames/s; after the reader left '
+                         f'{figures["after_pct"]:.1f}%', figures=figures))
     rows.append(_row('g tracking: cost per frame' + (' (loaded)' if loaded else ''),
                      '640x480, propagate', float('nan'),
                      overall['propagate_median_ms'], 'ms', '<=3 ms median',

@@ -308,3 +308,77 @@ def test_tracks_3d_and_follow_positions_with_depth(ros, tiny_model_dir, steer, s
         assert result_of(handle)[0] == CANCELED
     finally:
         h.close()
+
+
+def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
+        ros, tiny_model_dir, steer, scene, ledger):
+    """Fuzzed follow goals: each ends (refused with its reason, or runs until cancelled)."""
+    from vision_msgs.msg import BoundingBox2D
+
+    def region(x=100.0, y=100.0, w=50.0, h=50.0, theta=0.0):
+        box = BoundingBox2D(size_x=w, size_y=h)
+        box.center.position.x, box.center.position.y, box.center.theta = x, y, theta
+        return box
+
+    nan, inf = float('nan'), float('inf')
+    cases = {
+        'empty phrase': dict(phrase=''),
+        'blank phrase': dict(phrase=' \t\n'),
+        '100,000-character phrase': dict(phrase='cup ' * 25_000),
+        'control tokens in the phrase': dict(phrase='<s></s><pad><mask> cup'),
+        'fullwidth look-alike brackets': dict(phrase='\uff1cs\uff1e cup \uff1c/s\uff1e'),
+        'NUL in the phrase (rclpy sends the text before it)': dict(phrase='a\x00cup'),
+        'unknown camera': dict(phrase='a cat', camera='nope'),
+        '10,000-character camera': dict(phrase='a cat', camera='c' * 10_000),
+        'regrounding_hz NaN': dict(phrase='a cat', regrounding_hz=nan),
+        'regrounding_hz inf': dict(phrase='a cat', regrounding_hz=inf),
+        'regrounding_hz negative': dict(phrase='a cat', regrounding_hz=-1.0),
+        'regrounding_hz 1e9': dict(phrase='a cat', regrounding_hz=1e9),
+        'min_score NaN': dict(phrase='a cat', min_score=nan),
+        'min_score 2': dict(phrase='a cat', min_score=2.0),
+        'rotated region': dict(phrase='a cat', region=region(theta=0.5)),
+        'region of NaN size': dict(phrase='a cat', region=region(w=nan)),
+        'region of negative size': dict(phrase='a cat', region=region(w=-10.0)),
+        'region at infinity': dict(phrase='a cat', region=region(x=inf)),
+        'region of 1e30 pixels': dict(phrase='a cat', region=region(w=1e30, h=1e30)),
+    }
+    reasons = {'empty phrase': 'phrase is empty', '100,000-character phrase': 'over the limit',
+               'unknown camera': 'unknown camera', 'regrounding_hz NaN': 'regrounding_hz must',
+               'min_score NaN': 'min_score must', 'rotated region': 'rotated',
+               'region of NaN size': 'region must be finite with a positive size',
+               'region of negative size': 'region must be finite with a positive size',
+               'region at infinity': 'region must be finite with a positive size'}
+    h = harness(ros, tiny_model_dir, steer, max_follow_goals=8)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        for case, fields in cases.items():
+            handle, _ = send_follow(h, **fields)
+            future = handle.get_result_async()
+            if wait_for(future.done, 3.0):  # ended by itself: it must say why
+                status, result = future.result().status, future.result().result
+                assert status == ABORTED and result.message, (case, status)
+                assert reasons.get(case, '') in result.message, (case, result.message)
+                # 'not found': a valid goal whose phrase the model never found (lost_timeout)
+                ledger.add('action ~/follow', case, 'handled' if result.message.startswith(
+                    'not found') else 'refused', result.message)
+                continue
+            assert case not in reasons, f'{case}: still running'
+            handle.cancel_goal_async()  # still running: it was taken as a valid goal
+            status, result = result_of(handle, 10.0)
+            assert status == CANCELED, (case, status, result.message)
+            ledger.add('action ~/follow', case, 'handled', 'ran until cancelled')
+        # A burst beyond max_follow_goals: eight run, the rest end at once; all cancel.
+        burst = [send_follow(h, phrase='a cat')[0] for _ in range(20)]
+        ended = [h_ for h_ in burst if wait_for(h_.get_result_async().done, 0.5)]
+        assert len(burst) - len(ended) <= 8
+        for handle in burst:
+            handle.cancel_goal_async()
+        assert all(result_of(handle, 15.0)[0] in (CANCELED, ABORTED) for handle in burst)
+        ledger.add('action ~/follow', '20 goals at once, max_follow_goals 8', 'handled',
+                   f'{len(ended)} refused at once, the others cancelled')
+        assert wait_for(lambda: h.node._follow.running == 0, 5.0)
+        response = h.call(task=0)  # the node still answers queries
+        assert response.success, response.message
+    finally:
+        stream.stop()
+        h.close()

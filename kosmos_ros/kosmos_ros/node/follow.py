@@ -158,12 +158,13 @@ class FollowServer:
         if not 0.0 <= min_score <= 1.0:  # NaN fails both
             raise ValueError(f'min_score must be between 0 and 1; got {request.min_score}')
         region = None
-        if request.region.size_x != 0.0 or request.region.size_y != 0.0:
-            region = region_from_bbox(request.region)
-            if not (region.width > 0 and region.height > 0 and
-                    all(map(math.isfinite, (region.x1, region.y1, region.x2, region.y2)))):
-                raise RegionError(f'region must have a positive, finite size; got '
-                                  f'{region.width} x {region.height}')
+        box = request.region
+        if box.size_x != 0.0 or box.size_y != 0.0:
+            x, y, w, h = box.center.position.x, box.center.position.y, box.size_x, box.size_y
+            if not all(map(math.isfinite, (x, y, w, h))) or w <= 0.0 or h <= 0.0:
+                raise RegionError(f'region must be finite with a positive size; got centre '
+                                  f'({x:g}, {y:g}), size {w:g} x {h:g}')
+            region = region_from_bbox(box)
         now = self._now()
         goal = _Goal(goal_handle, camera, phrase, region, 1.0 / rate, min_score, future, now,
                      last_seen=now)

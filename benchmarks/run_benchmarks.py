@@ -315,13 +315,13 @@ def bench_tracking_rows(quick: bool, loaded: bool = False,
                          'frames', '0', tracked['lost_before_occlusion'] == 0))
     if node_cost is not None:
         from node_bench import tracking_cost
-        figures = tracking_cost(node_cost, camera_frame('coffee', (640, 480)), 8.0, 2.0)
+        cost = tracking_cost(node_cost, camera_frame('coffee', (640, 480)), 8.0, 2.0)
         rows.append(_row('g tracking: node CPU, 30 Hz 640x480' + (' (loaded)' if loaded else ''),
-                         'no tracks reader / reader', figures['without_pct'],
-                         figures['with_pct'], '% core', '', None,
-                         f'tracks received {figures["tracks_hz"]:.1f}/s of '
-                         f'{figures["sent_hz"]:.0f} frames/s; after the reader left '
-                         f'{figures["after_pct"]:.1f}%', figures=figures))
+                         'no tracks reader / reader', cost['without_pct'], cost['with_pct'],
+                         '% core', '', None,
+                         f'tracks received {cost["tracks_hz"]:.1f}/s of '
+                         f'{cost["sent_hz"]:.0f} frames/s; after the reader left '
+                         f'{cost["after_pct"]:.1f}%', figures=cost))
     rows.append(_row('g tracking: cost per frame' + (' (loaded)' if loaded else ''),
                      '640x480, propagate', float('nan'),
                      overall['propagate_median_ms'], 'ms', '<=3 ms median',

@@ -63,6 +63,7 @@ class TrackingPump:
         self.streams = {name: TrackStream(p.tracker(), p.track_rate_hz) for name in cameras}
         self._settings = (p.track_max_age, p.track_rate_hz)
         self._tracked: frozenset[str] = frozenset()
+        self._next_look: dict[str, float] = {}  # monotonic time of each camera's next take
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name='kosmos_tracking', daemon=True)
@@ -112,18 +113,33 @@ class TrackingPump:
             if not self._tracked:
                 self._wake.wait(IDLE_WAIT)
                 continue
-            took = False
+            now = time.monotonic()
             for name in self._tracked:
+                if self._next_look.get(name, 0.0) > now:
+                    continue
                 try:
-                    took = self._step(name) or took
+                    took = self._step(name)
                 except Exception as exc:  # never end the thread over one frame
                     self._cameras[name].report(exc)
+                    took = False
+                self._next_look[name] = now + (self._frame_gap(name) if took else FRAME_POLL)
             try:
                 self._follow.tick()
             except Exception as exc:  # reported; the thread goes on
                 self._report(exc)
-            if not took:
-                self._wake.wait(FRAME_POLL)
+            wait = min((self._next_look.get(n, 0.0) for n in self._tracked), default=now)
+            self._wake.wait(min(max(wait - time.monotonic(), 0.0005), WANTED_PERIOD))
+
+    def _frame_gap(self, name: str) -> float:
+        """Seconds to wait after a frame before looking for the next: 0.7 of its period.
+
+        Looking every FRAME_POLL seconds between frames cost more than the tracking itself
+        (a take finds nothing most of the time); the camera's measured input rate says when
+        the next frame is due.
+        """
+        intake = self._cameras[name].intake
+        rate = intake.rate_hz if intake is not None else None
+        return 0.7 / rate if rate and rate > 0 else FRAME_POLL
 
     def _report(self, exc: Exception) -> None:
         for camera in list(self._cameras.values())[:1]:

@@ -374,6 +374,18 @@ def _node_command(kind: str, namespace: str, model_dir: Path, rate_hz: float,
     return head + args
 
 
+def _stop_node(proc: subprocess.Popen, log: Any) -> None:
+    """Stop a node process as Ctrl-C does (killed after 15 s); close its log file."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    if log is not subprocess.DEVNULL:
+        log.close()
+
+
 def _cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system
@@ -426,14 +438,7 @@ def idle_cost(model_dir: Path, rgb: np.ndarray, rates: tuple[float, ...], second
                 out[label] = _measure_idle(proc, publisher, rgb, hz, seconds, warmup,
                                            namespace, diagnostics, ground, client)
             finally:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-                if log is not subprocess.DEVNULL:
-                    log.close()
+                _stop_node(proc, log)
                 client.destroy_publisher(publisher)
                 if ground is not None:
                     client.destroy_client(ground)
@@ -562,13 +567,6 @@ def tracking_cost(model_dir: Path, rgb: np.ndarray, seconds: float, warmup: floa
     finally:
         if streamer is not None:
             streamer.stop()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if log is not subprocess.DEVNULL:
-            log.close()
+        _stop_node(proc, log)
         ros.close()
     return out

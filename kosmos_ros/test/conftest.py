@@ -151,3 +151,15 @@ def steer(engine):
     """Return a logits processor steering generation into phrases with known boxes."""
     from helpers import steer_for
     return steer_for(engine.tokenizer)
+
+
+@pytest.fixture(scope='module')
+def steered(engine, steer):
+    """Return the engine steered to 'a cat' (one box) and 'two cups' (two boxes), 24 tokens."""
+    return engine.with_options(logits_processors=(steer,), max_new_tokens=24)
+
+
+@pytest.fixture(scope='module')
+def quick(engine):
+    """Return the engine with 4-token generations (pipeline checks)."""
+    return engine.with_options(max_new_tokens=4)

@@ -39,6 +39,25 @@ def steer_for(tokenizer, text=STEERED):
     return Steer(tokenizer(text, add_special_tokens=False)['input_ids'])
 
 
+def read_bag(path):
+    """Return {topic: [(bag time, message), ...]} of a bag, deserialized by rosbags."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader
+
+    from kosmos_ros.bag.typestore import project_typestore
+    out = {}
+    with AnyReader([Path(path)], default_typestore=project_typestore()) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
+    return out
+
+
+def stamp_of(msg):
+    """Return (sec, nanosec, frame_id) of a message's header."""
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+
+
 def wait_for(predicate, timeout=20.0, period=0.01):
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
     deadline = time.monotonic() + timeout

@@ -266,9 +266,16 @@ class NodeHarness:
         return arrived()[0]
 
     def close(self):
-        self.node.stop_worker()
+        """Stop the node as the process does (goals ended, threads stopped), then destroy.
+
+        Between leaving the executor and destruction, the executor gets a moment to finish
+        the wait it is in: an action server destroyed while the executor still holds it in a
+        wait set makes rclpy raise InvalidHandle out of the executor.
+        """
+        self.node.close()
         self.executor.remove_node(self.node)
         self.executor.remove_node(self.client)
+        time.sleep(0.2)
         self.node.destroy_node()
         self.client.destroy_node()
 

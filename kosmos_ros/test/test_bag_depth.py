@@ -29,7 +29,6 @@ from kosmos_ros.depth import Box3D, DepthSettings, Lifted
 from kosmos_ros.images import Frame
 from kosmos_ros.messages import detections_3d_msg, grounding_msg
 
-from helpers import steer_for  # noqa: I100
 
 WIDTH, HEIGHT = 320, 240
 FX, FY, CX, CY = 300.0, 310.0, 158.3, 121.7
@@ -43,17 +42,6 @@ CAT = patch_indices_to_normalized(44, 863)
 CUPS = (patch_indices_to_normalized(100, 300), patch_indices_to_normalized(520, 990))
 # Depth of each box by id: the cat and the second cup lie over the object, the first cup not.
 EXPECTED_Z = {'0.0': Z_OBJECT, '1.0': Z_PLANE, '1.1': Z_OBJECT}
-
-
-@pytest.fixture(scope='module')
-def steered(engine):
-    return engine.with_options(logits_processors=(steer_for(engine.tokenizer),),
-                               max_new_tokens=24)
-
-
-@pytest.fixture(scope='module')
-def quick(engine):
-    return engine.with_options(max_new_tokens=4)
 
 
 def pixels(box):

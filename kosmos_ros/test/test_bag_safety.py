@@ -62,11 +62,6 @@ def cli(tiny_model_dir, monkeypatch, capsys):
     return run
 
 
-@pytest.fixture(scope='module')
-def quick(engine):
-    return engine.with_options(max_new_tokens=4)
-
-
 def snapshot(path):
     """Return {relative path: sha256} of a file or every file under a folder."""
     path = Path(path)

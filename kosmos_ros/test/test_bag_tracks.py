@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from kosmos_ros.bag import ground_bag as gb
@@ -25,24 +24,11 @@ from kosmos_ros.tiny_model import TINY_LABEL
 from kosmos_ros.track_stream import TrackStream
 from kosmos_ros.tracking import TrackerSettings, TrackingError
 
-from helpers import steer_for  # noqa: I100
+from helpers import read_bag, stamp_of  # noqa: I100
 
 RAW = '/camera/image_raw'
 FRAMES = 12  # 1.2 s at 10 Hz
 GROUNDED = (0, 4, 8)  # --rate-hz 2.5 of a 10 Hz stream: every fourth frame
-
-
-def read_bag(path):
-    """Return {topic: [(bag time, message), ...]} of a bag, deserialized by rosbags."""
-    out = {}
-    with AnyReader([Path(path)], default_typestore=project_typestore()) as reader:
-        for conn, t, raw in reader.messages():
-            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
-    return out
-
-
-def stamp_of(msg):
-    return (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
 
 
 def tracks_of(msg):
@@ -62,17 +48,6 @@ def boxes_of(msg):
 
 def options(bag, out, **kw):
     return gb.GroundBagOptions(bag=Path(bag), output=Path(out), **kw)
-
-
-@pytest.fixture(scope='module')
-def steered(engine):
-    return engine.with_options(logits_processors=(steer_for(engine.tokenizer),),
-                               max_new_tokens=24)
-
-
-@pytest.fixture(scope='module')
-def quick(engine):
-    return engine.with_options(max_new_tokens=4)
 
 
 @pytest.fixture(scope='module')

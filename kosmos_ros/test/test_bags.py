@@ -19,7 +19,6 @@ from kosmos_ros_interfaces.srv import Ground
 import numpy as np
 import pytest
 import rclpy
-from rosbags.highlevel import AnyReader
 from rosbags.rosbag1 import Writer as Ros1Writer
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
@@ -38,7 +37,7 @@ from kosmos_ros.errors import PromptError
 from kosmos_ros.images import frame_from_message
 from kosmos_ros.tiny_model import TINY_LABEL
 
-from helpers import wait_for  # noqa: I100
+from helpers import read_bag, stamp_of, wait_for  # noqa: I100
 from node_harness import NodeHarness  # noqa: I100
 
 
@@ -46,19 +45,6 @@ RAW = '/camera/image_raw'
 JPEG = '/camera/image_raw/compressed'
 FRAMES = 8  # 0.8 s at 10 Hz
 _names = itertools.count()
-
-
-def read_bag(path):
-    """Return {topic: [(bag time, message), ...]} of a bag, deserialized by rosbags."""
-    out = {}
-    with AnyReader([Path(path)], default_typestore=project_typestore()) as reader:
-        for conn, t, raw in reader.messages():
-            out.setdefault(conn.topic, []).append((t, reader.deserialize(raw, conn.msgtype)))
-    return out
-
-
-def stamp_of(msg):
-    return (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
 
 
 def grounding_fields(msg):
@@ -87,12 +73,6 @@ def bags(tmp_path_factory):
     return {'mcap': make_sample_bag(root / 'mcap', SampleSpec(storage='mcap', **spec)),
             'sqlite3': make_sample_bag(root / 'sqlite3',
                                        SampleSpec(storage='sqlite3', encoding='bgr8', **spec))}
-
-
-@pytest.fixture(scope='module')
-def steered(engine, steer):
-    """Steer the engine to 'a cat' (one box) and 'two cups' (two boxes)."""
-    return engine.with_options(logits_processors=(steer,), max_new_tokens=24)
 
 
 @pytest.fixture(scope='module')

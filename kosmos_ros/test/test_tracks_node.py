@@ -9,6 +9,7 @@ their headers, ids across model results, what tracking costs while unused, and h
 goals stream and end.
 """
 
+import contextlib
 import time
 
 from kosmos_ros_interfaces.action import Follow
@@ -35,6 +36,18 @@ def harness(ros, model_dir, steer, **params):
     return NodeHarness(ros, model_dir, steer=steer, **values)
 
 
+@contextlib.contextmanager
+def streaming(ros, model_dir, steer, scene, **params):
+    """Yield a harness (``harness``'s settings, and ``params``) and its front camera streaming."""
+    h = harness(ros, model_dir, steer, **params)
+    stream = Stream(h, 'front', scene, FRAME_HZ)
+    try:
+        yield h, stream
+    finally:
+        stream.stop()
+        h.close()
+
+
 def header_key(header):
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
@@ -48,9 +61,7 @@ def ids_by_phrase(msg):
 
 def test_tracks_ride_every_frame_with_its_header_and_keep_their_ids(ros, tiny_model_dir,
                                                                     steer, scene):
-    h = harness(ros, tiny_model_dir, steer, rate_hz=2.0, tracks=True)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, rate_hz=2.0, tracks=True) as (h, stream):
         assert wait_for(lambda: len(h.results['front']) >= 4, 30.0), 'no model results'
         since = time.monotonic()
         results_before = len(h.results['front'])
@@ -78,16 +89,11 @@ def test_tracks_ride_every_frame_with_its_header_and_keep_their_ids(ros, tiny_mo
         box = normalized_to_pixels(patch_indices_to_normalized(44, 863), width, height)
         assert abs(cat.bbox.center.position.x - box.center[0]) < 4.0
         assert abs(cat.bbox.size_y - box.height) < 4.0
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, steer, scene):
-    h = harness(ros, tiny_model_dir, steer, rate_hz=1.0)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    pump = h.node._tracking
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, rate_hz=1.0) as (h, stream):
+        pump = h.node._tracking
         assert wait_for(lambda: len(h.results['front']) >= 2, 30.0)
         assert not pump.owns('front') and pump.streams['front'].frames_tracked == 0
         got = []
@@ -103,9 +109,6 @@ def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, st
         # Continuous grounding went on throughout, on the frames tracking handed over.
         count = len(h.results['front'])
         assert wait_for(lambda: len(h.results['front']) > count, 10.0)
-    finally:
-        stream.stop()
-        h.close()
 
 
 def send_follow(h, timeout=15.0, **fields):
@@ -130,9 +133,7 @@ def result_of(handle, timeout=20.0):
 def test_follow_streams_the_target_at_camera_rate_and_ends_on_cancel(ros, tiny_model_dir,
                                                                      steer, scene):
     # On demand with idle cameras unsubscribed: the goal subscribes its camera.
-    h = harness(ros, tiny_model_dir, steer, unsubscribe_idle_after=10.0)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, unsubscribe_idle_after=10.0) as (h, stream):
         assert not h.node._cameras['front'].intake.subscribed
         handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
         assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0), \
@@ -153,15 +154,10 @@ def test_follow_streams_the_target_at_camera_rate_and_ends_on_cancel(ros, tiny_m
         assert status == CANCELED and result.success, result.message
         assert result.track_id == window[0].track_id
         assert result.followed.sec >= 2
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_follow_ends_when_the_target_is_lost(ros, tiny_model_dir, steer, scene):
-    h = harness(ros, tiny_model_dir, steer, lost_timeout=1.0)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, lost_timeout=1.0) as (h, stream):
         handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=2.0)
         assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0)
         # The camera now sees a blank wall: no texture for the flow; the model still says
@@ -172,23 +168,15 @@ def test_follow_ends_when_the_target_is_lost(ros, tiny_model_dir, steer, scene):
         assert result.message.startswith('lost: track'), result.message
         assert any(f.state == 'lost' for _, f in feedback)
         assert result.track_id == feedback[-1][1].track_id
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_follow_ends_when_the_phrase_is_never_found(ros, tiny_model_dir, steer, scene):
-    h = harness(ros, tiny_model_dir, steer, lost_timeout=1.0)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, lost_timeout=1.0) as (h, stream):
         handle, feedback = send_follow(h, phrase='a red umbrella')
         status, result = result_of(handle, 20.0)
         assert status == ABORTED and result.message.startswith('not found'), result.message
         assert result.track_id == -1
         assert feedback and {f.state for _, f in feedback} == {'searching'}
-    finally:
-        stream.stop()
-        h.close()
 
 
 @pytest.mark.parametrize('fields, reason', [
@@ -214,12 +202,10 @@ def test_bad_follow_goals_end_at_once_with_the_reason(ros, tiny_model_dir, steer
 def test_a_region_chooses_among_boxes_of_the_phrase(ros, tiny_model_dir, steer, scene):
     from vision_msgs.msg import BoundingBox2D
 
-    h = harness(ros, tiny_model_dir, steer)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
     width, height = scene.shape[1], scene.shape[0]
     first, second = (normalized_to_pixels(patch_indices_to_normalized(a, b), width, height)
                      for a, b in ((100, 300), (520, 990)))
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene) as (h, stream):
         targets = {}
         for name, cup in (('first', first), ('second', second)):
             region = BoundingBox2D(size_x=cup.width / 2, size_y=cup.height / 2)
@@ -233,16 +219,11 @@ def test_a_region_chooses_among_boxes_of_the_phrase(ros, tiny_model_dir, steer, 
             handle.cancel_goal_async()
             assert result_of(handle)[0] == CANCELED
         assert targets['first'] != targets['second']
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_goals_beyond_max_follow_goals_are_refused_and_the_others_run(ros, tiny_model_dir,
                                                                       steer, scene):
-    h = harness(ros, tiny_model_dir, steer, max_follow_goals=2)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, max_follow_goals=2) as (h, stream):
         first = [send_follow(h, phrase=p) for p in ('a cat', 'two cups')]
         third, _ = send_follow(h, phrase='a cat')
         status, result = result_of(third, 10.0)
@@ -252,15 +233,10 @@ def test_goals_beyond_max_follow_goals_are_refused_and_the_others_run(ros, tiny_
         for handle, _ in first:
             handle.cancel_goal_async()
             assert result_of(handle)[0] == CANCELED
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_deactivate_ends_follow_goals_with_the_reason(ros, tiny_model_dir, steer, scene):
-    h = harness(ros, tiny_model_dir, steer)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene) as (h, stream):
         handle, feedback = send_follow(h, phrase='a cat')
         assert wait_for(lambda: len(feedback) >= 3, 20.0)
         h.node.trigger_deactivate()
@@ -270,9 +246,6 @@ def test_deactivate_ends_follow_goals_with_the_reason(ros, tiny_model_dir, steer
         handle, _ = send_follow(h, phrase='a cat')
         status, result = result_of(handle, 10.0)
         assert status == ABORTED and 'not active' in result.message, result.message
-    finally:
-        stream.stop()
-        h.close()
 
 
 def test_tracks_3d_and_follow_positions_with_depth(ros, tiny_model_dir, steer, scene):
@@ -348,9 +321,7 @@ def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
                'region of NaN size': 'region must be finite with a positive size',
                'region of negative size': 'region must be finite with a positive size',
                'region at infinity': 'region must be finite with a positive size'}
-    h = harness(ros, tiny_model_dir, steer, max_follow_goals=8)
-    stream = Stream(h, 'front', scene, FRAME_HZ)
-    try:
+    with streaming(ros, tiny_model_dir, steer, scene, max_follow_goals=8) as (h, stream):
         for case, fields in cases.items():
             handle, _ = send_follow(h, **fields)
             future = handle.get_result_async()
@@ -379,6 +350,3 @@ def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
         assert wait_for(lambda: h.node._follow.running == 0, 5.0)
         response = h.call(task=0)  # the node still answers queries
         assert response.success, response.message
-    finally:
-        stream.stop()
-        h.close()

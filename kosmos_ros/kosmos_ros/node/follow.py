@@ -86,6 +86,7 @@ class FollowServer:
         self._now, self._pump = now, pump
         self._lock = threading.Lock()
         self._goals: list[_Goal] = []
+        self._closing = False  # the node is shutting down: its action server may be gone
         self.action = ActionServer(
             node, Follow, '~/follow', execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
@@ -103,8 +104,9 @@ class FollowServer:
         with self._lock:
             return len(self._goals)
 
-    def end_all(self, reason: str) -> None:
-        """End every running goal (the node is leaving the active state)."""
+    def end_all(self, reason: str, closing: bool = False) -> None:
+        """End every running goal (the node is leaving the active state, or closing)."""
+        self._closing = self._closing or closing
         with self._lock:
             goals = list(self._goals)
         for goal in goals:
@@ -131,10 +133,15 @@ class FollowServer:
                                track_id=goal.track_id)
         result.followed = duration_msg(
             0.0 if goal.found_at is None else max(0.0, self._now() - goal.found_at))
-        if kind == 'cancel':
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
+        try:
+            if kind == 'cancel':
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+        except Exception as exc:  # the server is going away (shutdown): nobody to tell
+            if not self._closing:
+                raise
+            result.message += f' ({type(exc).__name__} while ending the goal)'
         return result
 
     def _admit(self, goal_handle: Any, future: Future) -> _Goal:
@@ -208,11 +215,12 @@ class FollowServer:
             if goal.answered and now - goal.last_seen > timeout:
                 self._end(goal, 'abort', self._lost_message(goal, now, timeout))
                 continue
-            if goal.last_query == -math.inf and now - goal.started > timeout:
+            wait = max(timeout, float(session.params.frame_wait_timeout))
+            if goal.last_query == -math.inf and now - goal.started > wait:
                 camera = session.cameras[goal.camera]
                 self._end(goal, 'abort', f'no frame from camera {goal.camera!r} (topic '
-                          f'{camera.config.subscribed_topic}) within {timeout:g} s '
-                          '(lost_timeout)')
+                          f'{camera.config.subscribed_topic}) within {wait:g} s '
+                          '(lost_timeout or frame_wait_timeout, the longer)')
                 continue
             if not goal.in_flight and time.monotonic() - goal.last_query >= goal.period:
                 self._query(goal, session)

@@ -108,7 +108,7 @@ class GroundingNode(LifecycleNode):
         """Stop for good before the node is destroyed: no transition starts or finishes."""
         self._closing = True
         self._transitions.close()
-        self._follow.end_all('the node is shutting down')
+        self._follow.end_all('the node is shutting down', closing=True)
         self.stop_worker()
 
     def _session(self) -> Session:

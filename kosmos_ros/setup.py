@@ -33,6 +33,7 @@ setup(
             'make_sample_bag = kosmos_ros.bag.sample:main',
             'ground_bag = kosmos_ros.bag.ground_bag:main',
             'play_bag = kosmos_ros.bag.player:main',
+            'kosmos_corpus = kosmos_ros.corpus.cli:main',
         ],
     },
 )

@@ -82,6 +82,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     options: ModelOptions
+    revision: str | None = None  # the hub commit the files came from; None for a folder
 
     def describe(self) -> str:
         return (f'{self.options.model} on {self.device} ({str(self.dtype).replace("torch.", "")}'
@@ -400,4 +401,4 @@ def load_model(options: ModelOptions) -> LoadedModel:
         _apply_torchao(model, options.quantization)
     model.eval()
     return LoadedModel(model=model, processor=processor, device=device, dtype=dtype,
-                       options=replace(options))
+                       options=replace(options), revision=revision)

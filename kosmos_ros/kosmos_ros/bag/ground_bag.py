@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--html-embed', action='store_true',
                         help='embed the frames in the HTML file (default: files beside it)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-    _add_depth_arguments(parser)
+    add_depth_arguments(parser)
     _add_tracking_arguments(parser)
     add_model_arguments(parser)
     return parser
@@ -126,7 +126,7 @@ def _add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
                                f'{defaults.track_max_age:g}); needs --track')
 
 
-def _add_depth_arguments(parser: argparse.ArgumentParser) -> None:
+def add_depth_arguments(parser: argparse.ArgumentParser) -> None:
     depth = parser.add_argument_group('depth (3D)')
     depth.add_argument('--depth-topic', action='append', default=[],
                        help='registered depth image topic (sensor_msgs/Image, 16UC1 mm or '

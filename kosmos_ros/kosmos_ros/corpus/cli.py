@@ -1,0 +1,315 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""``kosmos_corpus``: ground a corpus of bags, search its index, compare two runs.
+
+::
+
+    kosmos_corpus ground BAGS... -o RUN [--workers N] [--ray-address ADDR] [ground_bag options]
+    kosmos_corpus search RUN [--phrase P] [--text T] [--min-score S] [--topic GLOB] ...
+    kosmos_corpus search --find "a forklift" --run FIND_RUN BAGS...
+    kosmos_corpus compare RUN_A RUN_B [--html F] [--json F] [--max-added N] ...
+
+Exit status: 0 done; 1 the model could not be loaded (ground, search --find) or a compare
+threshold was exceeded; 2 an error (bad options, unusable run folder, unreadable index);
+130 interrupted (the run resumes when given again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import Any, Sequence
+
+from kosmos_ros.bag.cli import add_model_arguments
+from kosmos_ros.bag.ground_bag import add_depth_arguments
+from kosmos_ros.errors import KosmosError, ModelLoadError
+from kosmos_ros.threads import quiet_openmp
+
+PROG = 'kosmos_corpus'
+
+
+def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> None:
+    parser.add_argument('inputs', nargs='*', metavar='BAG',
+                        help='bags (rosbag2 folder, .mcap, .db3, ROS 1 .bag), folders searched '
+                             'recursively, or globs (quote them: "bags/**/*.mcap")')
+    parser.add_argument('--from-file', action='append', default=[], metavar='LIST',
+                        help='a file listing bags, folders or globs, one per line (# comments)')
+    if not find:
+        parser.add_argument('-o', '--output', required=True, metavar='RUN',
+                            help='run folder (created; an existing run with the same options '
+                                 'is resumed)')
+        parser.add_argument('--task', default='caption',
+                            help='caption, detailed_caption, find, question or raw')
+        parser.add_argument('--prompt', default='', help='phrase, question or raw prompt')
+    parser.add_argument('--topic', action='append', default=[],
+                        help='image topic to ground in every bag (repeatable; default: '
+                             'automatic per bag)')
+    parser.add_argument('--max-new-tokens', type=int, default=64)
+    parser.add_argument('--rate-hz', type=float, default=0.0,
+                        help='frames per second of message time per topic (0: every frame)')
+    parser.add_argument('--min-score', type=float, default=0.0,
+                        help="leave boxes scoring below this out of the detections (the node's "
+                             'min_score)')
+    parser.add_argument('--copy-input', action='store_true',
+                        help='copy the input topics into each output bag')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    scale = parser.add_argument_group('scale-out (Ray)')
+    scale.add_argument('--workers', default='auto',
+                       help='inference workers: 0 grounds in this process without Ray; N '
+                            'starts N Ray actors (each holds the model; a GPU each with CUDA); '
+                            'auto: one per GPU of the cluster, else 1 (default)')
+    scale.add_argument('--ray-address', default=None, metavar='ADDR',
+                       help='join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT); '
+                            'default: an embedded local Ray bound to 127.0.0.1')
+    scale.add_argument('--chunk-frames', type=int, default=32,
+                       help='admitted frames per chunk, the unit of work and of resumption '
+                            '(default 32)')
+    scale.add_argument('--batch-size', type=int, default=8,
+                       help='frames a worker decodes together, across chunks and bags '
+                            '(default 8)')
+    scale.add_argument('--chunks-per-task', type=int, default=2,
+                       help='chunks handed to a worker at once, from different bags '
+                            '(default 2)')
+    add_depth_arguments(parser)
+    add_model_arguments(parser)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Regression testing on a corpus of bags: ground every bag '
+        "with ground_bag's engine and outputs into one run folder (output bags, a Parquet "
+        'index, a manifest), search the index, and compare two runs.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    ground = sub.add_parser('ground', help='ground a corpus into a run folder (resumable)')
+    _ground_arguments(ground)
+
+    search = sub.add_parser('search', help="search a run's index, or find a phrase in bags")
+    search.add_argument('sources', nargs='*', metavar='SOURCE',
+                        help='run folders or index Parquet files; with --find, bags, folders '
+                             'or globs to ground with the find task')
+    search.add_argument('--phrase', help='phrase text (case-insensitive substring)')
+    search.add_argument('--text', help='caption text (case-insensitive substring)')
+    search.add_argument('--min-score', dest='search_min_score', type=float,
+                        help='lowest box score')
+    search.add_argument('--topic', dest='search_topic', metavar='GLOB',
+                        help='image topic (glob: "/front/*")')
+    search.add_argument('--bag', help='bag path substring or SHA-256 prefix')
+    search.add_argument('--since', help='earliest header stamp (seconds or ISO 8601)')
+    search.add_argument('--until', help='latest header stamp (seconds or ISO 8601)')
+    search.add_argument('--limit', type=int, default=50, help='hits printed (default 50)')
+    search.add_argument('--output', dest='export', metavar='FILE',
+                        help='write every hit to FILE (.csv, .json/.jsonl or .parquet)')
+    search.add_argument('--find', metavar='PHRASE',
+                        help='ground SOURCE bags not yet in --run with the find task for '
+                             'PHRASE, then search that run for it')
+    search.add_argument('--run', metavar='RUN', help='the run folder of --find (resumable)')
+    find = search.add_argument_group('grounding with --find')
+    find.add_argument('--from-file', action='append', default=[], metavar='LIST')
+    find.add_argument('--max-new-tokens', type=int, default=64)
+    find.add_argument('--rate-hz', type=float, default=0.0)
+    find.add_argument('--no-progress', action='store_true')
+    find.add_argument('--workers', default='auto')
+    find.add_argument('--ray-address', default=None)
+    find.add_argument('--chunk-frames', type=int, default=32)
+    find.add_argument('--batch-size', type=int, default=8)
+    find.add_argument('--chunks-per-task', type=int, default=2)
+    add_depth_arguments(search)
+    add_model_arguments(search)
+
+    compare = sub.add_parser('compare', help='compare two runs (exit 1 past a threshold)')
+    compare.add_argument('run_a', metavar='RUN_A', help='the reference run (folder or Parquet)')
+    compare.add_argument('run_b', metavar='RUN_B', help='the run with the change')
+    compare.add_argument('--match-iou', type=float, default=0.5,
+                         help='least IoU for two boxes of a phrase to be the same box (0.5)')
+    compare.add_argument('--moved-iou', type=float, default=0.9,
+                         help='a matched box with less IoU than this has moved (0.9)')
+    compare.add_argument('--html', help='write the HTML report here')
+    compare.add_argument('--json', help='write the JSON report here')
+    compare.add_argument('--top', type=int, default=12,
+                         help='largest changes shown in the HTML report (12)')
+    gate = compare.add_argument_group('thresholds (exit status 1 when exceeded)')
+    for name, kind, what in (('added', int, 'boxes added'), ('lost', int, 'boxes lost'),
+                             ('moved', int, 'boxes moved'),
+                             ('caption-changes', int, 'frames whose caption changed'),
+                             ('score-shift', float, 'largest score change of a matched box'),
+                             ('missing-frames', int, 'frames grounded by one run only'),
+                             ('latency-ratio', float, 'mean latency of B over A')):
+        gate.add_argument(f'--max-{name}', type=kind, default=None, help=f'most {what}')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status."""
+    args = _parser().parse_args(argv)
+    quiet_openmp()
+    try:
+        if args.command == 'ground':
+            return _ground(args)
+        if args.command == 'search':
+            return _search(args)
+        return _compare(args)
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted', file=sys.stderr)
+        return 130
+    except ModelLoadError as exc:
+        print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
+        return 1
+    except (KosmosError, ValueError, OSError) as exc:
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
+        return 2
+
+
+def _workers(text: str) -> int | None:
+    if str(text).strip().lower() == 'auto':
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f'--workers must be auto or a number; got {text!r}') from None
+    if value < 0:
+        raise ValueError(f'--workers must be 0 or more; got {value}')
+    return value
+
+
+def _inputs(args: argparse.Namespace, given: list[str]) -> tuple[str, ...]:
+    from kosmos_ros.corpus.inputs import read_list
+
+    inputs = list(given)
+    for name in args.from_file:
+        inputs += read_list(Path(name))
+    return tuple(inputs)
+
+
+def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: Path, task: str,
+                    prompt: str, label: str) -> Any:
+    from kosmos_ros.corpus.options import CorpusOptions
+    from kosmos_ros.depth import DepthSettings
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
+    depth = DepthSettings(args.depth_tolerance, args.depth_min, args.depth_max,
+                          args.depth_inner_fraction)
+    options = CorpusOptions(
+        inputs=inputs, output=output, topics=tuple(getattr(args, 'topic', ())), task=task,
+        prompt=prompt,
+        max_new_tokens=args.max_new_tokens, rate_hz=args.rate_hz,
+        min_score=getattr(args, 'min_score', 0.0), copy_input=getattr(args, 'copy_input', False),
+        depth_topics=tuple(args.depth_topic), camera_info_topics=tuple(args.camera_info_topic),
+        depth=depth, use_depth=not args.no_depth, chunk_frames=args.chunk_frames,
+        batch_size=args.batch_size, workers=_workers(args.workers),
+        ray_address=args.ray_address, chunks_per_task=args.chunks_per_task, model_label=label)
+    options.check()
+    return options
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from kosmos_ros.corpus.options import WorkerSpec
+    from kosmos_ros.engine import EngineOptions
+    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.tiny_model import tiny_model_path
+
+    if args.tiny_model:
+        model = ModelOptions(model=str(tiny_model_path()), local_files_only=True,
+                             device=args.device)
+    else:
+        model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
+                             device=args.device, dtype=args.dtype,
+                             quantization=args.quantization)
+    return WorkerSpec(model, EngineOptions(max_new_tokens=args.max_new_tokens,
+                                           cpu_threads=args.cpu_threads))
+
+
+def _run(args: argparse.Namespace, options: Any) -> Any:
+    from kosmos_ros.corpus.run import run_corpus
+    from kosmos_ros.tiny_model import TINY_LABEL
+
+    if args.tiny_model:
+        print(f'{PROG}: using the {TINY_LABEL}', file=sys.stderr)
+    return run_corpus(options, _spec(args), progress=not args.no_progress)
+
+
+def _label(args: argparse.Namespace) -> str:
+    from kosmos_ros.tiny_model import TINY_LABEL
+
+    return TINY_LABEL if args.tiny_model else ''
+
+
+def _ground(args: argparse.Namespace) -> int:
+    options = _corpus_options(args, _inputs(args, args.inputs), Path(args.output), args.task,
+                              args.prompt, _label(args))
+    summary = _run(args, options)
+    print(summary.describe())
+    return 130 if summary.interrupted else 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from kosmos_ros.corpus.index import read_table
+    from kosmos_ros.corpus.search import export, format_table, parse_time, search, SearchQuery
+
+    phrase = args.phrase
+    if args.find is not None:
+        if not args.find.strip():
+            raise ValueError('--find needs a phrase')
+        if not args.run:
+            raise ValueError('--find needs --run RUN: the run folder the found frames go to')
+        options = _corpus_options(args, _inputs(args, args.sources), Path(args.run), 'find',
+                                  args.find, _label(args))
+        summary = _run(args, options)
+        print(summary.describe(), file=sys.stderr)
+        if summary.interrupted:
+            return 130
+        sources = [args.run]
+        phrase = phrase if phrase is not None else ''
+    else:
+        sources = args.sources
+        if not sources:
+            raise ValueError('give a run folder or index to search (or --find with bags)')
+    import pyarrow as pa
+
+    table = pa.concat_tables([read_table(Path(s)) for s in sources])
+    query = SearchQuery(phrase=phrase, text=args.text, min_score=args.search_min_score,
+                        topic=args.search_topic, bag=args.bag,
+                        since=parse_time(args.since) if args.since else None,
+                        until=parse_time(args.until) if args.until else None)
+    hits = search(table, query)
+    if args.export:
+        export(hits, Path(args.export))
+        print(f'{hits.num_rows} hits written to {args.export}')
+    else:
+        print(format_table(hits, max(0, args.limit)))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds, write_html
+    from kosmos_ros.corpus.index import read_table
+
+    settings = CompareSettings(match_iou=args.match_iou, moved_iou=args.moved_iou, top=args.top)
+    thresholds = Thresholds(
+        max_added=args.max_added, max_lost=args.max_lost, max_moved=args.max_moved,
+        max_caption_changes=args.max_caption_changes, max_score_shift=args.max_score_shift,
+        max_missing_frames=args.max_missing_frames, max_latency_ratio=args.max_latency_ratio)
+    for name, value in vars(thresholds).items():
+        if value is not None and value < 0:
+            raise ValueError(f'--{name.replace("_", "-")} must be 0 or more; got {value}')
+    result = compare(read_table(Path(args.run_a)), read_table(Path(args.run_b)), settings,
+                     (args.run_a, args.run_b))
+    print(result.describe(thresholds))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result.record(thresholds), indent=1) + '\n')
+        print(f'json report: {args.json}')
+    if args.html:
+        shown = write_html(result, thresholds, Path(args.html))
+        print(f'html report: {args.html} ({shown} thumbnails)')
+    failed = [n for n, v in thresholds.verdict(result.totals).items() if v['exceeded']]
+    if failed:
+        print(f'{PROG}: thresholds exceeded: {", ".join(failed)}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,110 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""What a corpus run is asked: :class:`CorpusOptions`, and what the workers load."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+import math
+from pathlib import Path
+from typing import Any
+
+from kosmos_ros.bag.records import GroundBagOptions
+from kosmos_ros.corpus import CorpusError
+from kosmos_ros.datatypes import Task
+from kosmos_ros.depth import DepthSettings
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every inference worker loads: the model and the engine's options.
+
+    Picklable, so Ray sends it to each actor, which loads its own engine.
+    """
+
+    model: Any  # kosmos_ros.loading.ModelOptions
+    engine: Any  # kosmos_ros.engine.EngineOptions
+
+    def load(self) -> Any:
+        """Load the engine (ModelLoadError)."""
+        from kosmos_ros.engine import GroundingEngine
+
+        return GroundingEngine.load(self.model, self.engine)
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """What to ground, how, and where the run folder is.
+
+    Attributes:
+        inputs: bags, folders (searched recursively) and globs (:mod:`.inputs`).
+        output: the run folder; an existing run there is resumed (same options only).
+        topics ... use_depth: as :class:`~kosmos_ros.bag.records.GroundBagOptions`, applied
+            to every bag.
+        chunk_frames: admitted frames per chunk, the unit of work and of resumption.
+        batch_size: frames an inference worker decodes together (across chunks and bags).
+        workers: inference workers: 0 grounds in this process without Ray; N starts N Ray
+            actors (each takes a GPU when the model runs on CUDA, else a CPU); None starts
+            one per GPU of the Ray cluster (one when it has none).
+        ray_address: join this Ray cluster (``auto``, ``host:port``, ``ray://host:port``);
+            None starts an embedded local Ray on this machine, bound to loopback.
+        chunks_per_task: chunks handed to a worker at once, taken from different bags when
+            there are several, so its batches mix bags.
+    """
+
+    inputs: tuple[str, ...]
+    output: Path
+    topics: tuple[str, ...] = ()
+    task: str = 'caption'
+    prompt: str = ''
+    max_new_tokens: int | None = None
+    rate_hz: float = 0.0
+    min_score: float = 0.0
+    copy_input: bool = False
+    depth_topics: tuple[str, ...] = ()
+    camera_info_topics: tuple[str, ...] = ()
+    depth: DepthSettings = field(default_factory=DepthSettings)
+    use_depth: bool = True
+    chunk_frames: int = 32
+    batch_size: int = 8
+    workers: int | None = 1
+    ray_address: str | None = None
+    chunks_per_task: int = 2
+    model_label: str = ''
+
+    def check(self) -> None:
+        """Raise CorpusError naming the first invalid option."""
+        Task.parse(self.task)  # PromptError for an unknown task
+        if not self.inputs:
+            raise CorpusError('no input: give bags, folders or globs')
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise CorpusError(f'max_new_tokens must be at least 1; got {self.max_new_tokens}')
+        if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
+            raise CorpusError(f'rate_hz must be 0 or more; got {self.rate_hz}')
+        if not 0.0 <= self.min_score <= 1.0:
+            raise CorpusError(f'min_score must be between 0 and 1; got {self.min_score}')
+        for name in ('chunk_frames', 'batch_size', 'chunks_per_task'):
+            if getattr(self, name) < 1:
+                raise CorpusError(f'{name} must be at least 1; got {getattr(self, name)}')
+        if self.workers is not None and self.workers < 0:
+            raise CorpusError(f'workers must be 0 (no Ray) or more; got {self.workers}')
+
+    def bag_options(self, bag: Path, output: Path) -> GroundBagOptions:
+        """Return the ``ground_bag`` options of one bag of the corpus."""
+        return GroundBagOptions(
+            bag=bag, output=output, topics=self.topics, task=Task.parse(self.task),
+            prompt=self.prompt, max_new_tokens=self.max_new_tokens, rate_hz=self.rate_hz,
+            copy_input=self.copy_input, overwrite=True, min_score=self.min_score,
+            model_label=self.model_label, depth_topics=self.depth_topics,
+            camera_info_topics=self.camera_info_topics, depth=self.depth,
+            use_depth=self.use_depth)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return the options that change results: a run resumes only with the same ones."""
+        return {'topics': list(self.topics), 'task': Task.parse(self.task).name.lower(),
+                'prompt': self.prompt, 'max_new_tokens': self.max_new_tokens,
+                'rate_hz': self.rate_hz, 'min_score': self.min_score,
+                'copy_input': self.copy_input, 'depth_topics': list(self.depth_topics),
+                'camera_info_topics': list(self.camera_info_topics),
+                'depth': asdict(self.depth), 'use_depth': self.use_depth,
+                'chunk_frames': self.chunk_frames}

@@ -22,11 +22,15 @@ g. tracking: boxes between 1 Hz model results on generated 30 Hz 640x480 scenes 
    photographs (benchmarks/tracking_bench.py). Reference: holding the last model box; project:
    the tracker (``kosmos_ros.tracking``). Mean IoU with the true boxes, identity switches, lost
    frames, and the tracker's cost per frame.
+h. corpus: a generated corpus (4 bags of 24 320x240 frames, 16 tokens per frame, tiny model)
+   grounded by ``kosmos_ros.corpus`` with 1 Ray worker (reference) and 2 (project), seconds
+   per frame over the grounding phase, and in this process without Ray; the indexes must be
+   equal (benchmarks/corpus_bench.py).
 
 Every timing is the median of several repetitions, reference and project interleaved. Rows d
 and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
 
-Contention: a robot's computer is never idle, so rows a to c (and g's cost) run twice, quiet
+Contention: a robot's computer is never idle, so rows a to c, g's cost and h run twice, quiet
 and then loaded (``--no-contention`` skips the second run): the benchmark starts one busy
 process per core but one (``while True: pass``), runs the rows again (named "... (loaded)")
 and stops them. The project runs as the node does: its CPU work on one thread that set its
@@ -71,8 +75,8 @@ from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,
                        load_processor, median, reference_generate, wrap_loaded)
 
 ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size', 'debug_latency',
-        'tracking')
-LETTERS = dict(zip('abcdefg', ROWS))
+        'tracking', 'corpus')
+LETTERS = dict(zip('abcdefgh', ROWS))
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 ENCODINGS = ('rgb8', 'bgr8', 'jpeg')
 FULL_QUERIES = (Query(Task.CAPTION), Query(Task.FIND, 'a cup of coffee'),
@@ -249,7 +253,7 @@ def bench_node_overhead(model_dir: Path, frames: int, warmup: int,
 
 def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir: Path,
               loaded: bool) -> list[dict[str, Any]]:
-    """Rows a to c and g, quiet or loaded."""
+    """Rows a to c, g and h, quiet or loaded."""
     rows: list[dict[str, Any]] = []
     if 'preprocessing' in args.rows:
         rows += bench_preprocessing(processor, args.reps, 3, loaded)
@@ -260,7 +264,29 @@ def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir
                            log_dir, loaded)
     if 'tracking' in args.rows:
         rows += bench_tracking_rows(args.quick, loaded, model_dir)
+    if 'corpus' in args.rows:
+        rows += bench_corpus_rows(model_dir, args.quick, loaded)
     return rows
+
+
+# -- h. corpus throughput --------------------------------------------------------------------
+
+def bench_corpus_rows(model_dir: Path, quick: bool, loaded: bool) -> list[dict[str, Any]]:
+    """Row h: the corpus with 1 and 2 Ray workers (and none), quiet or loaded."""
+    from corpus_bench import bench_corpus
+    figures = bench_corpus(model_dir, frames=12 if quick else 24)
+    runs = figures['runs']
+    suffix = ' (loaded)' if loaded else ''
+    note = (f'frames/s: no Ray {runs[0]["fps"]:.2f}, 1 worker {runs[1]["fps"]:.2f}, '
+            f'2 workers {runs[2]["fps"]:.2f}; start-up (Ray, hashing, planning, loading) '
+            f'{runs[1]["setup_s"]:.1f} / {runs[2]["setup_s"]:.1f} s; same index: '
+            f'{"yes" if figures["same_index"] else "NO"}')
+    row = _row('h corpus: s/frame, 1 / 2 workers' + suffix,
+               f'{figures["bags"]} bags x {figures["frames_per_bag"]} fr', 1.0 / runs[1]['fps'],
+               1.0 / runs[2]['fps'], 's', 'same index' if not loaded else '',
+               figures['same_index'], note, figures=figures)
+    print_row(row)
+    return [row]
 
 
 # -- f. results with and without a debug-image subscriber -----------------------------------
@@ -550,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(HEADER)
         rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', False)
         if not args.no_contention and \
-                args.rows & {'preprocessing', 'node_overhead', 'idle', 'tracking'}:
+                args.rows & {'preprocessing', 'node_overhead', 'idle', 'tracking', 'corpus'}:
             with BusyCores() as busy:
                 print(f'-- loaded: {len(busy.procs)} busy process(es) beside the benchmark --')
                 rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', True)

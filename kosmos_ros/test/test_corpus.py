@@ -362,6 +362,57 @@ def test_run_folder_and_options_are_checked(corpus, steered, reference, tmp_path
                                'reason': 'no such file or folder'}]
 
 
+def test_hostile_inputs_are_recorded_and_the_run_goes_on(corpus, steered, tmp_path):
+    hostile = tmp_path / 'hostile'
+    (hostile / 'loop').mkdir(parents=True)
+    (hostile / 'loop' / 'self').symlink_to('..')  # a symbolic link loop
+    (hostile / 'junk.bag').write_text('not a bag')
+    (hostile / 'noise.mcap').write_bytes(os.urandom(600))
+    (hostile / 'empty.db3').write_bytes(b'')
+    os.mkfifo(hostile / 'pipe.mcap')  # reading it would block for ever
+    (hostile / 'badmeta').mkdir()
+    (hostile / 'badmeta' / 'metadata.yaml').write_text('{{{ not yaml')
+    shutil.copytree(corpus / 'robot2' / 'arm', hostile / 'arm')
+    (tmp_path / 'notes.txt').write_text('a text file')
+    before = files_digest(corpus)
+    summary = run_corpus(CorpusOptions(
+        inputs=(str(hostile), str(hostile / 'pipe.mcap'), str(tmp_path / 'notes.txt'),
+                str(hostile / '*.none')), output=tmp_path / 'run', workers=0), engine=steered)
+    status = {Path(r['path']).name: (r['status'], r.get('reason', '')) for r in summary.bags}
+    assert status['arm'][0] == 'done'
+    for name in ('junk.bag', 'noise.mcap', 'empty.db3', 'badmeta'):
+        assert status[name][0] == 'failed' and status[name][1], name
+    assert 'pipe.mcap' not in status
+    problems = {p['input']: p['reason'] for p in summary.problems}
+    assert problems[str(hostile / 'pipe.mcap')].startswith('not a regular file')
+    assert problems[str(tmp_path / 'notes.txt')].startswith('not a bag')
+    assert problems[str(hostile / '*.none')] == 'the pattern matches no bag'
+    assert files_digest(corpus) == before
+
+
+@pytest.mark.parametrize('workers', ['0', '1'])
+def test_a_model_that_cannot_load_is_exit_1_and_the_folder_reusable(corpus, tmp_path, capsys,
+                                                                   workers):
+    out = tmp_path / 'run'
+    status = corpus_main(['ground', str(corpus / 'legacy'), '-o', str(out), '--model',
+                          str(tmp_path / 'no_model'), '--local-files-only', '--workers',
+                          workers, '--no-progress'])
+    assert status == 1
+    assert 'cannot load the model' in capsys.readouterr().err
+    assert corpus_main(['ground', str(corpus / 'legacy'), '-o', str(out), '--tiny-model',
+                        '--workers', '0', '--max-new-tokens', '2', '--no-progress']) == 0
+    assert manifest.read(out)['status'] == 'complete'
+
+
+def test_one_run_per_folder(corpus, steered, reference):
+    import fcntl
+    out, _ = reference
+    with open(out / '.lock', 'a+') as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CorpusError, match='another run is using'):
+            run_corpus(options(corpus, out), engine=steered)
+
+
 def test_search_the_index(reference, tmp_path):
     out, _ = reference
     table = index.read_table(out)

@@ -95,6 +95,7 @@ class FrameDiff:
     score_shifts: list[float] = field(default_factory=list)
     latency_a: float | None = None
     latency_b: float | None = None
+    bag_b: str = ''  # where run B read the bag, when it differs from run A's path
 
     @property
     def caption_changed(self) -> bool:
@@ -223,7 +224,8 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
                          a['text'] if a else None, b['text'] if b else None,
                          list(a['boxes']) if a else [], list(b['boxes']) if b else [],
                          latency_a=a['latency'] if a else None,
-                         latency_b=b['latency'] if b else None)
+                         latency_b=b['latency'] if b else None,
+                         bag_b=b['bag'] if a and b and b['bag'] != a['bag'] else '')
         if a and b:
             matched += _match(diff, settings)
         diffs.append(diff)
@@ -345,6 +347,9 @@ def write_html(comparison: Comparison, thresholds: Thresholds, path: Path) -> in
     thumbnails = 0
     for diff in shown:
         rgb, reason = read_frame(diff.bag, diff.topic, diff.bag_time_ns)
+        if rgb is None and diff.bag_b:  # runs made on other machines: try B's path too
+            rgb, reason_b = read_frame(diff.bag_b, diff.topic, diff.bag_time_ns)
+            reason = f'{reason}; {reason_b}'
         if rgb is not None:
             data = base64.b64encode(thumbnail(rgb, diff, comparison.settings.thumbnail_width))
             image = f'<img src="data:image/jpeg;base64,{data.decode()}" alt="frame">'

@@ -61,7 +61,7 @@ def _walk(folder: Path, exclude: Path | None) -> Iterable[Path]:
             continue
         dirs.sort()
         for name in sorted(files):
-            if name.endswith(BAG_SUFFIXES):
+            if name.endswith(BAG_SUFFIXES) and (here / name).is_file():  # no FIFO, no device
                 yield here / name
 
 
@@ -105,6 +105,8 @@ def find_bags(inputs: Iterable[str], exclude: Path | None = None,
                 problems.append((text, 'the folder holds no bag (rosbag2 folder, .mcap, .db3 '
                                        'or .bag)'))
             found.extend(bags)
+        elif not path.is_file():
+            problems.append((text, 'not a regular file (a FIFO, socket or device)'))
         elif path.name.endswith(BAG_SUFFIXES):
             found.append(path)
         else:

@@ -54,7 +54,9 @@ class CorpusSummary:
     problems: list[dict[str, str]] = field(default_factory=list)
     chunks: int = 0
     chunks_reused: int = 0
+    chunks_now: int = 0
     frames_now: int = 0
+    ground_s: float = 0.0  # from the first task handed out to the last result
     per_worker: Counter = field(default_factory=Counter)
     workers: str = ''
     elapsed_s: float = 0.0
@@ -93,10 +95,11 @@ class CorpusSummary:
         lines.append(f'frames: {self.grounded} grounded, {sum(skipped.values())} skipped')
         for reason, n in skipped.most_common(5):
             lines.append(f'  skipped {n}x: {reason}')
-        speed = self.frames_now / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        lines.append(f'this run: {self.frames_now} frames in {self.chunks - self.chunks_reused} '
-                     f'chunks ({self.chunks_reused} of {self.chunks} reused from before), '
-                     f'{self.elapsed_s:.1f} s, {speed:.2f} frames/s{label}')
+        speed = self.frames_now / self.ground_s if self.ground_s > 0 else 0.0
+        lines.append(f'this run: {self.frames_now} frames in {self.chunks_now} chunks '
+                     f'({self.chunks_reused} of {self.chunks} chunks done before); grounding '
+                     f'{self.ground_s:.1f} s, {speed:.2f} frames/s; {self.elapsed_s:.1f} s in '
+                     f'all (hashing, planning, loading, writing){label}')
         if self.workers:
             lines.append(f'workers: {self.workers}')
         for name, n in sorted(self.per_worker.items()):
@@ -128,11 +131,17 @@ class _Lock:
         self.file.close()
 
 
+# What a run creates before its manifest (a run that stopped there, e.g. on a model that
+# could not be loaded, leaves only these, and may be run again).
+_SKELETON = {'plans', 'chunks', 'bags', 'index', '.lock'}
+
+
 def _prepare_folder(out: Path) -> dict[str, Any] | None:
     if out.exists() and not out.is_dir():
         raise CorpusError(f'the run folder {out} exists and is not a folder')
     existing = manifest.read(out) if out.is_dir() else None
-    if out.is_dir() and existing is None and any(out.iterdir()):
+    if out.is_dir() and existing is None and \
+            any(p.name not in _SKELETON for p in out.iterdir()):
         raise CorpusError(f'{out} exists, is not empty and holds no corpus run; choose a new '
                           'run folder')
     out.mkdir(parents=True, exist_ok=True)
@@ -345,13 +354,16 @@ class _Run:
         bar = tqdm(total=total, unit=' frames', desc=f'corpus{label}', disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         chunks = {(c.bag_id, c.index): c for task in tasks for c in task}
+        started = time.monotonic()
         try:
             for results in pool.run(tasks, self.query, self.options.batch_size):
                 for result in results:
                     chunk = chunks[(result.bag_id, result.index)]
                     self._save_chunk(chunk, result, finisher, futures)
                     bar.update(len(chunk.frames))
+                    self.summary.chunks_now += 1
                     self.summary.frames_now += len(chunk.frames)
+                    self.summary.ground_s = time.monotonic() - started
                     self.summary.per_worker[result.worker] += len(chunk.frames)
                     bar.set_postfix(workers=len(self.summary.per_worker), refresh=False)
                     if on_chunk is not None:

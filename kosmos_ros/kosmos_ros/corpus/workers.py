@@ -25,7 +25,7 @@ from kosmos_ros.corpus.options import WorkerSpec
 from kosmos_ros.corpus.plan import Chunk
 from kosmos_ros.corpus.work import ChunkResult, ground_chunks
 from kosmos_ros.datatypes import Query
-from kosmos_ros.errors import KosmosError
+from kosmos_ros.errors import KosmosError, ModelLoadError
 
 LOCAL_RAY_ENV = {'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0', 'RAY_USAGE_STATS_ENABLED': '0'}
 
@@ -37,15 +37,29 @@ class EngineInfo:
     description: str
     revision: str
     max_pixels: int
+    load_error: str = ''  # a Ray worker's ModelLoadError, returned rather than raised
 
 
 class Worker:
-    """One engine and the calls a corpus run makes on it (a Ray actor's class too)."""
+    """One engine and the calls a corpus run makes on it (a Ray actor's class too).
 
-    def __init__(self, spec: WorkerSpec | None = None, engine: Any = None):
-        self.engine = engine if engine is not None else spec.load()
+    With ``keep_error`` (Ray actors), a ModelLoadError is kept and reported by :meth:`info`:
+    an actor whose constructor raises dies without telling why.
+    """
+
+    def __init__(self, spec: WorkerSpec | None = None, engine: Any = None,
+                 keep_error: bool = False):
+        self.load_error = ''
+        try:
+            self.engine = engine if engine is not None else spec.load()
+        except ModelLoadError as exc:
+            if not keep_error:
+                raise
+            self.engine, self.load_error = None, str(exc)
 
     def info(self) -> EngineInfo:
+        if self.engine is None:
+            return EngineInfo('', '', 0, self.load_error)
         loaded = getattr(self.engine, 'loaded', None)
         return EngineInfo(self.engine.describe(), str(getattr(loaded, 'revision', '') or ''),
                           int(self.engine.options.max_pixels))
@@ -116,12 +130,16 @@ class RayPool:
                               f'{gpus}')
         resources = {'num_gpus': 1, 'num_cpus': 1} if use_gpu else {'num_cpus': 1}
         actor = ray.remote(**resources)(Worker)
-        self.actors = [actor.remote(spec) for _ in range(workers)]
+        self.actors = [actor.remote(spec, None, True) for _ in range(workers)]
         try:
             infos = ray.get([a.info.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
             self.close()
             raise CorpusError(f'a worker could not load the model: {_ray_reason(exc)}') from None
+        failed = [i.load_error for i in infos if i.load_error]
+        if failed:
+            self.close()
+            raise ModelLoadError(failed[0])
         if len({i.description for i in infos}) > 1:
             self.close()
             raise CorpusError('the workers loaded different models: '

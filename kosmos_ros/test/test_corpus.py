@@ -391,8 +391,8 @@ def test_hostile_inputs_are_recorded_and_the_run_goes_on(corpus, steered, tmp_pa
 
 
 @pytest.mark.parametrize('workers', ['0', '1'])
-def test_a_model_that_cannot_load_is_exit_1_and_the_folder_reusable(corpus, tmp_path, capsys,
-                                                                   workers):
+def test_unloadable_model_is_exit_1_and_the_folder_reusable(corpus, tmp_path, capsys,
+                                                            workers):
     out = tmp_path / 'run'
     status = corpus_main(['ground', str(corpus / 'legacy'), '-o', str(out), '--model',
                           str(tmp_path / 'no_model'), '--local-files-only', '--workers',

@@ -287,7 +287,7 @@ def thumbnail(rgb: np.ndarray, diff: FrameDiff, width: int) -> bytes:
     scale = width / rgb.shape[1]
     height = max(1, int(round(rgb.shape[0] * scale)))
     image = np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
-    for boxes, colour, thickness in ((diff.boxes_a, A_COLOUR, 3), (diff.boxes_b, B_COLOUR, 1)):
+    for boxes, colour, thickness in ((diff.boxes_a, A_COLOUR, 4), (diff.boxes_b, B_COLOUR, 2)):
         for box in boxes:
             x1, y1, x2, y2 = (int(round(v * scale)) for v in box[1:5])
             cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
@@ -343,7 +343,8 @@ def write_html(comparison: Comparison, thresholds: Thresholds, path: Path) -> in
     changed = comparison.changed()
     shown = changed[:comparison.settings.top]
     parts.append(f'<h2>Largest changes ({len(shown)} of {len(changed)} changed frames)</h2>'
-                 '<p>Boxes: <b class="a">A thick blue</b>, <b class="b">B thin orange</b>.</p>')
+                 '<p>Boxes: <b class="a">A thick blue</b>, <b class="b">B thin orange</b> '
+                 '(on top: a box both runs drew is orange lined with blue).</p>')
     thumbnails = 0
     for diff in shown:
         rgb, reason = read_frame(diff.bag, diff.topic, diff.bag_time_ns)

@@ -365,12 +365,18 @@ class _Run:
                     self.summary.frames_now += len(chunk.frames)
                     self.summary.ground_s = time.monotonic() - started
                     self.summary.per_worker[result.worker] += len(chunk.frames)
-                    bar.set_postfix(workers=len(self.summary.per_worker), refresh=False)
+                    bar.set_postfix_str(self._per_worker(), refresh=False)
                     if on_chunk is not None:
                         on_chunk(result)
                 self.sigint.check()
         finally:
             bar.close()
+
+    def _per_worker(self) -> str:
+        """Return the frames each worker grounded so far, for the progress bar."""
+        counts = self.summary.per_worker
+        return 'workers ' + ' '.join(f'{i + 1}:{counts[name]}'
+                                     for i, name in enumerate(sorted(counts)))
 
     def _save_chunk(self, chunk: Chunk, result: ChunkResult, finisher: Any,
                     futures: list[Future]) -> None:

@@ -96,3 +96,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help='use the tiny RANDOM test model instead of KOSMOS-2 (pipeline '
                             'checks only; its words are random; labelled wherever used)')
     deprecated_alias(parser, '--tiny', replacement='--tiny-model', kind='store_true')
+
+
+def model_options(args: argparse.Namespace) -> Any:
+    """Return the ``ModelOptions`` the flags of :func:`add_model_arguments` name.
+
+    ``--tiny-model`` gives the tiny random model's folder (built there once).
+    """
+    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.tiny_model import tiny_model_path
+
+    if args.tiny_model:
+        return ModelOptions(model=str(tiny_model_path()), local_files_only=True,
+                            device=args.device)
+    return ModelOptions(model=args.model, local_files_only=args.local_files_only,
+                        device=args.device, dtype=args.dtype, quantization=args.quantization)

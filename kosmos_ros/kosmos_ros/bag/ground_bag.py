@@ -54,7 +54,7 @@ import sys
 from typing import Any, Sequence
 
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias
+from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias, model_options
 from kosmos_ros.bag.offline import ground_bag, pair_depth
 from kosmos_ros.bag.pairing import PAIRING_RULE
 from kosmos_ros.bag.reading import open_reader, output_base, select_image_topics
@@ -208,19 +208,12 @@ def _tracking_options(args: argparse.Namespace) -> dict[str, Any]:
 def _load_engine(args: argparse.Namespace) -> Any:
     """Load the model the command line names; ModelLoadError."""
     from kosmos_ros.engine import EngineOptions, GroundingEngine
-    from kosmos_ros.loading import ModelOptions
-    from kosmos_ros.tiny_model import TINY_LABEL, tiny_model_path
+    from kosmos_ros.tiny_model import TINY_LABEL
 
     if args.tiny_model:
         print(f'ground_bag: using the {TINY_LABEL}', file=sys.stderr)
-        model = ModelOptions(model=str(tiny_model_path()), local_files_only=True,
-                             device=args.device)
-    else:
-        model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
-                             device=args.device, dtype=args.dtype,
-                             quantization=args.quantization)
-    return GroundingEngine.load(model, EngineOptions(max_new_tokens=args.max_new_tokens,
-                                                     cpu_threads=args.cpu_threads))
+    options = EngineOptions(max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads)
+    return GroundingEngine.load(model_options(args), options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import sys
 from typing import Any, Sequence
 
-from kosmos_ros.bag.cli import add_model_arguments
+from kosmos_ros.bag.cli import add_model_arguments, model_options
 from kosmos_ros.bag.ground_bag import add_depth_arguments
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.threads import quiet_openmp
@@ -207,18 +207,9 @@ def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: P
 def _spec(args: argparse.Namespace) -> Any:
     from kosmos_ros.corpus.options import WorkerSpec
     from kosmos_ros.engine import EngineOptions
-    from kosmos_ros.loading import ModelOptions
-    from kosmos_ros.tiny_model import tiny_model_path
 
-    if args.tiny_model:
-        model = ModelOptions(model=str(tiny_model_path()), local_files_only=True,
-                             device=args.device)
-    else:
-        model = ModelOptions(model=args.model, local_files_only=args.local_files_only,
-                             device=args.device, dtype=args.dtype,
-                             quantization=args.quantization)
-    return WorkerSpec(model, EngineOptions(max_new_tokens=args.max_new_tokens,
-                                           cpu_threads=args.cpu_threads))
+    options = EngineOptions(max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads)
+    return WorkerSpec(model_options(args), options)
 
 
 def _run(args: argparse.Namespace, options: Any) -> Any:

@@ -338,6 +338,35 @@ def test_killed_run_resumes_to_the_same_index(corpus, steered, reference, tmp_pa
     assert_same_rows(rows(out), rows(reference[0]))
 
 
+def test_sigterm_stops_a_ray_run_and_it_resumes(corpus, tmp_path, tiny_model_dir,
+                                                monkeypatch):
+    """Ray makes SIGTERM exit at once; the run keeps its own handling (systemd, docker stop)."""
+    import time
+    out = tmp_path / 'run'
+    monkeypatch.setenv('KOSMOS_ROS_TINY_MODEL_DIR', str(tiny_model_dir))  # one model for both
+    env = dict(os.environ)
+    cmd = [sys.executable, '-m', 'kosmos_ros.corpus.cli', 'ground', str(corpus), '-o',
+           str(out), '--tiny-model', '--workers', '1', '--chunk-frames', '1', '--batch-size',
+           '1', '--max-new-tokens', '64', '--no-progress']
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not list((out / 'chunks').rglob('*.pkl')) and proc.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert 'interrupted' in stdout
+    assert manifest.read(out)['status'] == 'interrupted'
+    done = len(list((out / 'chunks').rglob('*.pkl')))
+    assert 0 < done < sum(FRAMES.values()) + 3
+    assert corpus_main(['ground', str(corpus), '-o', str(out), '--tiny-model', '--workers',
+                        '0', '--chunk-frames', '1', '--max-new-tokens', '64',
+                        '--no-progress']) == 0
+    assert manifest.read(out)['status'] == 'complete'
+
+
 def test_run_folder_and_options_are_checked(corpus, steered, reference, tmp_path):
     out, _ = reference
     with pytest.raises(CorpusError, match='other options'):

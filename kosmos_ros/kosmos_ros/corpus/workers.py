@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import os
+import signal
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from kosmos_ros.corpus import CorpusError
@@ -107,6 +109,9 @@ class RayPool:
                  on_status: Callable[[str], None] | None = None):
         self.started = False
         ray = _import_ray(local=address is None)
+        # ray.init makes SIGTERM exit the process at once (sys.exit); keep the run's own
+        # handler (SigintGuard: stop, keep what is finished, mark the run interrupted).
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             if address is None:
                 ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False,
@@ -118,6 +123,8 @@ class RayPool:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise CorpusError(f'cannot start or join Ray ({address or "local"}): {exc}') from None
         self.started = True
+        if threading.current_thread() is threading.main_thread() and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
         gpus = int(ray.cluster_resources().get('GPU', 0))
         device = str(getattr(spec.model, 'device', 'auto')).lower()
         use_gpu = device.startswith('cuda') or (device == 'auto' and gpus > 0)

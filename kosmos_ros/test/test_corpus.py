@@ -496,6 +496,10 @@ def test_find_grounds_only_the_bags_not_yet_indexed(corpus, steered, tmp_path):
     hits = search(index.read_table(out), SearchQuery(phrase='a cat'))
     assert hits.num_rows >= FRAMES['coffee'] + FRAMES['rocket'] + 2
     assert set(hits['task'].to_pylist()) == {'find'}
+    third = run_corpus(CorpusOptions(inputs=(str(corpus / 'legacy'),), output=out, task='find',
+                                     prompt='a cat', workers=0), engine=steered)
+    assert third.frames_now == 0  # nothing new, and the bags given before are kept
+    assert search(index.read_table(out), SearchQuery(phrase='a cat')).num_rows == hits.num_rows
 
 
 def test_find_command_with_the_tiny_model(corpus, tmp_path, capsys):

@@ -254,6 +254,7 @@ class _Run:
             old = self._old_record(bag)
             self.records[bag.bag_id] = old if old else dict(record, status='pending')
             self.records[bag.bag_id].update(bag.record())
+        self._keep_earlier_bags()
         pool = open_pool(spec, self.options.workers, self.options.ray_address, engine,
                          on_status=self.echo)
         finisher = ThreadPoolExecutor(1, thread_name_prefix='kosmos_corpus_finish') \
@@ -290,6 +291,18 @@ class _Run:
                     self.summary.elapsed_s = time.monotonic() - started
                     self._end()
         return self.summary
+
+    def _keep_earlier_bags(self) -> None:
+        """Keep the finished bags of earlier invocations that this one was not given.
+
+        A run folder only grows: grounding more bags into it (``search --find`` on new bags)
+        keeps what it holds, whose outputs and index rows stay where they are.
+        """
+        for record in self.manifest.get('inputs', []):
+            bag_id = record.get('bag_id')
+            if bag_id and bag_id not in self.records and record.get('status') == 'done' and \
+                    (self.out / 'index' / f'{bag_id}.parquet').is_file():
+                self.records[bag_id] = dict(record)
 
     def _old_record(self, bag: BagInput) -> dict[str, Any] | None:
         """Return the bag's record from before when it is done and its outputs are whole."""

@@ -572,6 +572,24 @@ def test_compare_finds_an_injected_change(reference, changed_run, tmp_path, caps
     assert (t['caption_changes'], t['added'], t['lost'], t['moved']) == (frames, 0, 0, 0)
 
 
+def test_compare_score_shifts_and_tolerance(reference):
+    import pyarrow as pa
+    table = index.read_table(reference[0])
+    column = table.schema.get_field_index('score')
+
+    def shifted(delta):
+        scores = pa.array([None if v is None else v + delta for v in table['score'].to_pylist()])
+        return table.set_column(column, 'score', scores)
+
+    noise = compare(table, shifted(1e-6)).totals  # float rounding: nothing changed
+    assert noise['changed_frames'] == 0 and noise['score_shift_max'] == pytest.approx(1e-6)
+    real = compare(table, shifted(0.01)).totals
+    assert real['changed_frames'] == sum(FRAMES.values()) + 2
+    assert real['score_shift_max'] == pytest.approx(0.01)
+    assert (real['added'], real['lost'], real['moved']) == (0, 0, 0)
+    assert Thresholds(max_score_shift=0.005).verdict(real)['max_score_shift']['exceeded']
+
+
 def test_compare_command_errors(reference, tmp_path, capsys):
     assert corpus_main(['compare', str(reference[0]), str(tmp_path / 'missing')]) == 2
     assert 'no index' in capsys.readouterr().err

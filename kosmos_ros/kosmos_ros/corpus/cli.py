@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                          help='least IoU for two boxes of a phrase to be the same box (0.5)')
     compare.add_argument('--moved-iou', type=float, default=0.9,
                          help='a matched box with less IoU than this has moved (0.9)')
+    compare.add_argument('--score-tolerance', type=float, default=1e-4,
+                         help='score shifts up to this do not make a frame changed (1e-4: '
+                              'batching alone moves scores by float rounding)')
     compare.add_argument('--html', help='write the HTML report here')
     compare.add_argument('--json', help='write the JSON report here')
     compare.add_argument('--top', type=int, default=12,
@@ -277,7 +280,8 @@ def _compare(args: argparse.Namespace) -> int:
     from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds, write_html
     from kosmos_ros.corpus.index import read_table
 
-    settings = CompareSettings(match_iou=args.match_iou, moved_iou=args.moved_iou, top=args.top)
+    settings = CompareSettings(match_iou=args.match_iou, moved_iou=args.moved_iou,
+                               score_tolerance=args.score_tolerance, top=args.top)
     thresholds = Thresholds(
         max_added=args.max_added, max_lost=args.max_lost, max_moved=args.max_moved,
         max_caption_changes=args.max_caption_changes, max_score_shift=args.max_score_shift,

@@ -6,8 +6,10 @@ Frames are matched by the bag's content hash, the topic and the bag time, so run
 bags at other paths compare. Within a frame, boxes are matched per phrase by IoU (the
 assignment maximising it, pairs under ``match_iou`` left unmatched): a box of run B without a
 partner is *added*, one of run A *lost*, a matched pair under ``moved_iou`` *moved*; matched
-pairs give the score shifts. Captions are compared as text; latency is the frames' inference
-time. :class:`Thresholds` turn the totals into a verdict for CI (exit status 1).
+pairs give the score shifts (a frame whose only change is score shifts within
+``score_tolerance`` is unchanged: batching alone moves scores by float rounding). Captions are
+compared as text; latency is the frames' inference time. :class:`Thresholds` turn the
+totals into a verdict for CI (exit status 1).
 
 The HTML report shows the totals, the verdict and the largest changes as thumbnails read back
 from the bags, with run A's boxes in blue and run B's in orange.
@@ -36,6 +38,7 @@ class CompareSettings:
 
     match_iou: float = 0.5
     moved_iou: float = 0.9
+    score_tolerance: float = 1e-4  # smaller score shifts do not make a frame changed
     top: int = 12
     thumbnail_width: int = 320
 
@@ -44,6 +47,8 @@ class CompareSettings:
             raise CorpusError(f'match IoU must be in (0, 1]; got {self.match_iou}')
         if not self.match_iou <= self.moved_iou <= 1.0:
             raise CorpusError(f'moved IoU must be in [match IoU, 1]; got {self.moved_iou}')
+        if not (math.isfinite(self.score_tolerance) and self.score_tolerance >= 0):
+            raise CorpusError(f'score tolerance must be 0 or more; got {self.score_tolerance}')
         if self.top < 0 or self.thumbnail_width < 16:
             raise CorpusError('top must be 0 or more and thumbnails 16 pixels wide or more')
 
@@ -96,6 +101,7 @@ class FrameDiff:
     latency_a: float | None = None
     latency_b: float | None = None
     bag_b: str = ''  # where run B read the bag, when it differs from run A's path
+    score_tolerance: float = 0.0
 
     @property
     def caption_changed(self) -> bool:
@@ -109,7 +115,8 @@ class FrameDiff:
     @property
     def magnitude(self) -> float:
         return (len(self.added) + len(self.lost) + len(self.moved) + int(self.caption_changed)
-                + 2 * int(bool(self.missing)) + sum(abs(s) for s in self.score_shifts))
+                + 2 * int(bool(self.missing))
+                + sum(abs(s) for s in self.score_shifts if abs(s) > self.score_tolerance))
 
     def record(self) -> dict[str, Any]:
         out = asdict(self)
@@ -128,7 +135,7 @@ class Comparison:
     models: tuple[list[str], list[str]]
 
     def changed(self) -> list[FrameDiff]:
-        return sorted((f for f in self.frames if f.magnitude > 1e-9),
+        return sorted((f for f in self.frames if f.magnitude > 0),
                       key=lambda f: (-f.magnitude, f.bag, f.topic, f.bag_time_ns))
 
     def record(self, thresholds: Thresholds) -> dict[str, Any]:
@@ -225,7 +232,8 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
                          list(a['boxes']) if a else [], list(b['boxes']) if b else [],
                          latency_a=a['latency'] if a else None,
                          latency_b=b['latency'] if b else None,
-                         bag_b=b['bag'] if a and b and b['bag'] != a['bag'] else '')
+                         bag_b=b['bag'] if a and b and b['bag'] != a['bag'] else '',
+                         score_tolerance=settings.score_tolerance)
         if a and b:
             matched += _match(diff, settings)
         diffs.append(diff)
@@ -244,7 +252,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'matched': matched, 'added': sum(len(d.added) for d in both),
         'lost': sum(len(d.lost) for d in both), 'moved': sum(len(d.moved) for d in both),
         'caption_changes': sum(1 for d in both if d.caption_changed),
-        'changed_frames': sum(1 for d in diffs if d.magnitude > 1e-9),
+        'changed_frames': sum(1 for d in diffs if d.magnitude > 0),
         'score_shift_max': max(shifts) if shifts else 0.0,
         'score_shift_mean': float(np.mean(shifts)) if shifts else 0.0,
         'latency_mean_a': mean_a, 'latency_mean_b': mean_b,

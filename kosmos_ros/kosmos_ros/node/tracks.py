@@ -63,6 +63,8 @@ class TrackingPump:
         self.streams = {name: TrackStream(p.tracker(), p.track_rate_hz) for name in cameras}
         self._settings = (p.track_max_age, p.track_rate_hz)
         self._tracked: frozenset[str] = frozenset()
+        # Per camera, as of the last refresh: (tracks read, tracks_3d read, followed).
+        self._readers: dict[str, tuple[bool, bool, bool]] = {}
         self._next_look: dict[str, float] = {}  # monotonic time of each camera's next take
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -150,9 +152,11 @@ class TrackingPump:
         p = self._params()
         if p is None or not self._active_node():
             wanted: frozenset[str] = frozenset()
+            self._readers = {}
         else:
-            wanted = frozenset(n for n, cam in self._cameras.items()
-                               if self._follow.uses(n) or _subscribed(cam))
+            self._readers = {n: (_read(cam, 'tracks'), _read(cam, 'tracks_3d'),
+                                 self._follow.uses(n)) for n, cam in self._cameras.items()}
+            wanted = frozenset(n for n, readers in self._readers.items() if any(readers))
             settings = (p.track_max_age, p.track_rate_hz)
             if settings != self._settings:
                 self._settings = settings
@@ -180,12 +184,13 @@ class TrackingPump:
         if tracks is None:
             return True
         outputs, header = camera.outputs, msg.header
-        if 'tracks' in outputs and outputs['tracks'].get_subscription_count() > 0:
+        # Who reads is counted at each refresh (0.2 s; at once when a follow goal comes), not
+        # per frame.
+        tracks_read, tracks_3d_read, followed = self._readers.get(name, (False, False, False))
+        if tracks_read and 'tracks' in outputs:
             outputs['tracks'].publish(tracks_msg(tracks, header))
         lifted = None
-        needs_3d = self._follow.uses(name) or (
-            'tracks_3d' in outputs and outputs['tracks_3d'].get_subscription_count() > 0)
-        if camera.depth is not None and needs_3d:
+        if camera.depth is not None and (followed or tracks_3d_read):
             lifted = camera.depth.lift_boxes(stamp, [t.box for t in tracks],
                                              (frame.width, frame.height),
                                              p.depth())
@@ -196,7 +201,7 @@ class TrackingPump:
         return True
 
 
-def _subscribed(camera: Camera) -> bool:
-    outputs = camera.outputs
-    return any(key in outputs and outputs[key].get_subscription_count() > 0
-               for key in ('tracks', 'tracks_3d'))
+def _read(camera: Camera, output: str) -> bool:
+    """Return whether anyone subscribes to the camera's ``output`` topic."""
+    publisher = camera.outputs.get(output)
+    return publisher is not None and publisher.get_subscription_count() > 0

@@ -287,8 +287,9 @@ class Stream:
     monotonic time it was published.
     """
 
-    def __init__(self, harness, cam, rgb, hz):
+    def __init__(self, harness, cam, rgb, hz, unstamped=False):
         self.harness, self.cam, self.rgb, self.period = harness, cam, rgb, 1.0 / hz
+        self.unstamped = unstamped  # header stamps left 0 (the node stamps them)
         self.sent = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -299,6 +300,8 @@ class Stream:
             if self._stop.wait(self.period):
                 return
             msg = self.harness.image(self.rgb, frame_id=f'{self.cam}_{i}')
+            if self.unstamped:
+                msg.header.stamp.sec = msg.header.stamp.nanosec = 0
             key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
             self.sent[key] = time.monotonic()
             self.harness.pubs[self.cam].publish(msg)

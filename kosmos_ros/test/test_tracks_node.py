@@ -91,6 +91,40 @@ def test_tracks_ride_every_frame_with_its_header_and_keep_their_ids(ros, tiny_mo
         assert abs(cat.bbox.size_y - box.height) < 4.0
 
 
+def test_unstamped_frames_get_their_results_at_the_stamp_they_were_tracked_at(
+        ros, tiny_model_dir, steer, scene):
+    """An unstamped frame is tracked at the node clock's time; its model result must land there.
+
+    With the header's stamp (0) it would land on the oldest kept frame instead.
+    """
+    h = harness(ros, tiny_model_dir, steer, rate_hz=2.0)
+    stream = Stream(h, 'front', scene, FRAME_HZ, unstamped=True)
+    try:
+        tracked = h.node._tracking.streams['front']
+        frames, results = [], []
+        on_frame, on_result = tracked.on_frame, tracked.on_result
+
+        def spy_frame(stamp, frame):
+            frames.append(stamp)
+            return on_frame(stamp, frame)
+
+        def spy_result(stamp, *args, **kwargs):
+            results.append(stamp)
+            return on_result(stamp, *args, **kwargs)
+
+        tracked.on_frame, tracked.on_result = spy_frame, spy_result
+        got = []
+        h.client.create_subscription(Detection2DArray, 'front/tracks', got.append, 10)
+        assert wait_for(lambda: len(results) >= 3 and len(got) >= 5, 30.0), (results, len(got))
+        stream.stop()
+        assert all(stamp > 0 for stamp in results), results
+        assert all(stamp in frames for stamp in results), (results, frames[-10:])
+        assert len({m.header.stamp.sec for m in got}) == 1 and got[0].header.stamp.sec == 0
+    finally:
+        stream.stop()
+        h.close()
+
+
 def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, steer, scene):
     with streaming(ros, tiny_model_dir, steer, scene, rate_hz=1.0) as (h, stream):
         pump = h.node._tracking

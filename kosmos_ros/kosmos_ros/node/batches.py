@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
 
 UNLOADING = 'the model is being unloaded (cleanup or shutdown); retry once the node is active'
 
-ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float], None]
+# (camera, message, result, frame, latency, the frame's admitted stamp)
+ContinuousCallback = Callable[[str, Any, GroundingResult, Frame, float, float], None]
 ErrorCallback = Callable[[str, Exception], None]
 
 
@@ -39,6 +40,7 @@ class _Row:
     job: QueryJob | None = None
     camera: str | None = None  # continuous grounding of this camera (when job is None)
     frame: Frame | None = None
+    stamp: float = 0.0  # the camera frame's admitted stamp
 
 
 class BatchRunner:
@@ -85,7 +87,8 @@ class BatchRunner:
         """Convert each frame once and check each query; failures are answered here."""
         engine, converted, rows = self._engine(), {}, []
         candidates = [_Row(job.query, job.message, job=job) for job in batch.jobs] + [
-            _Row(batch.continuous, item.message, camera=item.camera) for item in batch.frames]
+            _Row(batch.continuous, item.message, camera=item.camera, stamp=item.stamp)
+            for item in batch.frames]
         for row in candidates:
             if row.job is not None:
                 if row.job.cancelled():
@@ -121,7 +124,7 @@ class BatchRunner:
             state.latencies.append(latency)
             state.last_result_wall = time.monotonic()
             state.result_times.append(state.last_result_wall)
-        self._on_result(row.camera, row.message, result, row.frame, latency)
+        self._on_result(row.camera, row.message, result, row.frame, latency, row.stamp)
 
     def _frame(self, msg: Any, cache: dict) -> Frame:
         key = id(msg)

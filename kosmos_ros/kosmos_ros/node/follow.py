@@ -35,7 +35,6 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.task import Future
 
-from kosmos_ros.admission import stamp_seconds
 from kosmos_ros.association import iou_matrix
 from kosmos_ros.datatypes import GroundingResult, PixelBox, Query, Task
 from kosmos_ros.errors import InferenceCancelled, KosmosError, RegionError
@@ -235,7 +234,7 @@ class FollowServer:
 
     def _query(self, goal: _Goal, session: Any) -> None:
         """Send a FIND query for ``goal`` on its camera's newest frame (if there is one)."""
-        msg, _ = session.worker.latest(goal.camera)
+        msg, stamp = session.worker.latest(goal.camera)
         if msg is None:
             return
         goal.in_flight, goal.last_query = True, time.monotonic()
@@ -246,18 +245,22 @@ class FollowServer:
                 if not isinstance(error, InferenceCancelled):
                     self._end(goal, 'abort', f'model query failed: {describe_error(error)}')
                 return
-            self._on_result(goal, msg, result)
+            self._on_result(goal, stamp, result)
 
         session.worker.submit(QueryJob(Query(Task.FIND, goal.phrase), goal.camera, msg, done,
                                        lambda: goal.ended))
 
-    def _on_result(self, goal: _Goal, msg: Any, result: GroundingResult) -> None:
-        """Feed a query's result to the camera's tracks; choose the target if it has none."""
+    def _on_result(self, goal: _Goal, stamp: float, result: GroundingResult) -> None:
+        """Feed a query's result to the camera's tracks; choose the target if it has none.
+
+        ``stamp`` is the queried frame's admitted stamp (the node clock's time for an unstamped
+        frame), the one its tracks were moved at.
+        """
         pump = self._pump()
         if pump is None or goal.ended:
             return
         stream = pump.streams.get(goal.camera)
-        tracks = stream.on_result(stamp_seconds(msg.header), result, goal.min_score,
+        tracks = stream.on_result(stamp, result, goal.min_score,
                                   goal.phrase)
         goal.answered = True
         current = stream.get(goal.track_id) if goal.track_id >= 0 else None

@@ -405,18 +405,22 @@ class GroundingNode(LifecycleNode):
             target.report(error)
 
     def _on_continuous_result(self, camera: str, msg: Any, result: GroundingResult,
-                              frame: Frame, latency: float) -> None:
+                              frame: Frame, latency: float, stamp: float) -> None:
         target, params = self._cameras.get(camera), self._params
         if target is not None and params is not None:
             target.publish(result, msg.header, frame, float(params.min_score),
                            params.depth(), self._debug)
-            self._on_query_result(camera, msg.header, result)
+            self._on_query_result(camera, stamp, result)
 
-    def _on_query_result(self, camera: str, header: Any, result: GroundingResult) -> None:
-        """Give a model result on a camera's frame to its tracks (while it is tracked)."""
+    def _on_query_result(self, camera: str, stamp: float, result: GroundingResult) -> None:
+        """Give a model result on a camera's frame to its tracks (while it is tracked).
+
+        ``stamp`` is the frame's admitted stamp, the one its tracks were moved at (an unstamped
+        frame's is the node clock's time when it was taken, not its header's 0).
+        """
         tracking, params = self._tracking, self._params
         if tracking is not None and params is not None:
-            tracking.on_result(camera, header, result, float(params.min_score))
+            tracking.on_result(camera, stamp, result, float(params.min_score))
 
     # -- diagnostics -------------------------------------------------------------------------
 

@@ -83,10 +83,11 @@ class QueryServer:
     """Serves ``~/ground`` (service and action) for a node."""
 
     def __init__(self, node: Any, session: Callable[[], Session],
-                 on_result: Callable[[str, Any, GroundingResult], None] = lambda *a: None):
+                 on_result: Callable[[str, float, GroundingResult], None] = lambda *a: None):
         """``session()`` returns the active :class:`Session` or raises ValueError why not.
 
-        ``on_result(camera, header, result)`` sees every result on a camera's frame (tracks).
+        ``on_result(camera, stamp, result)`` sees every result on a camera's frame (tracks),
+        with the frame's admitted stamp.
         """
         self._node, self._session, self._on_result = node, session, on_result
         self.pending = PendingRequests()
@@ -152,11 +153,11 @@ class QueryServer:
 
     async def _run(self, session: Session, request: Any, on_stage, cancelled) -> Answer:
         try:
-            query, camera, msg = self._check(session, request)
+            query, camera, msg, stamp = self._check(session, request)
             if camera is not None and msg is None:
                 if on_stage:
                     on_stage('waiting for a frame')
-                msg = await self._next_frame(session, camera)
+                msg, stamp = await self._next_frame(session, camera)
         except (ValueError, KosmosError) as exc:
             return Answer(None, str(exc))
         future = Future(executor=self._node.executor)
@@ -173,10 +174,11 @@ class QueryServer:
         if error is not None:
             return Answer(None, describe_error(error), msg.header, camera, session.params)
         if camera is not None:
-            self._on_result(camera.name, msg.header, result)
+            self._on_result(camera.name, stamp, result)
         return Answer(result, '', msg.header, camera, session.params)
 
-    def _check(self, session: Session, request: Any) -> tuple[Query, Camera | None, Any]:
+    def _check(self, session: Session,
+               request: Any) -> tuple[Query, Camera | None, Any, float]:
         """Check a request without the model; return the query, camera and frame (if any).
 
         Raises ValueError with the reason. The frame is None when the camera has none yet.
@@ -197,7 +199,7 @@ class QueryServer:
         query = Query(task, request.prompt, regions, budget)
         image = request.image
         if image.width > 0 or image.height > 0 or len(image.data) > 0:
-            return query, None, image  # not a camera's frame: no camera, whatever it says
+            return query, None, image, 0.0  # not a camera's frame: no camera, whatever it says
         names = list(session.cameras)
         name = request.camera or names[0]
         if name not in session.cameras:
@@ -205,7 +207,7 @@ class QueryServer:
         msg, stamp = session.worker.take_latest(name)
         if msg is not None:
             self._check_age(name, stamp, session.params)
-        return query, session.cameras[name], msg
+        return query, session.cameras[name], msg, stamp
 
     def _check_age(self, camera: str, stamp: float, params: NodeParams) -> None:
         max_age = float(params.max_frame_age)
@@ -215,8 +217,8 @@ class QueryServer:
             raise ValueError(f'newest frame of camera {camera!r} is {age:.2f} s old '
                              f'(max_frame_age {max_age:g} s)')
 
-    async def _next_frame(self, session: Session, camera: Camera) -> Any:
-        """Wait (without blocking the executor) for a first frame of ``camera``."""
+    async def _next_frame(self, session: Session, camera: Camera) -> tuple[Any, float]:
+        """Wait (without blocking the executor) for a first frame of ``camera``; with its stamp."""
         wait = float(session.params.frame_wait_timeout)
         msg, stamp = None, 0.0
         if wait > 0:
@@ -235,7 +237,7 @@ class QueryServer:
                              f'{camera.config.subscribed_topic}) within {wait:g} s '
                              '(frame_wait_timeout)')
         self._check_age(camera.name, stamp, session.params)
-        return msg
+        return msg, stamp
 
 
 def _fill(out: Any, answer: Answer, requested_min_score: float) -> Any:

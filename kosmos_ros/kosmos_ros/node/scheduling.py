@@ -119,6 +119,7 @@ class CameraFrame:
 
     camera: str
     message: Any
+    stamp: float = 0.0  # its admitted stamp (the node clock's time for an unstamped frame)
 
 
 @dataclass(frozen=True)

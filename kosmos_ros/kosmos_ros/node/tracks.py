@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Any, Callable
 
-from kosmos_ros.admission import stamp_seconds
 from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.errors import KosmosError
 from kosmos_ros.images import frame_from_message
@@ -90,12 +89,15 @@ class TrackingPump:
         self._thread.join(timeout)
         self._tracked = frozenset()
 
-    def on_result(self, camera: str, header: Any, result: GroundingResult,
+    def on_result(self, camera: str, stamp: float, result: GroundingResult,
                   min_score: float) -> None:
-        """Feed a model result on ``camera``'s frame ``header`` to its tracks (any thread)."""
+        """Feed a model result on ``camera``'s frame admitted at ``stamp`` to its tracks.
+
+        Any thread.
+        """
         stream = self.streams.get(camera)
         if stream is not None and camera in self._tracked:
-            stream.on_result(stamp_seconds(header), result, min_score)
+            stream.on_result(stamp, result, min_score)
 
     # -- the thread --------------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ class InferenceWorker:
         Args:
             engine: the engine this thread owns.
             cameras: camera names.
-            on_result: called with (camera, message, result, frame, latency) per continuous
+            on_result: called with (camera, message, result, frame, latency, stamp: the
+                frame's admitted stamp) per continuous
                 result.
             on_error: called with (camera, error) when a camera's frame cannot be grounded.
             settings: what continuous grounding runs.
@@ -334,7 +335,7 @@ class InferenceWorker:
             due.sort(key=lambda s: s.last_result_wall or 0.0)  # longest waiting first
             frames = []
             for state in due[:places]:
-                frames.append(CameraFrame(state.name, state.latest))
+                frames.append(CameraFrame(state.name, state.latest, state.latest_stamp))
                 state.latest_taken = True
                 state.last_grounded_stamp = state.latest_stamp
             self._busy = True

@@ -367,6 +367,34 @@ def test_sigterm_stops_a_ray_run_and_it_resumes(corpus, tmp_path, tiny_model_dir
     assert manifest.read(out)['status'] == 'complete'
 
 
+def test_a_failing_worker_ends_the_run_incomplete_and_it_resumes(corpus, steered, reference,
+                                                                 tmp_path):
+    """An engine failing outside its own errors (a driver crash, say) stops the run."""
+    class Failing:
+        def __init__(self, engine, after):
+            self.engine, self.left = engine, after
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def run(self, *args, **kwargs):
+            self.left -= 1
+            if self.left < 0:
+                raise RuntimeError('CUDA driver gone')
+            return self.engine.run(*args, **kwargs)
+
+    out = tmp_path / 'run'
+    with pytest.raises(RuntimeError, match='driver gone'):
+        run_corpus(options(corpus, out), engine=Failing(steered, 3))
+    data = manifest.read(out)
+    assert data['status'] == 'incomplete'
+    assert any(r['status'] == 'pending' for r in data['inputs'])
+    resumed = run_corpus(options(corpus, out), engine=steered)
+    assert resumed.complete and resumed.chunks_reused >= 3
+    assert manifest.read(out)['status'] == 'complete'
+    assert_same_rows(rows(out), rows(reference[0]))
+
+
 def test_run_folder_and_options_are_checked(corpus, steered, reference, tmp_path):
     out, _ = reference
     with pytest.raises(CorpusError, match='other options'):

@@ -498,7 +498,9 @@ class _Run:
             self.summary.index_rows = table.num_rows
             self.summary.bags = list(self.records.values())
             if self.info is not None:
-                self._save_manifest('interrupted' if self.summary.interrupted else 'complete')
+                status = 'interrupted' if self.summary.interrupted else \
+                    'complete' if self.summary.complete else 'incomplete'
+                self._save_manifest(status)
 
 
 def iter_bags(out: Path) -> Iterator[dict[str, Any]]:

@@ -87,12 +87,17 @@ def test_requests_while_inactive_or_reloading(ros, tiny_model_dir, photos, ledge
                                  + repr([(handles[u].status if u in handles else 'unknown')
                                          for u in lost]))
         answers = [f.result() for f in calls] + [r.result().result for r in results]
+        # A clear refusal is a fine answer: inactive, unloading, or busy (the caller's pace,
+        # 66 requests/s, can outrun a loaded 2-core machine; the pending cap then answers at
+        # once instead of queueing without bound, as documented).
         allowed = re.compile(r'not active \(state: (unconfigured|inactive|configuring)\)|'
-                             r'cancelled: the model is being unloaded')
+                             r'cancelled: the model is being unloaded|'
+                             r'busy: \d+ requests are pending')
         kinds = collections.Counter()
         for answer in answers:
             assert answer.success or allowed.search(answer.message), answer.message
-            kinds['answered' if answer.success else answer.message.split(';')[0]] += 1
+            kind = 'answered' if answer.success else answer.message.split(';')[0]
+            kinds['busy (max_pending_queries)' if kind.startswith('busy') else kind] += 1
         assert kinds['answered'] > 0 and len(kinds) > 1, kinds
         assert rig.call(image=img).success
         ledger.add('service+action', f'{len(answers)} requests during 3 model reloads',

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from kosmos_ros.admission import admit, stamp_seconds
-from kosmos_ros.bag import BagError
 from kosmos_ros.bag.offline import pair_depth
 from kosmos_ros.bag.reading import open_reader, select_image_topics
 from kosmos_ros.corpus.options import CorpusOptions
@@ -123,10 +122,3 @@ def _chunks(bag_id: str, path: str, admitted: list[tuple[str, int]],
     if current:
         flush()
     return chunks
-
-
-def check_plan_error(exc: BaseException) -> str:
-    """Return the reason a bag could not be planned, for the manifest."""
-    if isinstance(exc, BagError):
-        return str(exc)
-    return f'{type(exc).__name__}: {exc}'

@@ -29,7 +29,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.safety import SigintGuard
@@ -501,11 +501,3 @@ class _Run:
                 status = 'interrupted' if self.summary.interrupted else \
                     'complete' if self.summary.complete else 'incomplete'
                 self._save_manifest(status)
-
-
-def iter_bags(out: Path) -> Iterator[dict[str, Any]]:
-    """Yield the bag records of a run folder's manifest; CorpusError when it has none."""
-    data = manifest.read(out)
-    if data is None:
-        raise CorpusError(f'{out} holds no corpus run (no {manifest.NAME})')
-    yield from data.get('inputs', [])

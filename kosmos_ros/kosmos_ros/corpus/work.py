@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import socket
-import time
 from typing import Any, Sequence
 import zlib
 
@@ -47,7 +46,6 @@ class ChunkResult:
     index: int
     results: dict[FrameKey, GroundingResult | str] = field(default_factory=dict)
     frames: int = 0
-    elapsed_s: float = 0.0
     worker: str = ''
     error: str = ''  # why the chunk's bag could not be read (no results then)
 
@@ -96,7 +94,6 @@ def ground_chunks(engine: Any, chunks: Sequence[Chunk], query: Query,
     """
     from kosmos_ros.bag import BagError
 
-    started = time.perf_counter()
     name = worker_name()
     out = [ChunkResult(c.bag_id, c.index, worker=name) for c in chunks]
     pending: list[tuple[int, FrameKey, Any]] = []
@@ -114,9 +111,6 @@ def ground_chunks(engine: Any, chunks: Sequence[Chunk], query: Query,
         results = _ground_batch(engine, [frame for _, _, frame in batch], query)
         for (i, key, _), result in zip(batch, results):
             out[i].results[key] = result
-    elapsed = time.perf_counter() - started
-    for result in out:
-        result.elapsed_s = elapsed
     return out
 
 

@@ -329,12 +329,13 @@ def test_killed_run_resumes_to_the_same_index(corpus, steered, reference, tmp_pa
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    saved = list((out / 'chunks').rglob('*.pkl'))
+    saved = list((out / 'chunks').rglob('*.json'))
     assert len(saved) == 7
     assert manifest.read(out)['status'] == 'running'  # what a killed run leaves
     resumed = run_corpus(options(corpus, out), engine=steered)
     assert resumed.complete and resumed.chunks_reused == 7
-    assert not list((out / 'bags').glob('*.partial'))
+    assert not (out / 'bags' / '.partial').exists()
+    assert not list(out.rglob('*partial*'))  # finished outputs keep no temporary name
     assert_same_rows(rows(out), rows(reference[0]))
 
 
@@ -351,7 +352,7 @@ def test_sigterm_stops_a_ray_run_and_it_resumes(corpus, tmp_path, tiny_model_dir
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 240
-    while not list((out / 'chunks').rglob('*.pkl')) and proc.poll() is None and \
+    while not list((out / 'chunks').rglob('*.json')) and proc.poll() is None and \
             time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -359,7 +360,7 @@ def test_sigterm_stops_a_ray_run_and_it_resumes(corpus, tmp_path, tiny_model_dir
     assert proc.returncode == 130, stderr[-3000:]
     assert 'interrupted' in stdout
     assert manifest.read(out)['status'] == 'interrupted'
-    done = len(list((out / 'chunks').rglob('*.pkl')))
+    done = len(list((out / 'chunks').rglob('*.json')))
     assert 0 < done < sum(FRAMES.values()) + 3
     assert corpus_main(['ground', str(corpus), '-o', str(out), '--tiny-model', '--workers',
                         '0', '--chunk-frames', '1', '--max-new-tokens', '64',
@@ -413,10 +414,14 @@ def test_run_folder_and_options_are_checked(corpus, steered, reference, tmp_path
     with pytest.raises(CorpusError, match='query cannot run'):
         run_corpus(options(corpus, tmp_path / 'y', prompt='x' * 20000, task='raw'),
                    engine=steered)
-    empty = run_corpus(CorpusOptions(inputs=(str(tmp_path / 'nothing'),),
-                                     output=tmp_path / 'z', workers=0), engine=steered)
-    assert empty.problems == [{'input': str(tmp_path / 'nothing'),
-                               'reason': 'no such file or folder'}]
+    # Inputs that name no bag (a mistyped path) are an error, before anything is written.
+    with pytest.raises(CorpusError, match='no bag found: .*nothing: no such file or folder'):
+        run_corpus(CorpusOptions(inputs=(str(tmp_path / 'nothing'),), output=tmp_path / 'z',
+                                 workers=0), engine=steered)
+    assert not (tmp_path / 'z').exists()
+    assert corpus_main(['ground', str(tmp_path / 'nothing'), '-o', str(tmp_path / 'z'),
+                        '--tiny-model', '--workers', '0', '--no-progress']) == 2
+    assert not (tmp_path / 'z').exists()
 
 
 def test_hostile_inputs_are_recorded_and_the_run_goes_on(corpus, steered, tmp_path):

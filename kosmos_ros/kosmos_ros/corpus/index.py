@@ -96,6 +96,27 @@ def write_table(table: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class DamagedIndex(CorpusError):
+    """An index file that cannot be read, or is not a kosmos_ros index."""
+
+
+def read_part(path: Path) -> Any:
+    """Return a Parquet file's table; DamagedIndex when it cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DamagedIndex(f'cannot read the index {path}: {exc}') from None
+
+
+def check_part(table: Any) -> None:
+    """Raise DamagedIndex unless ``table`` has exactly the index's columns and types."""
+    if not table.schema.equals(schema()):
+        raise DamagedIndex('its columns are not those of a kosmos_ros index')
+
+
 def read_table(path: Path) -> Any:
     """Read an index: a Parquet file, or a run folder's ``index.parquet``; CorpusError."""
     import pyarrow as pa
@@ -117,11 +138,14 @@ def read_table(path: Path) -> Any:
 
 
 def merge(parts: Iterable[Path]) -> Any:
-    """Return the index of all parts (per bag Parquet files), sorted."""
+    """Return the index of all parts (per bag Parquet files), sorted; DamagedIndex."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p) for p in parts]
+    tables = []
+    for part in parts:
+        table = read_part(part)
+        check_part(table)
+        tables.append(table)
     if not tables:
         return to_table([])
     return pa.concat_tables(tables).sort_by(SORT_KEYS)

@@ -4,9 +4,15 @@
 
 A bag is a rosbag2 folder (one holding ``metadata.yaml``), a ``.mcap`` or ``.db3`` file
 outside such a folder, or a ROS 1 ``.bag`` file. Folders are searched recursively (a rosbag2
-folder is one bag; nothing inside it is searched), in sorted order, leaving out the run's
-own output folder. Every bag is identified by the SHA-256 of its content (a folder's: of its
-files' names and hashes), so a bag given twice, or copied, is grounded once.
+folder is one bag; nothing inside it is searched), in sorted order. Every bag is identified by
+the SHA-256 of its content (a folder's: of its files' names and hashes), so a bag given twice,
+or copied, is grounded once.
+
+One rule for symbolic links: a path given (on the command line, in a list file) is followed,
+as the user named it; a link met while searching a folder or expanding a pattern, to a file or
+to a folder, is not followed, and is recorded as a problem with its target. Run folders (this
+run's, and any other kosmos_corpus run's) are never searched and never inputs: another run's
+output bags are not a corpus.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import re
 from typing import Iterable, Mapping
 
 from kosmos_ros.bag.reading import BAG_SUFFIXES
+from kosmos_ros.corpus.manifest import is_run_folder
 
 _GLOB_CHARS = re.compile(r'[*?\[]')
 _BLOCK = 1 << 20
@@ -49,10 +56,29 @@ def is_rosbag2_folder(path: Path) -> bool:
     return path.is_dir() and (path / 'metadata.yaml').is_file()
 
 
-def _walk(folder: Path, exclude: Path | None) -> Iterable[Path]:
+LINK = 'a symbolic link (to {target}): links met while searching are not followed; give it ' \
+    'by name to use it'
+RUN_FOLDER = 'inside the kosmos_corpus run folder {folder}: run folders are never inputs'
+
+
+def _link_problem(path: Path) -> tuple[str, str]:
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        target = f'unreadable: {exc.strerror}'
+    return str(path), LINK.format(target=target)
+
+
+def _walk(folder: Path, exclude: Path | None,
+          problems: list[tuple[str, str]]) -> Iterable[Path]:
     for root, dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
         if exclude is not None and inside(here, exclude):
+            dirs[:] = []
+            continue
+        if here != folder and is_run_folder(here):
+            problems.append((str(here), 'a kosmos_corpus run folder: not searched (run '
+                                        'folders are never inputs)'))
             dirs[:] = []
             continue
         if (here / 'metadata.yaml').is_file() and here != folder:
@@ -60,9 +86,50 @@ def _walk(folder: Path, exclude: Path | None) -> Iterable[Path]:
             yield here
             continue
         dirs.sort()
+        for name in dirs:
+            if (here / name).is_symlink():
+                problems.append(_link_problem(here / name))
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
         for name in sorted(files):
-            if name.endswith(BAG_SUFFIXES) and (here / name).is_file():  # no FIFO, no device
-                yield here / name
+            path = here / name
+            if not name.endswith(BAG_SUFFIXES):
+                continue
+            if path.is_symlink():
+                problems.append(_link_problem(path))
+            elif path.is_file():  # no FIFO, no device
+                yield path
+
+
+def run_folder_above(path: Path) -> Path | None:
+    """Return the corpus run folder that ``path`` is or lies in (links resolved), if any."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return None
+    for folder in (resolved, *resolved.parents):
+        if is_run_folder(folder):
+            return folder
+    return None
+
+
+def _linked_below(match: Path, base: Path) -> Path | None:
+    """Return the first symbolic link on the way from ``base`` down to ``match``, if any."""
+    try:
+        parts = match.relative_to(base).parts
+    except ValueError:
+        return None
+    here = base
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
+
+
+def _pattern_base(text: str) -> Path:
+    """Return the folder a glob pattern starts from (its part before the first wildcard)."""
+    head = _GLOB_CHARS.split(os.path.expanduser(text), 1)[0]
+    return Path(head if head.endswith(os.sep) else os.path.dirname(head) or '.')
 
 
 def inside(path: Path, folder: Path) -> bool:
@@ -80,18 +147,30 @@ def find_bags(inputs: Iterable[str], exclude: Path | None = None,
 
     Each input is a bag, a folder searched recursively, or a glob (``**`` included). A
     problem is ``(input, reason)``: a path that does not exist, a glob matching nothing, a
-    file that is not a bag, a folder holding none.
+    file that is not a bag, a folder holding none, a link met while searching, a run folder.
+    ``exclude`` (this run's folder) is left out silently.
     """
     found: list[Path] = []
     problems: list[tuple[str, str]] = []
     for text in inputs:
         path = Path(text).expanduser()
         if not path.exists() and _GLOB_CHARS.search(text):
+            base = _pattern_base(text)
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text),
                                                          recursive=True))]
-            bags = [m for m in matches if is_rosbag2_folder(m)
-                    or (m.is_file() and m.name.endswith(BAG_SUFFIXES))]
-            if not bags:
+            bags, links = [], 0
+            for m in matches:
+                if not (is_rosbag2_folder(m) or m.name.endswith(BAG_SUFFIXES)):
+                    continue
+                link = _linked_below(m, base)
+                if link is not None:
+                    problems.append(_link_problem(link))
+                    links += 1
+                elif m.is_file() and is_rosbag2_folder(m.parent):
+                    bags.append(m.parent)  # a storage file of a rosbag2 folder: the bag
+                elif is_rosbag2_folder(m) or m.is_file():
+                    bags.append(m)
+            if not bags and not links:
                 problems.append((text, 'the pattern matches no bag'))
             found.extend(bags)
             continue
@@ -100,7 +179,7 @@ def find_bags(inputs: Iterable[str], exclude: Path | None = None,
         elif is_rosbag2_folder(path):
             found.append(path)
         elif path.is_dir():
-            bags = list(_walk(path, exclude))
+            bags = list(_walk(path, exclude, problems))
             if not bags:
                 problems.append((text, 'the folder holds no bag (rosbag2 folder, .mcap, .db3 '
                                        'or .bag)'))
@@ -116,6 +195,10 @@ def find_bags(inputs: Iterable[str], exclude: Path | None = None,
     for path in found:
         resolved = path.resolve()
         if exclude is not None and inside(resolved, exclude):
+            continue
+        folder = run_folder_above(resolved)
+        if folder is not None:
+            problems.append((str(path), RUN_FOLDER.format(folder=folder)))
             continue
         unique.setdefault(resolved, None)
     return list(unique), problems

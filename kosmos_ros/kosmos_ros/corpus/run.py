@@ -2,12 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """A corpus run: find and hash the bags, plan them, ground their chunks, write each bag.
 
-The run folder is the state: ``plans/`` (each bag's chunks), ``chunks/`` (each finished
-chunk's results, written atomically), ``bags/`` and ``index/`` (each finished bag's output and
-index rows, renamed into place whole), ``manifest.json``, and ``index.parquet`` (the merged
+The run folder is the state (:mod:`.folder`): each bag's plan, each finished chunk's results,
+each finished bag's output and index rows, ``manifest.json``, and ``index.parquet`` (the merged
 index, rewritten at the end of every run, interrupted or not). Running again with the same
 options resumes: finished bags are left alone, finished chunks are not grounded again, and
-partial outputs of a killed run are removed. Inputs are only read.
+partial outputs of a killed run are removed. What is read back is checked: a damaged chunk,
+plan or index part is done again, a damaged manifest is one error naming the field.
+
+The folder follows the content at each path: a bag of an earlier invocation whose path now
+holds other content (re-recorded) has its rows and outputs dropped, and said so; its new
+content is grounded when it is given again. Inputs are only read.
 
 A bag that cannot be found, hashed, opened or read is recorded with its reason in the
 manifest and the run goes on; frames that cannot be used are counted with their reason
@@ -18,13 +22,9 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 import fcntl
 import itertools
-import json
-import os
 from pathlib import Path
-import pickle
 import shutil
 import sys
 import threading
@@ -34,80 +34,14 @@ from typing import Any, Callable
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.safety import SigintGuard
 from kosmos_ros.corpus import CorpusError, index, manifest
+from kosmos_ros.corpus.folder import RunFolder
 from kosmos_ros.corpus.inputs import BagInput, describe_bag, find_bags, inside
 from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
 from kosmos_ros.corpus.plan import BagPlan, Chunk, plan_bag
+from kosmos_ros.corpus.summary import CorpusSummary
 from kosmos_ros.corpus.work import ChunkResult, ReplayEngine, ReplayMismatch
 from kosmos_ros.corpus.workers import EngineInfo, open_pool
 from kosmos_ros.datatypes import Query, Task
-
-
-@dataclass
-class CorpusSummary:
-    """What a run did (this invocation, and the run folder as a whole)."""
-
-    output: Path
-    model: str = ''
-    model_label: str = ''
-    query: Query | None = None
-    bags: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[dict[str, str]] = field(default_factory=list)
-    chunks: int = 0
-    chunks_reused: int = 0
-    chunks_now: int = 0
-    frames_now: int = 0
-    ground_s: float = 0.0  # from the first task handed out to the last result
-    per_worker: Counter = field(default_factory=Counter)
-    workers: str = ''
-    elapsed_s: float = 0.0
-    interrupted: bool = False
-    index_rows: int = 0
-
-    def count(self, status: str) -> int:
-        return sum(1 for b in self.bags if b.get('status') == status)
-
-    @property
-    def grounded(self) -> int:
-        return sum(int(b.get('grounded', 0)) for b in self.bags if b.get('status') == 'done')
-
-    @property
-    def complete(self) -> bool:
-        return not self.interrupted and all(b.get('status') in ('done', 'duplicate', 'failed')
-                                            for b in self.bags)
-
-    def describe(self) -> str:
-        label = f' [{self.model_label}]' if self.model_label else ''
-        lines = [f'kosmos_corpus: {len(self.bags)} bags -> {self.output} '
-                 f'(index.parquet: {self.index_rows} rows; manifest.json)',
-                 f'model: {self.model}{label}']
-        if self.query is not None:
-            lines.append(f'task {self.query.task.name.lower()}, prompt {self.query.prompt!r}')
-        lines.append(f'bags: {self.count("done")} done, {self.count("failed")} failed, '
-                     f'{self.count("duplicate")} duplicates, {self.count("pending")} pending')
-        for b in self.bags:
-            if b.get('status') in ('failed', 'duplicate'):
-                lines.append(f'  {b["status"]}: {b["path"]}: {b.get("reason", "")}')
-        for p in self.problems:
-            lines.append(f'  not a bag: {p["input"]}: {p["reason"]}')
-        skipped: Counter = Counter()
-        for b in self.bags:
-            skipped.update(b.get('skipped', {}))
-        lines.append(f'frames: {self.grounded} grounded, {sum(skipped.values())} skipped')
-        for reason, n in skipped.most_common(5):
-            lines.append(f'  skipped {n}x: {reason}')
-        speed = self.frames_now / self.ground_s if self.ground_s > 0 else 0.0
-        lines.append(f'this run: {self.frames_now} frames in {self.chunks_now} chunks '
-                     f'({self.chunks_reused} of {self.chunks} chunks done before); grounding '
-                     f'{self.ground_s:.1f} s, {speed:.2f} frames/s; {self.elapsed_s:.1f} s in '
-                     f'all (hashing, planning, loading, writing){label}')
-        if self.workers:
-            lines.append(f'workers: {self.workers}')
-        for name, n in sorted(self.per_worker.items()):
-            lines.append(f'  {name}: {n} frames')
-        if self.interrupted:
-            lines.append('interrupted: run the same command again to resume; finished chunks '
-                         'and bags are kept')
-        return '\n'.join(lines)
 
 
 class _Lock:
@@ -136,24 +70,13 @@ class _Lock:
 _SKELETON = {'plans', 'chunks', 'bags', 'index', '.lock'}
 
 
-def _prepare_folder(out: Path) -> dict[str, Any] | None:
+def _check_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CorpusError(f'the run folder {out} exists and is not a folder')
-    existing = manifest.read(out) if out.is_dir() else None
-    if out.is_dir() and existing is None and \
+    if out.is_dir() and manifest.read(out) is None and \
             any(p.name not in _SKELETON for p in out.iterdir()):
         raise CorpusError(f'{out} exists, is not empty and holds no corpus run; choose a new '
                           'run folder')
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ('plans', 'chunks', 'bags', 'index'):
-        (out / name).mkdir(exist_ok=True)
-    return existing
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine: Any = None,
@@ -165,24 +88,30 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
     ``spec`` says what each Ray worker loads; with ``workers`` 0 the run uses ``engine`` (or
     loads ``spec`` here). ``on_chunk`` is called after each chunk is saved (tests stop a run
     with it). KeyboardInterrupt (Ctrl-C, SIGTERM, or raised by ``on_chunk``) ends the run
-    with ``interrupted`` set, its finished work kept. Raises CorpusError (bad options, a run
-    folder that cannot be used, a query that cannot run, a worker that fails), PromptError
-    or ModelLoadError before any bag is grounded.
+    with ``interrupted`` set, its finished work kept. Raises CorpusError (bad options, inputs
+    that name no bag, a run folder that cannot be used, a query that cannot run, a worker
+    that fails), PromptError or ModelLoadError before any bag is grounded.
     """
     options.check()
     query = Query(Task.parse(options.task), options.prompt,
                   max_new_tokens=options.max_new_tokens)
     out = Path(options.output).absolute()
     paths, problems = find_bags(options.inputs, exclude=out)  # before anything is written
+    if not paths:
+        raise CorpusError('no bag found: ' + '; '.join(f'{i}: {r}' for i, r in problems))
     for path in paths:
         if inside(out, path):
             raise CorpusError(f'the run folder {out} lies inside the bag {path}')
-    existing = _prepare_folder(out)
-    if existing is not None and existing.get('options') != options.fingerprint():
-        raise CorpusError(f'{out} holds a run with other options ({existing.get("options")}); '
-                          'resume it with the same options or choose a new run folder')
+    _check_folder(out)
+    folder = RunFolder(out)
+    folder.make()
     with _Lock(out), SigintGuard() as sigint:
-        run = _Run(options, query, out, existing, echo or _stderr, sigint)
+        existing = manifest.read(out)
+        if existing is not None and existing.get('options') != options.fingerprint():
+            raise CorpusError(f'{out} holds a run with other options '
+                              f'({existing.get("options")}); resume it with the same options '
+                              'or choose a new run folder')
+        run = _Run(options, query, folder, existing, echo or _stderr, sigint)
         run.summary.problems = [{'input': i, 'reason': r} for i, r in problems]
         return run.execute(paths, spec, engine, progress, on_chunk)
 
@@ -192,25 +121,28 @@ def _stderr(line: str) -> None:
 
 
 class _Run:
-    def __init__(self, options: CorpusOptions, query: Query, out: Path,
+    def __init__(self, options: CorpusOptions, query: Query, folder: RunFolder,
                  existing: dict[str, Any] | None, echo: Callable[[str], None],
                  sigint: SigintGuard):
-        self.options, self.query, self.out, self.echo = options, query, out, echo
+        self.options, self.query, self.echo = options, query, echo
+        self.folder, self.out = folder, folder.root
         self.sigint = sigint
         self.lock = threading.Lock()
-        self.summary = CorpusSummary(out, model_label=options.model_label, query=query)
+        self.summary = CorpusSummary(self.out, model_label=options.model_label, query=query)
         self.manifest = existing or {
-            'format': manifest.FORMAT, 'tool': 'kosmos_corpus', 'created': manifest.now(),
+            'format': manifest.FORMAT, 'tool': manifest.TOOL, 'created': manifest.now(),
             'options': options.fingerprint()}
-        self.records: dict[str, dict[str, Any]] = {}  # bag_id -> record
+        self.earlier: list[dict[str, Any]] = list(self.manifest.get('inputs', []))
+        self.records: dict[str, dict[str, Any]] = {}  # bag_id (or path) -> record
         self.plans: dict[str, BagPlan] = {}
         self.results_left: dict[str, int] = {}  # bag_id -> chunks still to ground
         self.info: EngineInfo | None = None
 
-    # -- inputs and plans ----------------------------------------------------------------------
+    # -- inputs, earlier bags and plans --------------------------------------------------------
 
     def _inputs(self, paths: list[Path]) -> list[BagInput]:
-        known = {r['path']: r for r in self.manifest.get('inputs', [])}
+        """Describe the bags given, then the earlier bags the folder holds (or drop them)."""
+        known = {r['path']: r for r in self.earlier if 'sha256' in r}
         bags: list[BagInput] = []
         for path in paths:
             try:
@@ -218,22 +150,72 @@ class _Run:
             except OSError as exc:
                 self.records[str(path)] = {'path': str(path), 'status': 'failed',
                                            'reason': f'cannot read: {exc}'}
+        given = {str(b.path) for b in bags}
+        ids = {b.bag_id for b in bags}
+        shas = {b.sha256 for b in bags}
+        for record in self.earlier:
+            bag_id = record.get('bag_id')
+            if not bag_id or bag_id in ids:
+                continue
+            if record['path'] in self.records:
+                self._drop(record, 'it cannot be read now')
+            elif record['path'] in given:
+                self._drop(record, 'its content changed since it was grounded')
+            elif record['status'] != 'done':
+                continue
+            elif record['sha256'] in shas:
+                self._drop(record, 'the same content is given now at another path')
+            else:
+                bag = self._earlier_bag(record, known)
+                if bag is not None:
+                    bags.append(bag)
+                    ids.add(bag.bag_id)
         return bags
+
+    def _earlier_bag(self, record: dict[str, Any], known: dict) -> BagInput | None:
+        """Return an earlier bag not given now, if its path still holds its content.
+
+        Its outputs are kept (and, when damaged, grounded again). When its path is gone (a
+        disk not mounted, say), its record and rows stay as they are; when the path holds
+        other content, they are dropped.
+        """
+        path = Path(record['path'])
+        if not (path.exists() or path.is_symlink()):
+            if self.folder.part_ok(record['bag_id']):
+                self.records[record['bag_id']] = dict(record)
+            else:
+                self._drop(record, 'its index part or output is damaged and the bag is gone')
+            return None
+        try:
+            bag = describe_bag(path, known)
+        except OSError as exc:
+            self._drop(record, f'it cannot be read now ({exc})')
+            return None
+        if bag.sha256 != record['sha256']:
+            self._drop(record, 'its content changed since it was grounded (give it again to '
+                               'ground its new content)')
+            return None
+        return bag
+
+    def _drop(self, record: dict[str, Any], why: str) -> None:
+        """Remove an earlier bag's outputs, chunks and plan; say so when it had rows."""
+        self.folder.clear(record['bag_id'], everything=True)
+        if record.get('status') == 'done':
+            self.summary.notes.append(f'dropped: {record["path"]} ({record["bag_id"]}): {why}; '
+                                      f'its {record.get("rows", 0)} index rows and its output '
+                                      'bag were removed')
 
     def _plan(self, bag: BagInput) -> BagPlan | None:
         record = self.records[bag.bag_id]
-        cached = self.out / 'plans' / f'{bag.bag_id}.json'
-        if cached.is_file():
-            try:
-                return BagPlan.from_record(json.loads(cached.read_text()))
-            except (OSError, ValueError, KeyError, TypeError):
-                cached.unlink(missing_ok=True)
+        plan = self.folder.plan(bag.bag_id, str(bag.path))
+        if plan is not None:
+            return plan
         try:
             plan = plan_bag(bag.bag_id, bag.path, self.options)
         except BagError as exc:
             record.update(status='failed', reason=str(exc))
             return None
-        _atomic_bytes(cached, json.dumps(plan.record()).encode())
+        self.folder.save_plan(plan)
         return plan
 
     # -- the run -------------------------------------------------------------------------------
@@ -254,7 +236,6 @@ class _Run:
             old = self._old_record(bag)
             self.records[bag.bag_id] = old if old else dict(record, status='pending')
             self.records[bag.bag_id].update(bag.record())
-        self._keep_earlier_bags()
         pool = open_pool(spec, self.options.workers, self.options.ray_address, engine,
                          on_status=self.echo)
         finisher = ThreadPoolExecutor(1, thread_name_prefix='kosmos_corpus_finish') \
@@ -292,25 +273,15 @@ class _Run:
                     self._end()
         return self.summary
 
-    def _keep_earlier_bags(self) -> None:
-        """Keep the finished bags of earlier invocations that this one was not given.
-
-        A run folder only grows: grounding more bags into it (``search --find`` on new bags)
-        keeps what it holds, whose outputs and index rows stay where they are.
-        """
-        for record in self.manifest.get('inputs', []):
-            bag_id = record.get('bag_id')
-            if bag_id and bag_id not in self.records and record.get('status') == 'done' and \
-                    (self.out / 'index' / f'{bag_id}.parquet').is_file():
-                self.records[bag_id] = dict(record)
-
     def _old_record(self, bag: BagInput) -> dict[str, Any] | None:
         """Return the bag's record from before when it is done and its outputs are whole."""
-        for record in self.manifest.get('inputs', []):
-            if record.get('bag_id') == bag.bag_id and record.get('status') == 'done' and \
-                    (self.out / 'index' / f'{bag.bag_id}.parquet').is_file() and \
-                    (self.out / 'bags' / bag.bag_id).is_dir():
-                return dict(record)
+        for record in self.earlier:
+            if record.get('bag_id') == bag.bag_id and record.get('status') == 'done':
+                if self.folder.part_ok(bag.bag_id):
+                    return dict(record)
+                self.summary.notes.append(f'redone: {bag.path} ({bag.bag_id}): its index part '
+                                          'or output bag was damaged or missing')
+                self.folder.clear(bag.bag_id)
         return None
 
     def _check_model(self) -> None:
@@ -338,8 +309,8 @@ class _Run:
             self.plans[bag.bag_id] = plan
             record['chunks'] = len(plan.chunks)
             record['admitted'] = plan.frames
-            self._clear_partial(bag.bag_id)
-            todo = [c for c in plan.chunks if not self._chunk_path(c).is_file()]
+            self.folder.clear(bag.bag_id)  # what a killed run left half written
+            todo = [c for c in plan.chunks if not self.folder.has_chunk(c)]
             self.summary.chunks += len(plan.chunks)
             self.summary.chunks_reused += len(plan.chunks) - len(todo)
             self.results_left[bag.bag_id] = len(todo)
@@ -347,16 +318,6 @@ class _Run:
         order = [c for group in itertools.zip_longest(*queues) for c in group if c is not None]
         size = self.options.chunks_per_task
         return [order[i:i + size] for i in range(0, len(order), size)]
-
-    def _clear_partial(self, bag_id: str) -> None:
-        """Remove what a killed run left half written for a bag."""
-        for path in (self.out / 'bags' / f'{bag_id}.partial', self.out / 'bags' / bag_id):
-            if path.exists():
-                shutil.rmtree(path)
-        (self.out / 'index' / f'{bag_id}.parquet').unlink(missing_ok=True)
-
-    def _chunk_path(self, chunk: Chunk) -> Path:
-        return self.out / 'chunks' / chunk.bag_id / f'{chunk.index:06d}.pkl'
 
     def _ground(self, pool: Any, tasks: list[list[Chunk]], total: int, progress: bool,
                 on_chunk: Callable[[ChunkResult], None] | None, finisher: Any,
@@ -398,10 +359,8 @@ class _Run:
             with self.lock:
                 record.update(status='failed', reason=result.error)
             return
-        path = self._chunk_path(chunk)
-        path.parent.mkdir(exist_ok=True)
         with self.sigint.shield():
-            _atomic_bytes(path, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            self.folder.save_chunk(chunk, result)
         self.results_left[chunk.bag_id] -= 1
         if self.results_left[chunk.bag_id] == 0 and record['status'] != 'failed':
             self._finish_bag(chunk.bag_id, finisher, futures)
@@ -422,15 +381,14 @@ class _Run:
         plan = self.plans[bag_id]
         results: dict = {}
         for chunk in plan.chunks:
-            try:
-                results.update(pickle.loads(self._chunk_path(chunk).read_bytes()).results)
-            except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
-                self._chunk_path(chunk).unlink(missing_ok=True)
-                self._fail(record, f'the results of chunk {chunk.index} are unreadable ({exc}); '
-                                   'they were removed: run again to ground it again')
+            saved = self.folder.chunk(chunk)
+            if saved is None:
+                self._fail(record, f'the results of chunk {chunk.index} went missing or were '
+                                   'damaged after they were saved; run again to ground it again')
                 return
-        partial = self.out / 'bags' / f'{bag_id}.partial'
-        final = self.out / 'bags' / bag_id
+            results.update(saved.results)
+        partial = self.folder.partial(bag_id)
+        partial.parent.mkdir(exist_ok=True)
         rows: list[dict[str, Any]] = []
         bag_info = {'path': record['path'], 'bag_id': bag_id, 'sha256': record['sha256']}
         fingerprint = self.options.fingerprint()
@@ -448,16 +406,15 @@ class _Run:
         except (BagError, ReplayMismatch) as exc:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(exc, ReplayMismatch):
-                shutil.rmtree(self.out / 'chunks' / bag_id, ignore_errors=True)
-                (self.out / 'plans' / f'{bag_id}.json').unlink(missing_ok=True)
+                self.folder.clear(bag_id, everything=True)
             self._fail(record, str(exc))
             return
         if summary.interrupted:
             shutil.rmtree(partial, ignore_errors=True)
             raise KeyboardInterrupt
         with self.sigint.shield():
-            os.replace(partial, final)
-            index.write_table(index.to_table(rows), self.out / 'index' / f'{bag_id}.parquet')
+            final = self.folder.publish(bag_id)
+            index.write_table(index.to_table(rows), self.folder.part(bag_id))
             skipped: Counter = Counter()
             for s in summary.topics.values():
                 skipped.update(s.skipped)
@@ -489,10 +446,26 @@ class _Run:
         manifest.write(self.out, self.manifest)
 
     def _end(self) -> None:
-        """Merge the finished bags' index parts into index.parquet; write the manifest."""
+        """Merge the finished bags' index parts into index.parquet; write the manifest.
+
+        A part found damaged now (after the run checked it) puts its bag back to pending.
+        """
         with self.lock:
-            done = [r['bag_id'] for r in self.records.values() if r.get('status') == 'done']
-            parts = [self.out / 'index' / f'{b}.parquet' for b in sorted(done)]
+            self.folder.tidy()
+            parts = []
+            for record in sorted(self.records.values(), key=lambda r: r.get('bag_id', '')):
+                if record.get('status') != 'done':
+                    continue
+                part = self.folder.part(record['bag_id'])
+                try:
+                    index.check_part(index.read_part(part))
+                except index.DamagedIndex as exc:
+                    self.folder.clear(record['bag_id'])
+                    record.update(status='pending', reason=f'its index part was damaged ({exc})')
+                    self.summary.notes.append(f'damaged: {record["path"]}: {exc}; run again '
+                                              'to ground it again')
+                    continue
+                parts.append(part)
             table = index.merge(parts)
             index.write_table(table, self.out / 'index.parquet')
             self.summary.index_rows = table.num_rows

@@ -109,15 +109,15 @@ def check_outputs(bag: Path, output: Path, html: Path | None = None, html_embed:
     inputs = input_places(Path(bag))
     outputs = output_places(Path(output), Path(html) if html else None, html_embed)
     for index, place in enumerate(outputs):
-        _check_apart(place, inputs, NOT_INTO_INPUT)
-        _check_apart(place, outputs[:index], '; choose paths apart from each other')
-        _check_destination(place)
+        check_apart(place, inputs, NOT_INTO_INPUT)
+        check_apart(place, outputs[:index], '; choose paths apart from each other')
+        check_destination(place)
     _check_replaceable(outputs[0].path, overwrite)
     for place in outputs[1:]:
         _check_kind(place)
 
 
-def _check_apart(place: Place, others: Sequence[Place], advice: str) -> None:
+def check_apart(place: Place, others: Sequence[Place], advice: str) -> None:
     for other in others:
         relation = overlap(place.path, other.path)
         if relation is not None:
@@ -125,7 +125,7 @@ def _check_apart(place: Place, others: Sequence[Place], advice: str) -> None:
                            + advice)
 
 
-def _check_destination(place: Place) -> None:
+def check_destination(place: Place) -> None:
     """Refuse a place whose nearest existing path above it is a file, not a folder."""
     for parent in _Located.of(place.path).path.parents:
         if parent.exists():

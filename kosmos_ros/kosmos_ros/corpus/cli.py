@@ -137,9 +137,16 @@ def _parser() -> argparse.ArgumentParser:
                              ('moved', int, 'boxes moved'),
                              ('caption-changes', int, 'frames whose caption changed'),
                              ('score-shift', float, 'largest score change of a matched box'),
-                             ('missing-frames', int, 'frames grounded by one run only'),
                              ('latency-ratio', float, 'mean latency of B over A')):
         gate.add_argument(f'--max-{name}', type=kind, default=None, help=f'most {what}')
+    gate.add_argument('--max-missing-frames', type=int, default=0,
+                      help='most frames of A that B did not ground (default 0)')
+    gate.add_argument('--allow-incomplete', action='store_true',
+                      help='pass runs that are interrupted, incomplete or still running (by '
+                           'default such a run fails the gate)')
+    gate.add_argument('--allow-empty', action='store_true',
+                      help='pass runs without a grounded frame (by default such a run fails '
+                           'the gate)')
     return parser
 
 
@@ -248,6 +255,9 @@ def _search(args: argparse.Namespace) -> int:
             raise ValueError('--find needs a phrase')
         if not args.run:
             raise ValueError('--find needs --run RUN: the run folder the found frames go to')
+        if args.export:  # before anything is grounded; again below with the index's bags
+            _check_outputs([('the search output', args.export)], [args.run],
+                           given=_inputs(args, args.sources))
         options = _corpus_options(args, _inputs(args, args.sources), Path(args.run), 'find',
                                   args.find, _label(args))
         summary = _run(args, options)
@@ -263,6 +273,8 @@ def _search(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     table = pa.concat_tables([read_table(Path(s)) for s in sources])
+    if args.export:
+        _check_outputs([('the search output', args.export)], sources, table)
     query = SearchQuery(phrase=phrase, text=args.text, min_score=args.search_min_score,
                         topic=args.search_topic, bag=args.bag,
                         since=parse_time(args.since) if args.since else None,
@@ -276,30 +288,50 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(outputs: list[tuple[str, str]], sources: list[str], *tables: Any,
+                   given: Sequence[str] = ()) -> None:
+    """Refuse output paths over anything the command reads (:mod:`.outputs`)."""
+    from kosmos_ros.bag.safety import Place
+    from kosmos_ros.corpus.inputs import find_bags
+    from kosmos_ros.corpus.outputs import bag_places, check_outputs
+
+    inputs = [Place('the input run or index', Path(s)) for s in sources]
+    for table in tables:
+        inputs += bag_places(table['bag'].unique().to_pylist())
+    inputs += [Place('the input bag', p) for p in find_bags(given)[0]] if given else []
+    check_outputs([Place(role, Path(path)) for role, path in outputs], inputs)
+
+
 def _compare(args: argparse.Namespace) -> int:
     from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds, write_html
-    from kosmos_ros.corpus.index import read_table
+    from kosmos_ros.corpus.index import read_table, run_status
 
     settings = CompareSettings(match_iou=args.match_iou, moved_iou=args.moved_iou,
                                score_tolerance=args.score_tolerance, top=args.top)
     thresholds = Thresholds(
         max_added=args.max_added, max_lost=args.max_lost, max_moved=args.max_moved,
         max_caption_changes=args.max_caption_changes, max_score_shift=args.max_score_shift,
-        max_missing_frames=args.max_missing_frames, max_latency_ratio=args.max_latency_ratio)
+        max_missing_frames=args.max_missing_frames, max_latency_ratio=args.max_latency_ratio,
+        allow_incomplete=args.allow_incomplete, allow_empty=args.allow_empty)
     for name, value in vars(thresholds).items():
-        if value is not None and value < 0:
+        if value is not None and not isinstance(value, bool) and not value >= 0:
             raise ValueError(f'--{name.replace("_", "-")} must be 0 or more; got {value}')
-    result = compare(read_table(Path(args.run_a)), read_table(Path(args.run_b)), settings,
-                     (args.run_a, args.run_b))
+    tables = [read_table(Path(args.run_a)), read_table(Path(args.run_b))]
+    outputs = [(role, path) for role, path in (('the JSON report', args.json),
+                                               ('the HTML report', args.html)) if path]
+    _check_outputs(outputs, [args.run_a, args.run_b], *tables)
+    result = compare(*tables, settings, (args.run_a, args.run_b),
+                     (run_status(Path(args.run_a)), run_status(Path(args.run_b))))
     print(result.describe(thresholds))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.record(thresholds), indent=1) + '\n')
+        Path(args.json).write_text(json.dumps(result.record(thresholds), indent=1,
+                                              allow_nan=False) + '\n')
         print(f'json report: {args.json}')
     if args.html:
         shown = write_html(result, thresholds, Path(args.html))
         print(f'html report: {args.html} ({shown} thumbnails)')
-    failed = [n for n, v in thresholds.verdict(result.totals).items() if v['exceeded']]
+    failed = result.failed(thresholds)
     if failed:
         print(f'{PROG}: thresholds exceeded: {", ".join(failed)}', file=sys.stderr)
         return 1

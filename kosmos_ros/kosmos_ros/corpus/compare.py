@@ -18,7 +18,7 @@ from the bags, with run A's boxes in blue and run B's in orange.
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 import html
 import math
 from pathlib import Path
@@ -55,15 +55,23 @@ class CompareSettings:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Limits on the totals; None leaves a total unchecked. Exceeding any fails the gate."""
+    """Limits on the totals; None leaves a total unchecked. Exceeding any fails the gate.
+
+    Some checks hold unless asked otherwise: frames of run A that run B did not ground
+    (``max_missing_frames`` 0), a run that is not complete (interrupted, incomplete, still
+    running) unless ``allow_incomplete``, a run without a grounded frame unless
+    ``allow_empty``, and any NaN or infinite score, box or latency (always).
+    """
 
     max_added: int | None = None
     max_lost: int | None = None
     max_moved: int | None = None
     max_caption_changes: int | None = None
     max_score_shift: float | None = None
-    max_missing_frames: int | None = None
+    max_missing_frames: int | None = 0
     max_latency_ratio: float | None = None
+    allow_incomplete: bool = False
+    allow_empty: bool = False
 
     _TOTALS = {'max_added': 'added', 'max_lost': 'lost', 'max_moved': 'moved',
                'max_caption_changes': 'caption_changes', 'max_score_shift': 'score_shift_max',
@@ -71,13 +79,27 @@ class Thresholds:
 
     def verdict(self, totals: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out = {}
-        for f in fields(self):
-            limit = getattr(self, f.name)
+        for name, total in self._TOTALS.items():
+            limit = getattr(self, name)
             if limit is None:
                 continue
-            value = totals[self._TOTALS[f.name]]
-            out[f.name] = {'limit': limit, 'value': value,
-                           'exceeded': value is not None and value > limit}
+            value = totals[total]
+            out[name] = {'limit': limit, 'value': value,
+                         'exceeded': value is not None and not value <= limit}
+        out['nan_values'] = {'limit': 0, 'value': totals['nan_values'],
+                             'exceeded': totals['nan_values'] > 0}
+        if not self.allow_incomplete:
+            states = [f'{run} {totals[f"status_{run.lower()}"]}' for run in 'AB'
+                      if totals[f'status_{run.lower()}'] not in (None, 'complete')]
+            out['complete_runs'] = {'limit': 'A and B complete',
+                                    'value': ', '.join(states) or 'both complete',
+                                    'exceeded': bool(states)}
+        if not self.allow_empty:
+            empty = [run for run in 'AB' if not totals[f'frames_{run.lower()}']]
+            out['grounded_frames'] = {'limit': 'some in A and in B',
+                                      'value': ('none in ' + ' and '.join(empty)) if empty
+                                      else f'{totals["frames_a"]} and {totals["frames_b"]}',
+                                      'exceeded': bool(empty)}
         return out
 
 
@@ -139,16 +161,25 @@ class Comparison:
                       key=lambda f: (-f.magnitude, f.bag, f.topic, f.bag_time_ns))
 
     def record(self, thresholds: Thresholds) -> dict[str, Any]:
-        return {'run_a': self.run_a, 'run_b': self.run_b, 'settings': asdict(self.settings),
-                'models': {'a': self.models[0], 'b': self.models[1]}, 'totals': self.totals,
-                'thresholds': thresholds.verdict(self.totals),
-                'changed_frames': [f.record() for f in self.changed()]}
+        return plain({'run_a': self.run_a, 'run_b': self.run_b,
+                      'settings': asdict(self.settings),
+                      'models': {'a': self.models[0], 'b': self.models[1]},
+                      'totals': self.totals, 'thresholds': thresholds.verdict(self.totals),
+                      'passed': not self.failed(thresholds),
+                      'changed_frames': [f.record() for f in self.changed()]})
+
+    def failed(self, thresholds: Thresholds) -> list[str]:
+        """Return the names of the checks the comparison fails."""
+        return [n for n, v in thresholds.verdict(self.totals).items() if v['exceeded']]
 
     def describe(self, thresholds: Thresholds) -> str:
         t = self.totals
         lines = [f'compare: A {self.run_a}  B {self.run_b}',
-                 f'frames: {t["frames_both"]} in both, {t["only_a"]} only in A, '
-                 f'{t["only_b"]} only in B',
+                 f'runs: A {t["status_a"] or "an index file"}, B '
+                 f'{t["status_b"] or "an index file"}',
+                 f'frames: {t["frames_both"]} in both, {t["only_a"]} only in A (missing '
+                 f'from B), {t["only_b"]} only in B; {t["nan_values"]} NaN or infinite '
+                 'values',
                  f'boxes: {t["boxes_a"]} in A, {t["boxes_b"]} in B; {t["matched"]} matched, '
                  f'{t["added"]} added, {t["lost"]} lost, {t["moved"]} moved '
                  f'(match IoU {self.settings.match_iou:g}, moved under '
@@ -161,6 +192,20 @@ class Comparison:
             lines.append(f'{"FAIL" if v["exceeded"] else "ok"}: {name} {v["limit"]} '
                          f'(value {_fmt(v["value"])})')
         return '\n'.join(lines)
+
+
+def _finite(value: Any) -> Any:
+    """Return None for a NaN or infinite float (JSON has no NaN), else the value."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def plain(value: Any) -> Any:
+    """Return a report record with every NaN or infinite float as None (valid JSON)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return _finite(value)
 
 
 def _fmt(value: Any) -> str:
@@ -216,9 +261,28 @@ def _match(diff: FrameDiff, settings: CompareSettings) -> int:
     return matched
 
 
+_NUMBERS = ('score', 'x1', 'y1', 'x2', 'y2', 'latency_s')
+
+
+def non_finite(table: Any) -> int:
+    """Return how many scores, box corners and latencies of an index are NaN or infinite."""
+    import pyarrow.compute as pc
+
+    count = 0
+    for name in _NUMBERS:
+        column = table[name]
+        bad = pc.or_(pc.is_nan(column), pc.is_inf(column))
+        count += int(pc.sum(pc.fill_null(bad, False).cast('int64')).as_py() or 0)
+    return count
+
+
 def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
-            names: tuple[str, str] = ('A', 'B')) -> Comparison:
-    """Compare two indexes (pyarrow tables) frame by frame."""
+            names: tuple[str, str] = ('A', 'B'),
+            statuses: tuple[str | None, str | None] = (None, None)) -> Comparison:
+    """Compare two indexes (pyarrow tables) frame by frame.
+
+    ``statuses``: each run's manifest status (None for an index without a run folder).
+    """
     settings = settings or CompareSettings()
     settings.check()
     fa, fb = _frames(table_a), _frames(table_b)
@@ -238,7 +302,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
             matched += _match(diff, settings)
         diffs.append(diff)
     both = [d for d in diffs if not d.missing]
-    shifts = [abs(s) for d in both for s in d.score_shifts]
+    shifts = [abs(s) for d in both for s in d.score_shifts if math.isfinite(s)]
     lat_a = [d.latency_a for d in both if d.latency_a is not None]
     lat_b = [d.latency_b for d in both if d.latency_b is not None]
     mean_a = float(np.mean(lat_a)) if lat_a else None
@@ -247,7 +311,9 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'frames_a': len(fa), 'frames_b': len(fb), 'frames_both': len(both),
         'only_a': sum(1 for d in diffs if d.missing == 'B'),
         'only_b': sum(1 for d in diffs if d.missing == 'A'),
-        'missing_frames': sum(1 for d in diffs if d.missing),
+        'missing_frames': sum(1 for d in diffs if d.missing == 'B'),  # A's frames B lacks
+        'nan_values': non_finite(table_a) + non_finite(table_b),
+        'status_a': statuses[0], 'status_b': statuses[1],
         'boxes_a': sum(len(d.boxes_a) for d in both), 'boxes_b': sum(len(d.boxes_b) for d in both),
         'matched': matched, 'added': sum(len(d.added) for d in both),
         'lost': sum(len(d.lost) for d in both), 'moved': sum(len(d.moved) for d in both),
@@ -259,6 +325,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'latency_p95_a': float(np.percentile(lat_a, 95)) if lat_a else None,
         'latency_p95_b': float(np.percentile(lat_b, 95)) if lat_b else None,
         'latency_ratio': mean_b / mean_a if mean_a and mean_b is not None else None}
+    totals = {k: _finite(v) for k, v in totals.items()}
     models = (sorted(set(table_a['model'].to_pylist())), sorted(set(table_b['model'].to_pylist())))
     return Comparison(names[0], names[1], settings, totals, diffs, models)
 

@@ -137,6 +137,19 @@ def read_table(path: Path) -> Any:
     return table
 
 
+def run_status(path: Path) -> str | None:
+    """Return the status in a run folder's manifest ('running' when it has none yet).
+
+    None for an index file given on its own (no manifest to tell).
+    """
+    from kosmos_ros.corpus import manifest
+
+    if not Path(path).is_dir():
+        return None
+    data = manifest.read(Path(path))
+    return str(data.get('status', 'running')) if data is not None else 'running'
+
+
 def merge(parts: Iterable[Path]) -> Any:
     """Return the index of all parts (per bag Parquet files), sorted; DamagedIndex."""
     import pyarrow as pa

@@ -247,6 +247,9 @@ def test_a_run_folder_inside_the_corpus_is_never_an_input(fleet, steered, tmp_pa
     assert any('run1' in p['input'] and 'run folder' in p['reason'] for p in second.problems)
     with pytest.raises(CorpusError, match='no bag found: .*run folder'):
         run_corpus(options([corpus / 'run1' / 'bags'], tmp_path / 'run3'), engine=steered)
+    with pytest.raises(CorpusError, match='inside the run folder'):
+        run_corpus(options([corpus / 'a'], corpus / 'run1' / 'bags' / 'x'), engine=steered)
+    assert not (corpus / 'run1' / 'bags' / 'x').exists()
     outputs = [p.name for p in (corpus / 'run1' / 'bags').rglob('*.mcap')]
     assert outputs and not [n for n in outputs if 'partial' in n]
     assert all(p.parent.name + '.mcap' == p.name

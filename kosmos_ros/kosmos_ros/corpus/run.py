@@ -35,7 +35,8 @@ from kosmos_ros.bag import BagError
 from kosmos_ros.bag.safety import SigintGuard
 from kosmos_ros.corpus import CorpusError, index, manifest
 from kosmos_ros.corpus.folder import RunFolder
-from kosmos_ros.corpus.inputs import BagInput, describe_bag, find_bags, inside
+from kosmos_ros.corpus.inputs import (BagInput, describe_bag, find_bags, inside,
+                                      run_folder_above)
 from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
 from kosmos_ros.corpus.plan import BagPlan, Chunk, plan_bag
 from kosmos_ros.corpus.summary import CorpusSummary
@@ -73,6 +74,10 @@ _SKELETON = {'plans', 'chunks', 'bags', 'index', '.lock'}
 def _check_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CorpusError(f'the run folder {out} exists and is not a folder')
+    other = run_folder_above(out.parent)
+    if other is not None:
+        raise CorpusError(f'the run folder {out} lies inside the run folder {other}; a run '
+                          "folder holds only its run's own files: choose another place")
     if out.is_dir() and manifest.read(out) is None and \
             any(p.name not in _SKELETON for p in out.iterdir()):
         raise CorpusError(f'{out} exists, is not empty and holds no corpus run; choose a new '

@@ -2,6 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Test helpers shared by several test modules."""
 
+from pathlib import Path
+import re
+import shutil
+import subprocess
 import time
 
 from transformers import LogitsProcessor
@@ -99,3 +103,39 @@ def small(photo, width=160, height=120):
     """Return ``photo`` resized to ``width`` x ``height`` (cheap frames for node tests)."""
     import cv2
     return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def chromium():
+    """Return the path of a Chromium (or Chrome) here, or None."""
+    for name in ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable'):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def open_in_browser(page, tmp_path):
+    """Load a page in headless Chromium; return the attributes its check script set.
+
+    No network: every host is unresolvable and the proxy a dead loopback port.
+    """
+    return dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', dump_dom(page, tmp_path)[1]))
+
+
+def dump_dom(page, tmp_path):
+    """Load a page in headless Chromium (no network); return its DOM and its body's attributes.
+
+    The DOM is the page as it stands after its scripts ran (``--dump-dom``): a script that
+    changed the title shows there.
+    """
+    proc = subprocess.run(
+        [chromium(), '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+         '--no-first-run', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--disable-default-apps', '--proxy-server=127.0.0.1:9',
+         '--host-resolver-rules=MAP * ~NOTFOUND', f'--user-data-dir={tmp_path / "profile"}',
+         '--virtual-time-budget=5000', '--dump-dom', Path(page).resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r'<body([^>]*)>', proc.stdout)
+    assert body, proc.stdout[:2000]
+    return proc.stdout, body.group(1)

@@ -35,7 +35,7 @@ from kosmos_ros.corpus.run import run_corpus
 from kosmos_ros.corpus.search import export, search, SearchQuery
 from kosmos_ros.engine import EngineOptions
 
-from helpers import read_bag, steer_for  # noqa: I100
+from helpers import chromium as _browser, open_in_browser, read_bag, steer_for  # noqa: I100
 
 TEST_DIR = Path(__file__).resolve().parent
 # 'a cat' narrowed from patch columns 12..31 to 16..31 (IoU 0.8: moved), one cup fewer (lost).
@@ -632,33 +632,6 @@ def test_compare_command_errors(reference, tmp_path, capsys):
                         '--max-added', '-1']) == 2
     assert corpus_main(['compare', str(reference[0]), str(reference[0]),
                         '--match-iou', '0']) == 2
-
-
-def _browser():
-    for name in ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable'):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def open_in_browser(page, tmp_path):
-    """Load a page in headless Chromium; return the attributes its check script set.
-
-    No network: every host is unresolvable and the proxy a dead loopback port.
-    """
-    import re
-    proc = subprocess.run(
-        [_browser(), '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-         '--no-first-run', '--disable-background-networking', '--disable-component-update',
-         '--disable-sync', '--disable-default-apps', '--proxy-server=127.0.0.1:9',
-         '--host-resolver-rules=MAP * ~NOTFOUND', f'--user-data-dir={tmp_path / "profile"}',
-         '--virtual-time-budget=5000', '--dump-dom', Path(page).resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r'<body([^>]*)>', proc.stdout)
-    assert body, proc.stdout[:2000]
-    return dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
 
 
 @pytest.mark.skipif(_browser() is None, reason='no Chromium here (apt install chromium)')

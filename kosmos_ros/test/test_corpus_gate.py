@@ -37,7 +37,7 @@ def options(inputs, out, **kw):
 
 @pytest.fixture(scope='module')
 def runs(steered, tmp_path_factory):
-    """Runs of a two-bag fleet: whole, of one bag only, interrupted, and of nothing usable."""
+    """Ground a two-bag fleet: whole (twice), one bag only, interrupted, nothing usable."""
     root = tmp_path_factory.mktemp('gate')
     fleet = root / 'fleet'
     make_sample_bag(fleet / 'a', spec('coffee', 3))

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.drawing import annotate
 from kosmos_ros.messages import phrase_position
 from kosmos_ros.threads import opencv
+
+
+def url_of(name: str) -> str:
+    """Return a file name as a relative URL: every byte but letters, digits and ``_.-~`` quoted.
+
+    So ``#``, ``?``, ``%`` and ``:`` stay part of the name (not a fragment, a query, an escape
+    or a scheme), and quotes cannot end the attribute it is written into.
+    """
+    return quote(os.fsencode(name), safe='')
 
 
 def frames_folder(path: Path) -> Path:
@@ -50,7 +61,7 @@ class HtmlReport:
             self.folder.mkdir(parents=True, exist_ok=True)
             name = f'{len(self.entries):05d}.jpg'
             (self.folder / name).write_bytes(jpeg.tobytes())
-            src = f'{self.folder.name}/{name}'
+            src = f'{url_of(self.folder.name)}/{url_of(name)}'
         self.entries.append((outcome, src))
 
     def write(self) -> None:
@@ -78,7 +89,7 @@ class HtmlReport:
                              else f'; no 3D: {note}')
                 items.append(f'<li>{esc(phrase.text)}: {esc(boxes) or "no box"}'
                              f'{esc(where)}</li>')
-            parts.append(f'<div class="frame"><img src="{src}" alt="frame"><br>'
+            parts.append(f'<div class="frame"><img src="{esc(src)}" alt="frame"><br>'
                          f'<b>{esc(outcome.topic)}</b> {outcome.stamp:.3f} '
                          f'({esc(outcome.frame_id)})<br>{esc(result.text)}'
                          f'<ul>{"".join(items)}</ul></div>')

@@ -17,10 +17,12 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+import errno
 import json
 import logging
 import os
 from pathlib import Path
+import stat
 from typing import Any
 
 from safetensors import safe_open, SafetensorError
@@ -121,6 +123,36 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def _shown(path: str, limit: int = 80) -> str:
+    """Quote ``path`` for a message, its middle left out when it is long."""
+    return repr(path if len(path) <= limit else f'{path[:limit // 2]}...{path[-limit // 4:]}')
+
+
+def _stat(path: str | Path) -> os.stat_result | None:
+    """Return ``os.stat(path)``, or None when nothing is there.
+
+    Raise ModelLoadError when the path cannot be examined: too long, not encodable, behind a
+    folder that may not be searched, a loop of links.
+    """
+    path = str(path)
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            size = len(os.fsencode(path))
+            longest = max(len(os.fsencode(name)) for name in path.split(os.sep))
+            raise ModelLoadError(
+                f'the model path {_shown(path)} is too long ({size} bytes, its longest name '
+                f'{longest} bytes; most file systems allow 255 bytes per name and 4096 per '
+                'path)') from None
+        raise ModelLoadError(f'cannot examine the model path {_shown(path)}: '
+                             f'{exc.strerror or exc}') from None
+    except ValueError as exc:  # text the file system encoding cannot hold
+        raise ModelLoadError(f'the model path {_shown(path)} is not a file name: {exc}') from None
+
+
 def _read_json(path: Path) -> Any:
     """Parse a JSON file as transformers does (UTF-8 text), or raise ModelLoadError."""
     try:
@@ -184,10 +216,12 @@ def _check_local_folder(folder: Path) -> None:
     config.json) names, ``.bin`` shards with torch.load included, so every index and every weight
     file is checked here first.
     """
-    if not folder.is_dir():
+    info = _stat(folder)
+    if info is None or not stat.S_ISDIR(info.st_mode):
         raise ModelLoadError(f'model path {folder} is not a folder')
     config_path = folder / 'config.json'
-    if not config_path.is_file():
+    info = _stat(config_path)
+    if info is None or not stat.S_ISREG(info.st_mode):
         raise ModelLoadError(f'model folder {folder} has no config.json')
     config = _read_json_object(config_path)
     _check_config(config, str(folder))
@@ -370,8 +404,11 @@ def load_model(options: ModelOptions) -> LoadedModel:
     if options.quantization == 'int4' and (options.dtype or 'auto').strip().lower() == 'auto':
         dtype = torch.bfloat16  # torchao's int4 kernels take bfloat16 activations
     quantization = _quantization_config(options, device, dtype)
+    if '\0' in str(options.model):  # before expanduser, which raises ValueError on it
+        raise ModelLoadError(f'the model path {_shown(str(options.model))} holds a NUL byte, '
+                             'which no file name can')
     source = os.path.expanduser(options.model)
-    local = Path(source).exists() or source.startswith(('/', './', '../', '~'))
+    local = _stat(source) is not None or source.startswith(('/', './', '../', '~'))
     try:
         if local:
             source, revision = str(Path(source)), options.revision

@@ -4,6 +4,7 @@
 
 from dataclasses import replace
 import json
+import os
 import shutil
 import socket
 import sys
@@ -56,6 +57,48 @@ def test_folder_problems_are_named(tiny_model_dir, tmp_path):
     (folder / 'model.safetensors').unlink()
     with pytest.raises(ModelLoadError, match=r'has no weights \(\*.safetensors\)'):
         load_model(ModelOptions(model=str(folder)))
+
+
+def test_paths_that_cannot_be_examined_are_named(tmp_path):
+    long_name = 'k' * 300  # over the 255 bytes a file name may have
+    loop = tmp_path / 'loop'
+    loop.symlink_to(loop)
+    cases = [
+        (long_name, r"model path 'k{40}\.\.\.k{20}' is too long \(300 bytes, its longest name "
+                    r'300 bytes; most file systems allow 255 bytes per name'),
+        (str(tmp_path / long_name / 'model'), r'is too long \(\d+ bytes, its longest name 300'),
+        ('/' + '/'.join(['d' * 200] * 25), r'is too long \(5025 bytes, its longest name 200 '),
+        ('~/' + long_name, 'its longest name 300 bytes'),
+        ('a\0b', r"the model path 'a\\x00b' holds a NUL byte, which no file name can"),
+        (str(tmp_path / 'a\0b'), 'holds a NUL byte'),
+        ('~a\0b/model', 'holds a NUL byte'),
+        (str(loop), r"cannot examine the model path '.*loop': Too many levels of symbolic"),
+        (str(loop / 'model'), 'Too many levels of symbolic links'),
+    ]
+    for name, message in cases:
+        with pytest.raises(ModelLoadError, match=message):
+            load_model(ModelOptions(model=name, local_files_only=True, device='cpu'))
+
+
+def test_folders_that_may_not_be_searched_are_named(tiny_model_dir, tmp_path):
+    locked = tmp_path / 'locked'
+    model = copy_model(tiny_model_dir, locked / 'model')
+    locked.chmod(0o600)
+    if os.access(model, os.F_OK):  # root (CAP_DAC_OVERRIDE): folder permissions mean nothing
+        locked.chmod(0o700)
+        pytest.skip('this user may search any folder')
+    try:  # the model's parent may not be searched
+        with pytest.raises(ModelLoadError, match=r"cannot examine the model path '.*model': "
+                                                 'Permission denied'):
+            load_model(ModelOptions(model=str(model), local_files_only=True, device='cpu'))
+        locked.chmod(0o700)
+        model.chmod(0o600)  # the model folder itself may not be searched
+        with pytest.raises(ModelLoadError, match=r"cannot examine the model path '.*model/"
+                                                 r"config\.json': Permission denied"):
+            load_model(ModelOptions(model=str(model), local_files_only=True, device='cpu'))
+    finally:
+        locked.chmod(0o700)
+        model.chmod(0o700)
 
 
 def test_remote_code_and_other_models_are_refused(tiny_model_dir, tmp_path):

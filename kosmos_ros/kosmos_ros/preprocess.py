@@ -3,16 +3,23 @@
 """Frames to ``pixel_values``: the reference image processor's result, computed faster.
 
 The released KOSMOS-2 image processor resizes the whole frame to 224x224 with Pillow's
-antialiased bicubic filter, rescales by 1/255 and normalizes with the CLIP mean and std. The
-fast path does the same with ``torch.nn.functional.interpolate(..., antialias=True)``, which
-implements Pillow's filter: on the CPU on uint8 data (rounded to 8 bits after each pass, as
-Pillow does), on CUDA in float32 with the same rounding between passes. It resizes the frame
-where it lies (a strided view of the message), and swaps colour channels only after resizing.
+antialiased bicubic filter, rescales by 1/255 and normalizes with the CLIP mean and std.
+Pillow resizes in two passes, one per axis, in an order that depends on the frame's shape
+(vertical first for frames taller than about twice their width, measured against the installed
+Pillow), in 22-bit fixed point, rounding to 8 bits after each pass.
 
-Pillow runs its two passes in an order that depends on the image's shape; the fast path runs
-them in the order measured against the installed Pillow (vertical first for frames taller than
-about twice their width), so its output stays within one grey level of the reference at
-camera sizes (``benchmarks/`` prints the maximum and mean difference).
+The fast path resizes a frame that both passes shrink at least twofold (camera frames) with
+``torch.nn.functional.interpolate(..., antialias=True)``, in Pillow's order: on the CPU torch's
+uint8 kernel, on CUDA float32 rounded half up between passes. Their coefficients are not
+Pillow's, so a few pixels of the first pass come out one level off. A second pass that shrinks
+twofold or more mostly averages that away (within one grey level on the photographs
+``benchmarks/`` measures at camera sizes; blocky content can still reach two just over twofold:
+one of 24 enlarged photographs at 800x480); one that enlarges or barely shrinks amplifies it
+(two levels at 4000x100 and 100x4000, on noise). So every other frame (small frames, extreme
+aspect ratios) is resized by Pillow itself (:func:`pillow_resize`), the reference's own resize:
+0.1 to 0.3 ms slower than torch's passes on frames up to 451x300, 2 to 3 ms on a 4000x100
+strip. The frame is resized where it lies (a strided view of the message), and colour channels
+are swapped only after resizing.
 
 It runs on the calling thread's torch threads, which the engine sets once
 (:mod:`kosmos_ros.threads`: one by default, steady on a busy CPU).
@@ -34,6 +41,26 @@ from kosmos_ros.errors import ImageError
 from kosmos_ros.images import Frame
 
 _PIL_BICUBIC = 3
+
+
+def vertical_first(in_h: int, in_w: int, out_h: int) -> bool:
+    """Whether Pillow resizes a frame vertically first (measured against Pillow 13)."""
+    return in_h > out_h and in_h + out_h > 2 * in_w
+
+
+def pillow_resize(frame: Frame, out_h: int, out_w: int) -> torch.Tensor:
+    """Resize a frame's colour (or mono) channels with Pillow itself: (1, C, H, W) uint8.
+
+    Pillow resizes bands alike, so BGR goes in as it is; alpha is left out (Pillow would
+    premultiply it, which the reference, given RGB, does not).
+    """
+    from PIL import Image
+
+    channels = frame.array[:, :, 0] if frame.order == 'mono' else frame.array[:, :, :3]
+    image = Image.fromarray(np.ascontiguousarray(channels))
+    resized = np.array(image.resize((out_w, out_h), Image.Resampling.BICUBIC,
+                                    reducing_gap=None))
+    return torch.from_numpy(resized.reshape(out_h, out_w, -1)).permute(2, 0, 1).unsqueeze(0)
 
 
 def _size_hw(size: Any) -> tuple[int, int] | None:
@@ -93,27 +120,23 @@ class Preprocessor:
         """Resize one frame to (1, C, H, W) holding 8-bit values (uint8 or rounded float)."""
         out_h, out_w = self.out_hw
         in_h, in_w = frame.height, frame.width
+        if in_h < 2 * out_h or in_w < 2 * out_w:  # torch's passes could be 2 levels off
+            return pillow_resize(frame, out_h, out_w)
         with warnings.catch_warnings():  # read-only message buffers are never written to
             warnings.simplefilter('ignore', UserWarning)
             x = torch.from_numpy(frame.array).permute(2, 0, 1).unsqueeze(0)
-        # uint8 on the CPU for camera-sized frames (torch's fast path, Pillow's fixed point);
-        # rounded float32 passes on CUDA and for small frames (closer to Pillow when enlarging).
-        use_uint8 = device.type == 'cpu' and in_h * in_w > 4 * out_h * out_w
-        vertical_first = in_h > out_h and in_h + out_h > 2 * in_w
-        if use_uint8:
+        first = vertical_first(in_h, in_w, out_h)
+        steps = [(out_h, in_w), (out_h, out_w)] if first else [(in_h, out_w), (out_h, out_w)]
+        if device.type == 'cpu':  # torch's uint8 kernel: both passes in one call, or two
             if not x.is_contiguous(memory_format=torch.channels_last):
                 x = x.contiguous(memory_format=torch.channels_last)
-            steps = [(out_h, in_w), (out_h, out_w)] if vertical_first else [(out_h, out_w)]
+            steps = steps if first else steps[1:]
         else:
             x = x.to(device, non_blocking=True).float()
-            steps = [(out_h, in_w), (out_h, out_w)] if vertical_first else \
-                [(in_h, out_w), (out_h, out_w)]
         for size in steps:
-            if (x.shape[2], x.shape[3]) == size:
-                continue
             x = F.interpolate(x, size=size, mode='bicubic', antialias=True, align_corners=False)
-            if not use_uint8:
-                x = x.round_().clamp_(0, 255)
+            if x.is_floating_point():  # Pillow rounds half up after each pass
+                x = x.add_(0.5).floor_().clamp_(0, 255)
         return x
 
     def __call__(self, frames: Sequence[Frame], device: torch.device | str = 'cpu',
@@ -146,4 +169,6 @@ class Preprocessor:
     def reference_pixel_values(self, frames: Sequence[Frame]) -> torch.Tensor:
         """Pixel values from the reference image processor (RGB arrays), on the CPU."""
         images = [np.asarray(f.to_rgb()) for f in frames]
-        return self.reference(images=images, return_tensors='pt')['pixel_values']
+        # Said, not guessed: a frame 1 or 3 pixels high would otherwise be read channels-first.
+        return self.reference(images=images, return_tensors='pt',
+                              input_data_format='channels_last')['pixel_values']

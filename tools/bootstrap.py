@@ -256,6 +256,28 @@ def write_lock(distro: str, venv: Path) -> None:
     log(f'wrote {target.relative_to(ROOT)} ({len(lines)} pins)')
 
 
+def ensure_browser() -> None:
+    """In CI (``CI=true``) as root with apt: install Debian's Chromium for the report tests.
+
+    The HTML reports are tested in headless Chromium (no script runs, every image decodes);
+    elsewhere those tests are skipped when no Chromium is found, and nothing is installed
+    system-wide unasked.
+    """
+    if os.environ.get('CI', '').lower() != 'true' or any(
+            shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome')):
+        return
+    if os.geteuid() != 0 or not shutil.which('apt-get'):
+        log('CI without root or apt-get: the browser tests will be skipped (no Chromium)')
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    quiet = ['-qq', '-o', 'Dpkg::Use-Pty=0']
+    install = ['apt-get', *quiet, 'install', '-y', '--no-install-recommends', 'chromium']
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        run(['apt-get', *quiet, 'update'], env=env)
+        run(install, env=env)
+    log('installed chromium (CI) for the HTML report tests')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--distro', default=os.environ.get('KOSMOS_ROS_DISTRO', 'jazzy'),
@@ -268,6 +290,7 @@ def main() -> None:
     pip_install(args.distro, venv)
     fix_cmake_paths(venv)
     colcon_build(args.distro, venv)
+    ensure_browser()
     if args.lock:
         write_lock(args.distro, venv)
     log(f'{args.distro} environment ready in {time.monotonic() - started:.0f} s '

@@ -22,8 +22,6 @@ from pathlib import Path
 import sys
 from typing import Any, Sequence
 
-from kosmos_ros.bag.cli import add_model_arguments, model_options
-from kosmos_ros.bag.ground_bag import add_depth_arguments
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.threads import quiet_openmp
 
@@ -31,6 +29,9 @@ PROG = 'kosmos_corpus'
 
 
 def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> None:
+    from kosmos_ros.bag.cli import add_model_arguments  # numpy: after main() took the signals
+    from kosmos_ros.bag.ground_bag import add_depth_arguments
+
     parser.add_argument('inputs', nargs='*', metavar='BAG',
                         help='bags (rosbag2 folder, .mcap, .db3, ROS 1 .bag), folders searched '
                              'recursively, or globs (quote them: "bags/**/*.mcap")')
@@ -77,6 +78,9 @@ def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> No
 
 
 def _parser() -> argparse.ArgumentParser:
+    from kosmos_ros.bag.cli import add_model_arguments
+    from kosmos_ros.bag.ground_bag import add_depth_arguments
+
     parser = argparse.ArgumentParser(
         prog=PROG, description='Regression testing on a corpus of bags: ground every bag '
         "with ground_bag's engine and outputs into one run folder (output bags, a Parquet "
@@ -151,24 +155,59 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return its exit status."""
-    args = _parser().parse_args(argv)
-    quiet_openmp()
+    """Run the command; return its exit status.
+
+    SIGTERM (systemd, ``docker stop``, ``timeout``) is a Ctrl-C from the first instant: it
+    raises SIGINT, which the run's SigintGuard, or this function, turns into exit 130. Both
+    are held while the options are read and the command's modules load: a KeyboardInterrupt
+    inside the import of numpy or pyarrow turns into an ImportError, or an exit by SIGINT
+    (-2) after this function returned. After an interrupt both stay ignored until the
+    process exits (no traceback on the way out); otherwise the SIGTERM handler is given back.
+    """
+    import signal
+    import threading
+
+    from kosmos_ros.corpus.ray_env import signals_held
+
+    forward = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler and \
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if forward:
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    status = None
     try:
-        if args.command == 'ground':
-            return _ground(args)
-        if args.command == 'search':
-            return _search(args)
-        return _compare(args)
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted', file=sys.stderr)
-        return 130
-    except ModelLoadError as exc:
-        print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
-        return 1
-    except (KosmosError, ValueError, OSError) as exc:
-        print(f'{PROG}: error: {exc}', file=sys.stderr)
-        return 2
+        try:
+            with signals_held():
+                args = _parser().parse_args(argv)
+                quiet_openmp()  # before torch loads
+                import pyarrow.compute  # noqa: F401 (the C extensions the command loads)
+                import pyarrow.parquet  # noqa: F401
+                if args.command == 'ground' or getattr(args, 'find', None) is not None:
+                    import kosmos_ros.corpus.run  # noqa: F401
+                    import kosmos_ros.engine  # noqa: F401 (torch)
+            if args.command == 'ground':
+                status = _ground(args)
+            elif args.command == 'search':
+                status = _search(args)
+            else:
+                status = _compare(args)
+        except KeyboardInterrupt:
+            if forward:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print(f'{PROG}: interrupted', file=sys.stderr)
+            status = 130
+        except ModelLoadError as exc:
+            print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
+            status = 1
+        except (KosmosError, ValueError, OSError) as exc:
+            print(f'{PROG}: error: {exc}', file=sys.stderr)
+            status = 2
+    finally:  # status None: SystemExit (argparse) on its way
+        if forward:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if status == 130 else
+                          signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if status == 130 else signal.SIG_DFL)
+    return status
 
 
 def _workers(text: str) -> int | None:
@@ -215,6 +254,7 @@ def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: P
 
 
 def _spec(args: argparse.Namespace) -> Any:
+    from kosmos_ros.bag.cli import model_options
     from kosmos_ros.corpus.options import WorkerSpec
     from kosmos_ros.engine import EngineOptions
 

@@ -10,26 +10,27 @@ pixel limit), ``check`` (a query's PromptError, before any work) and ``ground`` 
 The embedded local Ray binds every server to loopback: before Ray is imported,
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes it take 127.0.0.1 as the node address (without
 it, Ray 2.60 advertises and dials the machine's external address), and usage statistics are
-off (``RAY_USAGE_STATS_ENABLED=0``: no report is sent anywhere). ``ray_address`` joins an
-existing cluster instead, whose network is then the cluster's.
+off (``RAY_USAGE_STATS_ENABLED=0``: no report is sent anywhere). It keeps its sockets, logs and
+token in a private folder and lets in only clients holding the token
+(:class:`~kosmos_ros.corpus.ray_env.PrivateRay`), removed when the pool closes. SIGINT and
+SIGTERM wait until ``ray.init`` and ``ray.shutdown`` are done
+(:func:`~kosmos_ros.corpus.ray_env.signals_held`). ``ray_address`` joins an existing cluster
+instead, whose network and authentication are then the cluster's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import os
-import signal
-import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from kosmos_ros.corpus import CorpusError
 from kosmos_ros.corpus.options import WorkerSpec
 from kosmos_ros.corpus.plan import Chunk
+from kosmos_ros.corpus.ray_env import PrivateRay, signals_held
 from kosmos_ros.corpus.work import ChunkResult, ground_chunks
 from kosmos_ros.datatypes import Query
 from kosmos_ros.errors import KosmosError, ModelLoadError
-
-LOCAL_RAY_ENV = {'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0', 'RAY_USAGE_STATS_ENABLED': '0'}
 
 
 @dataclass(frozen=True)
@@ -107,24 +108,36 @@ class RayPool:
 
     def __init__(self, spec: WorkerSpec, workers: int | None, address: str | None,
                  on_status: Callable[[str], None] | None = None):
-        self.started = False
-        ray = _import_ray(local=address is None)
-        # ray.init makes SIGTERM exit the process at once (sys.exit); keep the run's own
-        # handler (SigintGuard: stop, keep what is finished, mark the run interrupted).
-        sigterm = signal.getsignal(signal.SIGTERM)
+        self.ray: Any = None
+        self.private: PrivateRay | None = None
+        self._processes: list[Any] = []
         try:
-            if address is None:
-                ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False,
-                         log_to_driver=False, object_store_memory=256 * 2**20,
-                         logging_level='WARNING', namespace='kosmos_ros_corpus')
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level='WARNING',
-                         namespace='kosmos_ros_corpus')
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise CorpusError(f'cannot start or join Ray ({address or "local"}): {exc}') from None
-        self.started = True
-        if threading.current_thread() is threading.main_thread() and sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
+            self._start(spec, workers, address, on_status)
+        except BaseException:  # KeyboardInterrupt too: nothing of the cluster may stay
+            self.close()
+            raise
+
+    def _start(self, spec: WorkerSpec, workers: int | None, address: str | None,
+               on_status: Callable[[str], None] | None) -> None:
+        if address is None:
+            self.private = PrivateRay()
+        with signals_held():  # an interrupted import of Ray would be an ImportError
+            self.ray = ray = _import_ray(local=address is None)
+        with signals_held():  # Ray loaded: its SIGTERM handler stays out too
+            try:
+                if self.private is not None:
+                    self.private.use_token()
+                    ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1),
+                             include_dashboard=False, log_to_driver=False,
+                             object_store_memory=256 * 2**20, logging_level='WARNING',
+                             namespace='kosmos_ros_corpus', **self.private.init_args)
+                    self._processes = self.private.processes()
+                else:
+                    ray.init(address=address, log_to_driver=False, logging_level='WARNING',
+                             namespace='kosmos_ros_corpus')
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise CorpusError(f'cannot start or join Ray ({address or "local"}): '
+                                  f'{exc}') from None
         gpus = int(ray.cluster_resources().get('GPU', 0))
         device = str(getattr(spec.model, 'device', 'auto')).lower()
         use_gpu = device.startswith('cuda') or (device == 'auto' and gpus > 0)
@@ -132,7 +145,6 @@ class RayPool:
             workers = max(1, gpus) if use_gpu else 1
         self.workers = workers
         if use_gpu and gpus < workers:
-            self.close()
             raise CorpusError(f'{workers} workers need {workers} GPUs; the Ray cluster has '
                               f'{gpus}')
         resources = {'num_gpus': 1, 'num_cpus': 1} if use_gpu else {'num_cpus': 1}
@@ -141,18 +153,14 @@ class RayPool:
         try:
             infos = ray.get([a.info.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
-            self.close()
             raise CorpusError(f'a worker could not load the model: {_ray_reason(exc)}') from None
         failed = [i.load_error for i in infos if i.load_error]
         if failed:
-            self.close()
             raise ModelLoadError(failed[0])
         if len({i.description for i in infos}) > 1:
-            self.close()
             raise CorpusError('the workers loaded different models: '
                               + '; '.join(sorted({i.description for i in infos})))
         self._info = infos[0]
-        self.ray = ray
         if on_status:
             on_status(f'{workers} Ray workers ({"GPU" if use_gpu else "CPU"}) on '
                       f'{address or "a local Ray bound to 127.0.0.1"}')
@@ -178,18 +186,21 @@ class RayPool:
                 raise CorpusError(f'a worker failed: {_ray_reason(exc)}') from None
 
     def close(self) -> None:
-        if self.started:
-            self.started = False
-            import ray
-
-            ray.shutdown()
+        """Shut Ray down; for the embedded one, stop what is left of it and remove its folder."""
+        with signals_held():
+            if self.ray is not None:
+                self.ray, ray = None, self.ray
+                if self.private is not None and ray.is_initialized():
+                    self._processes += self.private.processes()
+                ray.shutdown()
+            if self.private is not None:
+                self.private, private = None, self.private
+                private.remove(self._processes)
 
 
 def _import_ray(local: bool) -> Any:
-    if local:
-        for name, value in LOCAL_RAY_ENV.items():
-            os.environ[name] = value
-    else:
+    """Import Ray; for the local Ray, after PrivateRay has set its environment."""
+    if not local:
         os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
     try:
         import ray

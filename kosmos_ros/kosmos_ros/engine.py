@@ -32,6 +32,7 @@ from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSetti
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
 from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
 from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
+from kosmos_ros.parsing import strip_tags
 from kosmos_ros.preprocess import Preprocessor
 from kosmos_ros.prompts import build_prompt
 from kosmos_ros.static_decode import StaticStep
@@ -242,6 +243,19 @@ class GroundingEngine:
             raise PromptError(f'prompt of {len(ids)} tokens plus {budget} new tokens exceeds '
                               f'the model limit of {self.max_positions} positions')
         return ids, budget
+
+    def read_phrase(self, phrase: str) -> str:
+        """Return ``phrase`` as the model's results spell it, for comparing the two.
+
+        The phrase goes through what a FIND prompt's phrase goes through before it comes back
+        in a result: the prompt builder's neutralisation, the tokenizer (its normal form,
+        unknown characters) and the reference decoding (fullwidth letters come back as ASCII,
+        a control character as a space). PromptError when FIND cannot take it.
+        """
+        ids, _ = self.prepare(Query(Task.FIND, phrase), 640, 480)
+        decoded = self.tokenizer.decode(ids[self.num_image_tokens + 3:],
+                                        skip_special_tokens=True)
+        return ' '.join(strip_tags(decoded).split())
 
     def _prepared(self, encoded: EncodedImage, query: Query) -> _Prepared:
         ids, budget = self.prepare(query, encoded.width, encoded.height)

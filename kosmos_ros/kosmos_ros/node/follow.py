@@ -12,14 +12,25 @@ it (the model confirming it, the optical flow following it between results). Whe
 is lost or aged out, the next result that finds the phrase gives a new target (the box
 nearest the last one seen, else the best-scoring).
 
-Feedback, on every tracked frame of the camera: the frame's header, ``searching`` /
-``tracking`` / ``lost``, the track id, its box, the score of its last confirmation, its 3D
-position (with depth) and the time since that confirmation.
+The goal's phrase is compared with the model's phrases as the model spells it
+(:meth:`~kosmos_ros.engine.GroundingEngine.read_phrase`: neutralised, normalised and decoded
+as a FIND prompt's phrase is), so brackets, fullwidth letters or a control character in the
+goal match what comes back.
 
-A goal ends when it is cancelled (``success: true``), when its target has not been tracked
-for ``lost_timeout`` seconds (or, never found, ``lost_timeout`` after it began, once a model
-result has come back), when its query fails (the reason), or when the node stops being active.
-The goal callbacks are coroutines awaiting the end: no executor thread is held by a goal.
+Feedback, on every tracked frame of the camera: the frame's header, ``searching`` /
+``tracking`` / ``predicted`` (the optical flow failed on this frame: the motion model's box)
+/ ``lost``, the track id, its box, the score of its last confirmation, its 3D position (with
+depth) and the time since that confirmation (message time, never negative).
+
+Every accepted goal ends with a result. It ends when it is cancelled (``success`` true only
+when its target was being followed then), when its target has not been tracked for
+``lost_timeout`` seconds (or, never found, ``lost_timeout`` after it began, once a model result
+has come back), when its query fails (the reason), when the node stops being active, or when
+its client is gone (:class:`.follow_clients.ClientWatch`: ``follow_client_timeout``). A goal
+sent while the node configures or activates waits for it to become active, up to
+``follow_activation_timeout``; one sent while it is inactive otherwise ends at once with the
+reason; none is taken while the node leaves the active state. The goal callbacks are
+coroutines awaiting the end: no executor thread is held by a goal.
 """
 
 from __future__ import annotations
@@ -39,10 +50,20 @@ from kosmos_ros.association import iou_matrix
 from kosmos_ros.datatypes import GroundingResult, PixelBox, Query, Task
 from kosmos_ros.errors import InferenceCancelled, KosmosError, RegionError
 from kosmos_ros.node.conversions import bbox_msg, duration_msg, region_from_bbox
+from kosmos_ros.node.follow_clients import ClientWatch
 from kosmos_ros.node.queries import describe_error, QUERY_QOS
 from kosmos_ros.node.scheduling import QueryJob
 
-SEARCHING, TRACKING, LOST = 'searching', 'tracking', 'lost'
+SEARCHING, TRACKING, PREDICTED, LOST = 'searching', 'tracking', 'predicted', 'lost'
+WAIT_STEP = 0.1  # seconds between two looks at the node's state, for a goal waiting for it
+
+
+def motion_state(track: Any) -> str:
+    """Return a track's feedback state: tracking, predicted or lost."""
+    motion = getattr(track, 'motion', None)
+    if motion is None:
+        return TRACKING if track.followed else LOST
+    return {'tracked': TRACKING, 'predicted': PREDICTED}.get(str(motion), LOST)
 
 
 @dataclass
@@ -51,7 +72,8 @@ class _Goal:
 
     handle: Any
     camera: str
-    phrase: str
+    phrase: str  # as given (the FIND prompt)
+    read: str  # as the model spells it (read_phrase): what its results are compared with
     region: PixelBox | None
     period: float  # seconds between two model queries
     min_score: float
@@ -65,27 +87,33 @@ class _Goal:
     in_flight: bool = False
     last_query: float = -math.inf  # monotonic
     ended: bool = False
+    success: bool = False  # cancelled while its target was followed
 
 
 class FollowServer:
     """Serves ``~/follow`` for a node; the tracking thread drives the running goals."""
 
-    def __init__(self, node: Any, session: Callable[[], Any], check_phrase: Callable,
-                 now: Callable[[], float], pump: Callable[[], Any]):
+    def __init__(self, node: Any, session: Callable[[], Any], read_phrase: Callable[[str], str],
+                 now: Callable[[], float], pump: Callable[[], Any],
+                 starting: Callable[[], bool]):
         """Create the action server.
 
         Args:
             node: the grounding node.
             session: returns the active :class:`.queries.Session`, or raises ValueError why not.
-            check_phrase: raises PromptError/ValueError for a phrase FIND cannot take.
+            read_phrase: returns a phrase as the model spells it; raises PromptError/ValueError
+                for a phrase FIND cannot take.
             now: the node's clock, seconds.
             pump: returns the node's :class:`.tracks.TrackingPump` (None when not configured).
+            starting: whether the node is on its way to active (configuring, activating).
         """
-        self._node, self._session, self._check_phrase = node, session, check_phrase
-        self._now, self._pump = now, pump
+        self._node, self._session, self._read_phrase = node, session, read_phrase
+        self._now, self._pump, self._starting = now, pump, starting
         self._lock = threading.Lock()
         self._goals: list[_Goal] = []
+        self._open = False  # goals are taken (the node is active and not leaving it)
         self._closing = False  # the node is shutting down: its action server may be gone
+        self.clients = ClientWatch(node, '~/follow')
         self.action = ActionServer(
             node, Follow, '~/follow', execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
@@ -103,10 +131,16 @@ class FollowServer:
         with self._lock:
             return len(self._goals)
 
-    def end_all(self, reason: str, closing: bool = False) -> None:
-        """End every running goal (the node is leaving the active state, or closing)."""
-        self._closing = self._closing or closing
+    def take_goals(self) -> None:
+        """Take goals (the node became active)."""
         with self._lock:
+            self._open = not self._closing
+
+    def end_all(self, reason: str, closing: bool = False) -> None:
+        """End every running goal and take no more (the node leaves the active state)."""
+        with self._lock:
+            self._closing = self._closing or closing
+            self._open = False
             goals = list(self._goals)
         for goal in goals:
             self._end(goal, 'abort', reason)
@@ -114,13 +148,17 @@ class FollowServer:
     # -- the action --------------------------------------------------------------------------
 
     async def _execute(self, goal_handle: Any) -> Follow.Result:
+        waited = await self._wait_for_active(goal_handle)
         future = Future(executor=self._node.executor)
         future.add_done_callback(lambda f: None)  # wakes the executor when set
         try:
             goal = self._admit(goal_handle, future)
         except (ValueError, KosmosError) as exc:
             goal_handle.abort()
-            return Follow.Result(success=False, message=str(exc), track_id=-1)
+            message = str(exc) if waited is None else (
+                f'{exc} (waited {waited:.1f} s for the node to become active; '
+                'follow_activation_timeout)')
+            return Follow.Result(success=False, message=message, track_id=-1)
         pump = self._pump()
         if pump is not None:
             pump.wake()
@@ -128,8 +166,7 @@ class FollowServer:
         with self._lock:
             if goal in self._goals:
                 self._goals.remove(goal)
-        result = Follow.Result(success=kind == 'cancel', message=message,
-                               track_id=goal.track_id)
+        result = Follow.Result(success=goal.success, message=message, track_id=goal.track_id)
         result.followed = duration_msg(
             0.0 if goal.found_at is None else max(0.0, self._now() - goal.found_at))
         try:
@@ -143,6 +180,38 @@ class FollowServer:
             result.message += f' ({type(exc).__name__} while ending the goal)'
         return result
 
+    async def _wait_for_active(self, goal_handle: Any) -> float | None:
+        """Wait while the node is on its way to active; return the seconds waited (or None).
+
+        Up to ``follow_activation_timeout`` (node clock), or until the goal is cancelled.
+        """
+        if self._is_open() or not self._starting():
+            return None
+        limit = float(self._node.get_parameter('follow_activation_timeout').value)
+        started = self._now()
+        while not self._is_open() and self._starting() and \
+                self._now() - started < limit and not goal_handle.is_cancel_requested:
+            await self._sleep(WAIT_STEP)
+        return self._now() - started
+
+    def _is_open(self) -> bool:
+        with self._lock:
+            return self._open
+
+    def _sleep(self, seconds: float) -> Future:
+        """Return a future done after ``seconds`` (a one-shot timer of the node)."""
+        future = Future(executor=self._node.executor)
+        timer: Any = None
+
+        def fire() -> None:
+            timer.cancel()
+            self._node.destroy_timer(timer)
+            if not future.done():
+                future.set_result(None)
+
+        timer = self._node.create_timer(seconds, fire)
+        return future
+
     def _admit(self, goal_handle: Any, future: Future) -> _Goal:
         """Check a goal and register it; raise ValueError (or a KosmosError) with the reason."""
         request = goal_handle.request
@@ -151,7 +220,9 @@ class FollowServer:
         phrase = str(request.phrase).strip()
         if not phrase:
             raise ValueError('phrase is empty: say what to follow')
-        self._check_phrase('find', phrase, p.max_prompt_tokens)
+        read = self._read_phrase(phrase)
+        if not read:
+            raise ValueError(f'phrase {request.phrase!r} holds nothing the model can read')
         names = list(session.cameras)
         camera = request.camera or names[0]
         if camera not in session.cameras:
@@ -172,13 +243,17 @@ class FollowServer:
                                   f'({x:g}, {y:g}), size {w:g} x {h:g}')
             region = region_from_bbox(box)
         now = self._now()
-        goal = _Goal(goal_handle, camera, phrase, region, 1.0 / rate, min_score, future, now,
-                     last_seen=now)
+        goal = _Goal(goal_handle, camera, phrase, read, region, 1.0 / rate, min_score, future,
+                     now, last_seen=now)
         with self._lock:
+            if not self._open:  # deactivate ran meanwhile: it ended the goals it saw
+                raise ValueError('the node is leaving the active state; send the goal again '
+                                 'once it is active')
             if len(self._goals) >= int(p.max_follow_goals):
                 raise ValueError(f'{len(self._goals)} follow goals are running '
                                  f'(max_follow_goals {p.max_follow_goals}); cancel one first')
             self._goals.append(goal)
+        self.clients.adopt(goal, float(p.follow_client_timeout))
         return goal
 
     def _end(self, goal: _Goal, kind: str, message: str) -> None:
@@ -205,10 +280,15 @@ class FollowServer:
             for goal in goals:
                 self._end(goal, 'abort', str(exc))
             return
+        gone = self.clients.gone(goals, float(session.params.follow_client_timeout))
         for goal in goals:
             if goal.handle.is_cancel_requested:
-                self._end(goal, 'cancel', 'cancelled' + (
-                    f' (followed track {goal.track_id})' if goal.track_id >= 0 else ''))
+                self._cancel(goal)
+                continue
+            if id(goal) in gone:
+                self._end(goal, 'abort', 'client gone: no subscriber of the feedback of the goal '
+                          'that was there when it was accepted is left (for '
+                          f'{session.params.follow_client_timeout:g} s, follow_client_timeout)')
                 continue
             timeout = float(session.params.lost_timeout)
             if goal.answered and now - goal.last_seen > timeout:
@@ -224,10 +304,25 @@ class FollowServer:
             if not goal.in_flight and time.monotonic() - goal.last_query >= goal.period:
                 self._query(goal, session)
 
+    def _cancel(self, goal: _Goal) -> None:
+        """End a cancelled goal; ``success`` says whether its target was followed then."""
+        pump = self._pump()
+        stream = pump.streams.get(goal.camera) if pump is not None else None
+        track = stream.get(goal.track_id) if stream is not None and goal.track_id >= 0 \
+            else None
+        goal.success = track is not None and track.followed
+        if goal.success:
+            message = f'cancelled while following track {goal.track_id}'
+        elif goal.track_id >= 0:
+            message = f'cancelled after track {goal.track_id} was lost'
+        else:
+            message = 'cancelled while searching (no target found yet)'
+        self._end(goal, 'cancel', message)
+
     @staticmethod
     def _lost_message(goal: _Goal, now: float, timeout: float) -> str:
         if goal.track_id < 0:
-            return (f'not found: the model found no box of {goal.phrase!r} scoring at least '
+            return (f'not found: the model found no box of {goal.read!r} scoring at least '
                     f'{goal.min_score:g} within {timeout:g} s (lost_timeout)')
         return (f'lost: track {goal.track_id} ({goal.phrase!r}) not tracked for '
                 f'{now - goal.last_seen:.1f} s (lost_timeout {timeout:g} s)')
@@ -260,8 +355,7 @@ class FollowServer:
         if pump is None or goal.ended:
             return
         stream = pump.streams.get(goal.camera)
-        tracks = stream.on_result(stamp, result, goal.min_score,
-                                  goal.phrase)
+        tracks = stream.on_result(stamp, result, goal.min_score, goal.read)
         goal.answered = True
         current = stream.get(goal.track_id) if goal.track_id >= 0 else None
         followed = [t for t in tracks if t.followed]
@@ -284,9 +378,10 @@ class FollowServer:
                 feedback.state = LOST
                 if track is not None:
                     feedback.box, feedback.score = bbox_msg(track.box), float(track.score)
-                    feedback.since_confirmed = duration_msg(stamp - track.last_confirmed)
+                    feedback.since_confirmed = duration_msg(
+                        max(0.0, stamp - track.last_confirmed))
+                    feedback.state = motion_state(track)
                     if track.followed:
-                        feedback.state = TRACKING
                         goal.last_seen, goal.last_box = self._now(), track.box
                     item = lifted.get(track.track_id)
                     if item is not None and item.box is not None:

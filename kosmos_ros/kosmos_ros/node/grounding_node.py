@@ -82,8 +82,8 @@ class GroundingNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_set)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._queries = QueryServer(self, self._session, self._on_query_result)
-        self._follow = FollowServer(self, self._session, self._check_continuous, self._now,
-                                    lambda: self._tracking)
+        self._follow = FollowServer(self, self._session, self._read_phrase, self._now,
+                                    lambda: self._tracking, self._starting)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
                                              self._publish_diagnostics,
@@ -123,6 +123,22 @@ class GroundingNode(LifecycleNode):
     def _check_set(self, params: list[Any]) -> Any:
         return self._store.check_set(params, self._state, self._params is not None,
                                      self._check_continuous)
+
+    def _starting(self) -> bool:
+        """Whether a transition is taking the node towards active (configure, activate)."""
+        return self._transitions.busy and self._transitions.state() in (
+            'unconfigured', 'configuring', 'inactive', 'activating')
+
+    def _read_phrase(self, phrase: str) -> str:
+        """Return a FIND phrase as the model's results spell it; PromptError if refused.
+
+        On a copy of the engine, so that its prompt cache stays the worker's alone.
+        """
+        engine, params = self._engine, self._params
+        if engine is None or params is None:
+            raise ValueError(f'node is not active (state: {self._state}); activate it first')
+        return engine.with_options(max_prompt_tokens=int(params.max_prompt_tokens)
+                                   ).read_phrase(phrase)
 
     def _check_continuous(self, task: str, prompt: str, max_prompt_tokens: int) -> Query:
         """Return the continuous query, or raise PromptError/ValueError with the reason.
@@ -262,6 +278,7 @@ class GroundingNode(LifecycleNode):
         self._worker.set_paused(False)
         self._active_since = time.monotonic()
         self._state = 'active'
+        self._follow.take_goals()
         return super().on_activate(state)
 
     def _activate(self) -> None:

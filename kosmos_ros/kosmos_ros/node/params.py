@@ -186,6 +186,15 @@ class NodeParams:
     max_follow_goals: int = _spec(
         8, 'Most follow goals running at once; a goal beyond it ends at once with the reason.',
         low=1, high=256)
+    follow_client_timeout: float = _spec(
+        2.0, "A follow goal ends (aborted, 'client gone') once no subscriber of the action's "
+        'feedback that was there when it was accepted has been left for this many seconds '
+        '(a client that exits leaves at once; a killed one when DDS notices, within its lease: '
+        'about 20 s with Fast DDS defaults).', low=0.1, high=3600.0)
+    follow_activation_timeout: float = _spec(
+        30.0, 'A follow goal sent while the node is configuring or activating waits this many '
+        'seconds (node clock) for it to become active, then ends with the reason.',
+        low=0.0, high=3600.0)
     diagnostics_period: float = _spec(
         1.0, 'Seconds between /diagnostics messages.', low=0.1, high=60.0)
     autostart: bool = _spec(

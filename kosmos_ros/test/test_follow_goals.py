@@ -19,9 +19,9 @@ import time
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from helpers import wait_for  # noqa: I100
+from helpers import small, wait_for  # noqa: I100
 from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100
-from test_tracks_node import FRAME_HZ, harness, result_of, scene, send_follow  # noqa: F401
+from test_tracks_node import FRAME_HZ, harness, result_of, send_follow  # noqa: I100
 
 CLIENT = textwrap.dedent('''
     import os, sys, time
@@ -73,6 +73,11 @@ def short_lease(tmp_path_factory):
                 FASTRTPS_DEFAULT_PROFILES_FILE=str(path))  # Fast DDS 3 and 2
 
 
+@pytest.fixture
+def scene(photos):
+    return small(photos['chelsea'], 320, 240)
+
+
 def planner(h, how, env=None):
     """Start a planner process that sends a follow goal; return it once the goal tracks."""
     proc = subprocess.Popen([sys.executable, '-c', CLIENT, f'{h.ns}/kosmos_grounding/follow',
@@ -97,9 +102,8 @@ def ends_of(h):
     return ends
 
 
-def test_a_goal_whose_client_is_gone_ends_and_a_live_clients_goes_on(ros, tiny_model_dir,
-                                                                      steer, scene,
-                                                                      short_lease):
+def test_a_goal_whose_client_is_gone_ends_and_a_live_clients_goes_on(
+        ros, tiny_model_dir, steer, scene, short_lease):
     h = harness(ros, tiny_model_dir, steer, follow_client_timeout=0.5, max_follow_goals=2)
     h.follow.destroy()  # only the planners subscribe to the feedback
     stream = Stream(h, 'front', scene, FRAME_HZ)
@@ -172,7 +176,7 @@ def test_goals_sent_while_deactivate_runs_end_with_a_result(ros, tiny_model_dir,
 
 @pytest.mark.parametrize('limit, ends_as', [(30.0, 'runs'), (0.5, 'times out')])
 def test_goals_sent_while_the_node_configures_wait_for_it(ros, tiny_model_dir, steer, scene,
-                                                         limit, ends_as):
+                                                          limit, ends_as):
     h = NodeHarness(ros, tiny_model_dir, steer=steer, configure=False, cameras=('front',),
                     max_new_tokens=24, rate_hz=0.0, follow_activation_timeout=limit)
     configure = h.node._configure

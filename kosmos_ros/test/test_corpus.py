@@ -398,8 +398,13 @@ def test_a_failing_worker_ends_the_run_incomplete_and_it_resumes(corpus, steered
 
 def test_run_folder_and_options_are_checked(corpus, steered, reference, tmp_path):
     out, _ = reference
-    with pytest.raises(CorpusError, match='other options'):
+    with pytest.raises(CorpusError, match='other options') as raised:
         run_corpus(options(corpus, out, prompt='something else', task='raw'), engine=steered)
+    # Each option that differs, with both values; nothing about the ones that agree.
+    assert str(raised.value).count(' in the run folder, ') == 2
+    assert "prompt '' in the run folder, 'something else' now" in str(raised.value)
+    assert "task 'caption' in the run folder, 'raw' now" in str(raised.value)
+    assert 'rate_hz' not in str(raised.value)
     stranger = tmp_path / 'notes'
     stranger.mkdir()
     (stranger / 'todo.txt').write_text('mine')

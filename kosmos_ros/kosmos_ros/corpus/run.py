@@ -113,12 +113,24 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
     with _Lock(out), SigintGuard() as sigint:
         existing = manifest.read(out)
         if existing is not None and existing.get('options') != options.fingerprint():
-            raise CorpusError(f'{out} holds a run with other options '
-                              f'({existing.get("options")}); resume it with the same options '
-                              'or choose a new run folder')
+            raise CorpusError(f'{out} holds a run with other options: '
+                              f'{differences(existing.get("options"), options.fingerprint())}; '
+                              'resume it with the same options or choose a new run folder')
         run = _Run(options, query, folder, existing, echo or _stderr, sigint)
         run.summary.problems = [{'input': i, 'reason': r} for i, r in problems]
         return run.execute(paths, spec, engine, progress, on_chunk)
+
+
+def differences(before: Any, now: dict[str, Any]) -> str:
+    """Return each option that differs between a run folder's options and these, both values."""
+    if not isinstance(before, dict):
+        return f'the folder records {before!r}'
+    parts = []
+    for name in sorted(set(before) | set(now)):
+        if before.get(name, '(not set)') != now.get(name, '(not set)'):
+            parts.append(f'{name} {before.get(name, "(not set)")!r} in the run folder, '
+                         f'{now.get(name, "(not set)")!r} now')
+    return '; '.join(parts)
 
 
 def _stderr(line: str) -> None:

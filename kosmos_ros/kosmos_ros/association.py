@@ -3,7 +3,8 @@
 """Which detection belongs to which track: overlap, phrases and an optimal assignment.
 
 The pairs come from ``scipy.optimize.linear_sum_assignment`` (the Hungarian method's job, done
-by a maintained solver) on a cost of ``1 - IoU``, never from a greedy pass: a greedy pass gives
+by a maintained solver) on a cost of ``1 - IoU`` (a predicted box may also match by the
+distance of the centres, within a reach), never from a greedy pass: a greedy pass gives
 a detection to the track it overlaps most even when another track has no other match, and so
 breaks identities exactly where two look-alike objects pass each other.
 """
@@ -36,22 +37,44 @@ def iou_matrix(first: Sequence[PixelBox], second: Sequence[PixelBox]) -> np.ndar
 
 
 def associate(tracks: Sequence[tuple[str, PixelBox]], detections: Sequence[tuple[str, PixelBox]],
-              iou_threshold: float) -> list[tuple[int, int]]:
+              iou_threshold: float, reach: Sequence[float] | None = None
+              ) -> list[tuple[int, int]]:
     """Pair tracks with detections, both given as (phrase key, box); return (track, detection).
 
-    Only pairs of equal phrase keys overlapping by at least ``iou_threshold`` may match. Among
-    those, ``scipy.optimize.linear_sum_assignment`` finds the most pairs and, of such
-    assignments, the one of least summed ``1 - IoU`` (a forbidden pair costs more than every
-    allowed pair together): one high overlap does not take a detection that two tracks need.
+    Only pairs of equal phrase keys may match: those overlapping by at least
+    ``iou_threshold``, and, for track ``i`` with ``reach[i] > 0`` (a box the motion model
+    predicted, which drifts from its object), those whose centres lie within ``reach[i]``
+    pixels and whose areas differ by less than a factor of 4. Among those,
+    ``scipy.optimize.linear_sum_assignment`` finds the most pairs and, of such assignments,
+    the one of least summed ``1 - IoU`` (plus, for a pair allowed by its reach alone, its
+    distance over the reach; a forbidden pair costs more than every allowed pair together):
+    one high overlap does not take a detection that two tracks need.
     """
     if not tracks or not detections:
         return []
-    overlap = iou_matrix([box for _, box in tracks], [box for _, box in detections])
+    first, second = [box for _, box in tracks], [box for _, box in detections]
+    overlap = iou_matrix(first, second)
     same = np.array([[t == d for d, _ in detections] for t, _ in tracks], bool)
-    allowed = same & (overlap >= iou_threshold)
-    cost = np.where(allowed, 1.0 - overlap, _FORBIDDEN)
+    near = overlap >= iou_threshold
+    cost = 1.0 - overlap
+    if reach is not None and any(r > 0.0 for r in reach):
+        limit = np.asarray(reach, np.float64).reshape(-1, 1)
+        a, b = _centres_and_areas(first), _centres_and_areas(second)
+        distance = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+        ratio = a[:, None, 2] / np.maximum(b[None, :, 2], 1e-9)
+        reached = (limit > 0.0) & (distance <= limit) & (ratio > 0.25) & (ratio < 4.0)
+        cost = np.where(near, cost, cost + distance / np.maximum(limit, 1e-9))
+        near = near | reached
+    allowed = same & near
+    cost = np.where(allowed, cost, _FORBIDDEN)
     rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
+
+
+def _centres_and_areas(boxes: Sequence[PixelBox]) -> np.ndarray:
+    """Return (N, 3): each box's centre x, centre y and area."""
+    return np.array([[(b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2, b.width * b.height] for b in boxes],
+                    np.float64).reshape(-1, 3)
 
 
 def phrase_key(text: str) -> str:

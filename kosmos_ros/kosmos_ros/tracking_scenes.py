@@ -9,6 +9,9 @@ one phrase past each other. Frames are rendered on demand (``cv2.warpAffine`` at
 positions) and never stored. ``model_result`` stands in for KOSMOS-2: the true boxes with
 noise, put on the model's 32x32 location grid exactly as its output is decoded (``boxes.py``),
 as a :class:`GroundingResult` whose ``detections()`` feed a tracker like the engine's would.
+
+A robot's camera (panning, zooming, blurred, re-exposed and covered frames) is in
+``camera_scenes.py``.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ class Scene:
         width, height = self.size
         phrases = []
         for text in dict.fromkeys(m.phrase for m in self.movers):
-            boxes = [_grid_box(m.box(t), width, height, self.noise, rng)
+            boxes = [grid_box(m.box(t), width, height, self.noise, rng)
                      for m in self.movers if m.phrase == text]
             order = rng.permutation(len(boxes))
             phrases.append(GroundedPhrase(text, 0, len(text),
@@ -160,8 +163,8 @@ def _overlaps(a: PixelBox, b: PixelBox) -> bool:
     return a.x1 < b.x2 and b.x1 < a.x2 and a.y1 < b.y2 and b.y1 < a.y2
 
 
-def _grid_box(box: PixelBox, width: int, height: int, noise: float,
-              rng: np.random.Generator) -> GroundedBox:
+def grid_box(box: PixelBox, width: int, height: int, noise: float,
+             rng: np.random.Generator) -> GroundedBox:
     """Return ``box`` with noisy edges, quantized as KOSMOS-2's output is decoded."""
     dx, dy = noise * box.width, noise * box.height
     x1, y1, x2, y2 = (v + rng.normal(0.0, s) for v, s in

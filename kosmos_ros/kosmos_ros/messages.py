@@ -38,6 +38,10 @@ from kosmos_ros.depth import Lifted
 
 GROUNDING = 'kosmos_ros_interfaces/msg/Grounding'
 GROUNDED_PHRASE = 'kosmos_ros_interfaces/msg/GroundedPhrase'
+TRACK = 'kosmos_ros_interfaces/msg/Track'
+TRACK_ARRAY = 'kosmos_ros_interfaces/msg/TrackArray'
+# Track.state by tracking.Track.motion.
+TRACK_STATES = {'tracked': 0, 'predicted': 1, 'lost': 2}
 DETECTION_2D_ARRAY = 'vision_msgs/msg/Detection2DArray'
 DETECTION_3D_ARRAY = 'vision_msgs/msg/Detection3DArray'
 MARKER_ARRAY = 'visualization_msgs/msg/MarkerArray'
@@ -239,6 +243,24 @@ def tracks_msg(types: MessageTypes, tracks: Sequence[Any], header: Any) -> Any:
                             results=[_hypothesis(types, t.phrase, t.score, pose_msg(types))])
                   for t in tracks]
     return types.new(DETECTION_2D_ARRAY, header=head, detections=detections)
+
+
+def track_states_msg(types: MessageTypes, tracks: Sequence[Any], header: Any,
+                     stamp: float) -> Any:
+    """Return a kosmos_ros_interfaces/TrackArray: every track with its state (lost ones too).
+
+    ``stamp`` is the frame's (message time, seconds), from which the tracks' ages are counted.
+    """
+    out = []
+    for t in tracks:
+        coasted = float(getattr(t, 'coasted', 0.0) or 0.0)
+        out.append(types.new(
+            TRACK, track_id=int(t.track_id), phrase=t.phrase,
+            state=TRACK_STATES.get(str(getattr(t, 'motion', 'tracked')), 2),
+            box=bbox_msg(types, t.box), score=float(t.score), hits=int(t.hits),
+            since_confirmed=duration_msg(types, stamp - t.last_confirmed),
+            predicted_for=duration_msg(types, coasted)))
+    return types.new(TRACK_ARRAY, header=header_msg(types, header), tracks=out)
 
 
 def tracks_3d_msg(types: MessageTypes, tracks: Sequence[Any], lifted: Sequence[Lifted],

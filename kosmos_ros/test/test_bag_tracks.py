@@ -73,10 +73,22 @@ def test_one_tracks_message_per_admitted_frame(stream, tracked):
     s = summary.topics[RAW]
     assert (s.messages, s.grounded, s.throttled, s.tracks) == (FRAMES, 3, FRAMES - 3, FRAMES)
     assert summary.skipped == 0 and not s.not_tracked and summary.tracks == FRAMES
-    assert sorted(content) == ['/camera/detections', '/camera/grounding', '/camera/tracks']
-    assert s.outputs == ['/camera/detections', '/camera/grounding', '/camera/tracks']
+    outputs = ['/camera/detections', '/camera/grounding', '/camera/track_states',
+               '/camera/tracks']
+    assert sorted(content) == outputs and sorted(s.outputs) == outputs
     source, tracks = read_bag(stream.path)[RAW], content['/camera/tracks']
     assert len(tracks) == FRAMES
+    # Every track with its state, at the same bag times and headers: those on tracks are
+    # tracked or predicted (0, 1); the others lost (2).
+    states = content['/camera/track_states']
+    assert [t for t, _ in states] == [t for t, _ in tracks]
+    for (_, listed), (_, every) in zip(tracks, states):
+        assert stamp_of(every) == stamp_of(listed)
+        state = {t.track_id: t.state for t in every.tracks}
+        assert {int(d.id) for d in listed.detections} <= set(state)
+        assert all(state[int(d.id)] in (0, 1) for d in listed.detections)
+        assert all(v == 2 for k, v in state.items()
+                   if k not in {int(d.id) for d in listed.detections})
     for (t_src, src), (t_tr, msg) in zip(source, tracks):
         assert t_tr == t_src  # at the source image's bag time
         assert stamp_of(msg) == stamp_of(src) and msg.header.frame_id == 'camera_optical_frame'
@@ -179,7 +191,7 @@ def test_depth_gives_tracks_3d(tmp_path, steered):
                             steered)
     s = summary.topics[RAW]
     assert (s.grounded, s.throttled, s.tracks) == (3, 3, 6)
-    assert s.outputs[-2:] == ['/camera/tracks', '/camera/tracks_3d']
+    assert s.outputs[-3:] == ['/camera/tracks', '/camera/track_states', '/camera/tracks_3d']
     assert 'messages on /camera/tracks and /camera/tracks_3d' in summary.describe()
     content = read_bag(out)
     source, tracks = read_bag(bag.path)[RAW], content['/camera/tracks']

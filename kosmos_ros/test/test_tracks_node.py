@@ -384,3 +384,32 @@ def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
         assert wait_for(lambda: h.node._follow.running == 0, 5.0)
         response = h.call(task=0)  # the node still answers queries
         assert response.success, response.message
+
+
+def test_a_hidden_target_is_predicted_then_found_again_under_its_id(ros, tiny_model_dir, steer,
+                                                                    scene):
+    """Grey frames (a hand over the lens): the target coasts as 'predicted', keeps its id."""
+    from kosmos_ros_interfaces.msg import Track, TrackArray
+
+    with streaming(ros, tiny_model_dir, steer, scene, lost_timeout=5.0) as (h, stream):
+        states = []
+        h.client.create_subscription(TrackArray, 'front/track_states', states.append, 100)
+        handle, feedback = send_follow(h, phrase='a cat', regrounding_hz=0.5)
+        assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0)
+        target = [f for _, f in feedback if f.state == 'tracking'][-1].track_id
+        hidden = time.monotonic()
+        stream.rgb = np.full_like(scene, 128)
+        time.sleep(0.4)
+        stream.rgb = scene
+        assert wait_for(lambda: [f.state for t, f in feedback if t > hidden + 0.4][-3:]
+                        == ['tracking'] * 3, 10.0), [f.state for _, f in feedback][-20:]
+        after = [f for t, f in feedback if t > hidden]
+        assert 'predicted' in {f.state for f in after}, [f.state for f in after]
+        assert 'lost' not in {f.state for f in after}
+        assert {f.track_id for f in after} == {target}
+        # NAME/track_states said so too, with the same id.
+        said = {t.state for m in states for t in m.tracks if t.track_id == target}
+        assert Track.PREDICTED in said and Track.TRACKED in said, said
+        handle.cancel_goal_async()
+        status, result = result_of(handle)
+        assert status == CANCELED and result.success

@@ -113,7 +113,9 @@ def _add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     tracking.add_argument('--track', action='store_true',
                           help='follow the grounded boxes on every admitted frame (grounded or '
                                'throttled) as tracks with lasting ids, written to <base>/tracks '
-                               "(and <base>/tracks_3d with depth); the node's tracking")
+                               'and <base>/track_states (every track with its state: tracked, '
+                               "predicted, lost), and <base>/tracks_3d with depth; the node's "
+                               'tracking')
     # None: not given (the defaults are filled in by _options, which refuses them without
     # --track).
     tracking.add_argument('--track-rate-hz', type=float, default=None, metavar='HZ',
@@ -124,6 +126,10 @@ def _add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
                           help='seconds (message time) a track lives after the last model '
                                'result that confirmed it (default: '
                                f'{defaults.track_max_age:g}); needs --track')
+    tracking.add_argument('--track-coast-time', type=float, default=None, metavar='S',
+                          help='seconds (message time) a track coasts on its motion model '
+                               'when the optical flow fails, before it is lost (default: '
+                               f'{defaults.track_coast_time:g}); needs --track')
 
 
 def add_depth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +195,8 @@ def _options(args: argparse.Namespace, label: str) -> GroundBagOptions:
 def _tracking_options(args: argparse.Namespace) -> dict[str, Any]:
     """Return the tracking fields of the options; ValueError for an invalid value."""
     defaults = GroundBagOptions(Path(), Path())
-    given = {'--track-rate-hz': args.track_rate_hz, '--track-max-age': args.track_max_age}
+    given = {'--track-rate-hz': args.track_rate_hz, '--track-max-age': args.track_max_age,
+             '--track-coast-time': args.track_coast_time}
     if not args.track:
         named = [flag for flag, value in given.items() if value is not None]
         if named:
@@ -200,9 +207,13 @@ def _tracking_options(args: argparse.Namespace) -> dict[str, Any]:
     age = defaults.track_max_age if args.track_max_age is None else args.track_max_age
     if not (math.isfinite(rate) and rate >= 0.0):
         raise ValueError(f'--track-rate-hz must be 0 or more; got {rate}')
+    coast = defaults.track_coast_time if args.track_coast_time is None \
+        else args.track_coast_time
     if not (math.isfinite(age) and age > 0.0):
         raise ValueError(f'--track-max-age must be more than 0; got {age}')
-    return dict(track=True, track_rate_hz=rate, track_max_age=age)
+    if not (math.isfinite(coast) and coast >= 0.0):
+        raise ValueError(f'--track-coast-time must be 0 or more; got {coast}')
+    return dict(track=True, track_rate_hz=rate, track_max_age=age, track_coast_time=coast)
 
 
 def _load_engine(args: argparse.Namespace) -> Any:

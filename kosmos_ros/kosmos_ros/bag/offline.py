@@ -120,7 +120,8 @@ def check_tracking(options: GroundBagOptions) -> None:
     rate = options.track_rate_hz
     if not (math.isfinite(rate) and rate >= 0.0):
         raise TrackingError(f'track_rate_hz must be 0 or more; got {rate}')
-    TrackerSettings(track_max_age=options.track_max_age)  # TrackingError when invalid
+    TrackerSettings(track_max_age=options.track_max_age,  # TrackingError when invalid
+                    coast_seconds=options.track_coast_time)
 
 
 def track_streams(options: GroundBagOptions,
@@ -131,7 +132,8 @@ def track_streams(options: GroundBagOptions,
     from kosmos_ros.track_stream import TrackStream
     from kosmos_ros.tracking import TrackerSettings
 
-    settings = TrackerSettings(track_max_age=options.track_max_age)
+    settings = TrackerSettings(track_max_age=options.track_max_age,
+                               coast_seconds=options.track_coast_time)
     return {s.topic: TrackStream(settings, options.track_rate_hz) for s in stats}
 
 
@@ -281,7 +283,9 @@ class _BagRun:
                 write_results(output, s, timestamp, header, outcome.result,
                               outcome.public.lifted, self.options.min_score)
             if outcome.tracks is not None:
-                write_tracks(output, s, timestamp, header, outcome.tracks, tracks_3d)
+                write_tracks(output, s, timestamp, header, outcome.tracks, tracks_3d,
+                             self.streams[s.topic].tracks(include_lost=True),
+                             outcome.public.stamp)
             if self.report is not None and outcome.result is not None:
                 self.report.add(outcome.public, outcome.frame)
 

@@ -7,7 +7,9 @@ and ``<base>/grounding`` (``kosmos_ros_interfaces/Grounding``), and with depth
 ``<base>/detections_3d`` (``vision_msgs/Detection3DArray``), built by
 :mod:`kosmos_ros.messages` as the node builds them, with the source headers and bag times.
 With ``--track`` it also holds, per tracked frame, ``<base>/tracks``
-(``vision_msgs/Detection2DArray``, :func:`kosmos_ros.messages.tracks_msg`) and with depth
+(``vision_msgs/Detection2DArray``, :func:`kosmos_ros.messages.tracks_msg`),
+``<base>/track_states`` (``kosmos_ros_interfaces/TrackArray``, every track with its state,
+:func:`kosmos_ros.messages.track_states_msg`) and with depth
 ``<base>/tracks_3d`` (``vision_msgs/Detection3DArray``,
 :func:`kosmos_ros.messages.tracks_3d_msg`). Every failure to write is a BagError naming the path
 and the reason.
@@ -27,7 +29,7 @@ from kosmos_ros.bag.records import BagSummary, GroundBagOptions, TopicStats
 from kosmos_ros.bag.report import HtmlReport
 from kosmos_ros.bag.safety import check_outputs
 from kosmos_ros.bag.typestore import (DETECTION_2D_ARRAY, DETECTION_3D_ARRAY, GROUNDING,
-                                      RosbagsTypes)
+                                      RosbagsTypes, TRACK_ARRAY)
 from kosmos_ros.datatypes import GroundingResult
 
 
@@ -36,8 +38,9 @@ class Output:
     """The open output bag: its writer and the connections the results and copies go to.
 
     ``results`` maps an image topic to its (detections, grounding, detections_3d or None)
-    connections; ``tracks``, with ``--track``, an image topic to its (tracks, tracks_3d or None)
-    connections; ``copies`` an input (topic, type) to its copy, None when it cannot be copied.
+    connections; ``tracks``, with ``--track``, an image topic to its (tracks, tracks_3d or None,
+    track_states) connections; ``copies`` an input (topic, type) to its copy, None when it
+    cannot be copied.
     """
 
     writer: Any
@@ -94,7 +97,8 @@ def add_connections(writer: Any, options: GroundBagOptions, reader: Any, store: 
             output.tracks[s.topic] = (
                 writer.add_connection(s.output('tracks'), DETECTION_2D_ARRAY, typestore=store),
                 writer.add_connection(s.output('tracks_3d'), DETECTION_3D_ARRAY,
-                                      typestore=store) if s.topic in with_depth else None)
+                                      typestore=store) if s.topic in with_depth else None,
+                writer.add_connection(s.output('track_states'), TRACK_ARRAY, typestore=store))
     if options.copy_input:
         for conn in reader.connections:
             if (conn.topic, conn.msgtype) not in output.copies:
@@ -140,12 +144,18 @@ def write_results(output: Output, stats: TopicStats, timestamp: int, header: Any
 
 
 def write_tracks(output: Output, stats: TopicStats, timestamp: int, header: Any,
-                 tracks: Sequence[Any], lifted: Sequence[Any] | None) -> None:
-    """Write a tracked frame's tracks and, with depth, their 3D (one ``Lifted`` per track)."""
-    tracks_conn, tracks_3d_conn = output.tracks[stats.topic]
+                 tracks: Sequence[Any], lifted: Sequence[Any] | None, states: Sequence[Any],
+                 stamp: float) -> None:
+    """Write a tracked frame's tracks, every track's state and, with depth, the tracks' 3D.
+
+    ``states`` holds every track, lost ones too; ``lifted`` one ``Lifted`` per track.
+    """
+    tracks_conn, tracks_3d_conn, states_conn = output.tracks[stats.topic]
     types, store, writer = output.types, output.store, output.writer
     writer.write(tracks_conn, timestamp, store.serialize_cdr(
         messages.tracks_msg(types, tracks, header), DETECTION_2D_ARRAY))
+    writer.write(states_conn, timestamp, store.serialize_cdr(
+        messages.track_states_msg(types, states, header, stamp), TRACK_ARRAY))
     if tracks_3d_conn is not None:
         writer.write(tracks_3d_conn, timestamp, store.serialize_cdr(
             messages.tracks_3d_msg(types, tracks, lifted, header), DETECTION_3D_ARRAY))

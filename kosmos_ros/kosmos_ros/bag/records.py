@@ -54,6 +54,8 @@ class GroundBagOptions:
             time per topic (the node's ``track_rate_hz``); 0 tracks every admitted frame.
         track_max_age: with ``track``, seconds (message time) a track lives after the last
             model result that confirmed it (the node's ``track_max_age``).
+        track_coast_time: with ``track``, seconds (message time) a track coasts on its motion
+            model when the flow fails, before it is lost (the node's ``track_coast_time``).
     """
 
     bag: Path
@@ -77,6 +79,7 @@ class GroundBagOptions:
     track: bool = False
     track_rate_hz: float = 0.0
     track_max_age: float = 3.0
+    track_coast_time: float = 1.0
 
 
 @dataclass
@@ -112,7 +115,7 @@ class TopicStats:
         if self.has_depth:
             names.append('detections_3d')
         if self.tracking:
-            names += ['tracks', 'tracks_3d'] if self.has_depth else ['tracks']
+            names += ['tracks', 'track_states'] + (['tracks_3d'] if self.has_depth else [])
         return [f'{self.base}/{name}' for name in names]
 
     def output(self, name: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.messages import (DETECTION_2D_ARRAY, DETECTION_3D_ARRAY,  # noqa: F401
-                                 GROUNDING, IMAGE)
+                                 GROUNDING, IMAGE, TRACK_ARRAY)
 
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
@@ -37,7 +37,7 @@ MESSAGES = {
     'vision_msgs': ('Point2D', 'Pose2D', 'BoundingBox2D', 'ObjectHypothesis',
                     'ObjectHypothesisWithPose', 'Detection2D', 'Detection2DArray',
                     'BoundingBox3D', 'Detection3D', 'Detection3DArray'),
-    'kosmos_ros_interfaces': ('GroundedPhrase', 'Grounding'),
+    'kosmos_ros_interfaces': ('GroundedPhrase', 'Grounding', 'Track', 'TrackArray'),
 }
 _REPOSITORY = Path(__file__).resolve().parents[3]
 SOURCE_FOLDERS = {

@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from kosmos_ros_interfaces.msg import Grounding
+from kosmos_ros_interfaces.msg import Grounding, TrackArray
 from rclpy.event_handler import PublisherEventCallbacks
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
@@ -78,6 +78,8 @@ class Camera:
                 Image, f'{name}/debug_image', 1, **NO_PUB_EVENTS),
             'tracks': node.create_lifecycle_publisher(
                 Detection2DArray, f'{name}/tracks', 10, **NO_PUB_EVENTS),
+            'track_states': node.create_lifecycle_publisher(
+                TrackArray, f'{name}/track_states', 10, **NO_PUB_EVENTS),
         }
         if config.depth_topic:
             self.outputs['detections_3d'] = node.create_lifecycle_publisher(

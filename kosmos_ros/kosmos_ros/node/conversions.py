@@ -100,6 +100,11 @@ def tracks_msg(tracks: Sequence[Any], header: Any) -> Any:
     return messages.tracks_msg(TYPES, tracks, header)
 
 
+def track_states_msg(tracks: Sequence[Any], header: Any, stamp: float) -> Any:
+    """Return a TrackArray: every track with its state (tracked, predicted, lost)."""
+    return messages.track_states_msg(TYPES, tracks, header, stamp)
+
+
 def tracks_3d_msg(tracks: Sequence[Any], lifted: Sequence[Lifted], header: Any) -> Any:
     """Return a Detection3DArray of the tracks with 3D: id = track id, metres."""
     return messages.tracks_3d_msg(TYPES, tracks, lifted, header)

@@ -176,6 +176,11 @@ class NodeParams:
     track_max_age: float = _spec(
         3.0, 'Seconds (message time) a track lives after the last model result that confirmed '
         'it.', low=0.05, high=3600.0)
+    track_coast_time: float = _spec(
+        1.0, 'Seconds (message time) a track coasts on its motion model (state predicted, on '
+        'NAME/tracks) when the optical flow fails (blur, an exposure step, occlusion), before '
+        'it is lost; the flow looks for it again on every frame meanwhile. 0: lost at once.',
+        low=0.0, high=60.0)
     lost_timeout: float = _spec(
         5.0, 'A follow goal ends (aborted) once its target has not been tracked for this many '
         'seconds (node clock), or, not found yet, this long after the goal began.',
@@ -210,7 +215,8 @@ class NodeParams:
     def tracker(self) -> Any:
         """Return the tracks' settings (a :class:`kosmos_ros.tracking.TrackerSettings`)."""
         from kosmos_ros.tracking import TrackerSettings  # OpenCV and scipy: only when tracking
-        return TrackerSettings(track_max_age=float(self.track_max_age))
+        return TrackerSettings(track_max_age=float(self.track_max_age),
+                               coast_seconds=float(self.track_coast_time))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.errors import KosmosError
 from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.camera import Camera
-from kosmos_ros.node.conversions import tracks_3d_msg, tracks_msg
+from kosmos_ros.node.conversions import track_states_msg, tracks_3d_msg, tracks_msg
 from kosmos_ros.node.params import NodeParams
 from kosmos_ros.track_stream import TrackStream
 
@@ -60,10 +60,11 @@ class TrackingPump:
         self._active_node, self._follow = active, follow
         p = params()
         self.streams = {name: TrackStream(p.tracker(), p.track_rate_hz) for name in cameras}
-        self._settings = (p.track_max_age, p.track_rate_hz)
+        self._settings = (p.track_max_age, p.track_coast_time, p.track_rate_hz)
         self._tracked: frozenset[str] = frozenset()
-        # Per camera, as of the last refresh: (tracks read, tracks_3d read, followed).
-        self._readers: dict[str, tuple[bool, bool, bool]] = {}
+        # Per camera, as of the last refresh: (tracks read, tracks_3d read, followed,
+        # track_states read).
+        self._readers: dict[str, tuple[bool, bool, bool, bool]] = {}
         self._next_look: dict[str, float] = {}  # monotonic time of each camera's next take
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -157,9 +158,10 @@ class TrackingPump:
             self._readers = {}
         else:
             self._readers = {n: (_read(cam, 'tracks'), _read(cam, 'tracks_3d'),
-                                 self._follow.uses(n)) for n, cam in self._cameras.items()}
+                                 self._follow.uses(n), _read(cam, 'track_states'))
+                             for n, cam in self._cameras.items()}
             wanted = frozenset(n for n, readers in self._readers.items() if any(readers))
-            settings = (p.track_max_age, p.track_rate_hz)
+            settings = (p.track_max_age, p.track_coast_time, p.track_rate_hz)
             if settings != self._settings:
                 self._settings = settings
                 for stream in self.streams.values():
@@ -188,9 +190,13 @@ class TrackingPump:
         outputs, header = camera.outputs, msg.header
         # Who reads is counted at each refresh (0.2 s; at once when a follow goal comes), not
         # per frame.
-        tracks_read, tracks_3d_read, followed = self._readers.get(name, (False, False, False))
+        tracks_read, tracks_3d_read, followed, states_read = self._readers.get(
+            name, (False, False, False, False))
         if tracks_read and 'tracks' in outputs:
             outputs['tracks'].publish(tracks_msg(tracks, header))
+        if states_read and 'track_states' in outputs:
+            outputs['track_states'].publish(track_states_msg(
+                stream.tracks(include_lost=True), header, stamp))
         lifted = None
         if camera.depth is not None and (followed or tracks_3d_read):
             lifted = camera.depth.lift_boxes(stamp, [t.box for t in tracks],

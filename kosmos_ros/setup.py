@@ -31,9 +31,9 @@ setup(
             'grounding_node = kosmos_ros.node.main:main',
             'build_tiny_model = kosmos_ros.tiny_model:main',
             'make_sample_bag = kosmos_ros.bag.sample:main',
-            'ground_bag = kosmos_ros.bag.ground_bag:main',
+            'ground_bag = kosmos_ros.bag.ground_bag:entry',
             'play_bag = kosmos_ros.bag.player:main',
-            'kosmos_corpus = kosmos_ros.corpus.cli:main',
+            'kosmos_corpus = kosmos_ros.corpus.cli:entry',
         ],
     },
 )

@@ -29,8 +29,9 @@ from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE, IMAGE, project_typestore
 from kosmos_ros.corpus import CorpusError, index, manifest
 from kosmos_ros.corpus.cli import main as corpus_main
-from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds, write_html
+from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds
 from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
+from kosmos_ros.corpus.report import write_html
 from kosmos_ros.corpus.run import run_corpus
 from kosmos_ros.corpus.search import export, search, SearchQuery
 from kosmos_ros.engine import EngineOptions
@@ -243,19 +244,34 @@ def ray_run(corpus, steered_spec, tmp_path_factory):
 
     path = os.environ.get('PYTHONPATH', '')
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(TEST_DIR), path]))  # Steer
+    # The driver must decode no frame: the workers ground the chunks and write the bags.
+    import kosmos_ros.bag.offline as offline
+    import kosmos_ros.images as images
+    decoded = []
+    real = images.frame_from_message
+
+    def counting(*args, **kwargs):
+        decoded.append(1)
+        return real(*args, **kwargs)
+
+    images.frame_from_message = offline.frame_from_message = counting
     try:
         summary = run_corpus(options(corpus, out, workers=2, batch_size=3), steered_spec,
                              on_chunk=look)
     finally:
         os.environ['PYTHONPATH'] = path
+        images.frame_from_message = offline.frame_from_message = real
+    summary.decoded_by_driver = len(decoded)
     return out, summary, sockets
 
 
 def test_ray_two_workers_equal_one_process(ray_run, reference):
     out, summary, _ = ray_run
-    assert summary.workers == '2 Ray workers'
+    assert summary.workers.startswith('2 Ray workers (CPU) on a local Ray')
     assert len(summary.per_worker) == 2, 'both actors must have grounded chunks'
     assert summary.complete
+    assert summary.decoded_by_driver == 0  # the actors wrote the bags too
+    assert summary.writing_cpu_s > 0
     assert_same_rows(rows(out), rows(reference[0]))
 
 
@@ -644,12 +660,42 @@ def test_compare_report_opens_in_a_headless_browser(reference, changed_run, tmp_
     result = compare(index.read_table(reference[0]), index.read_table(changed_run),
                      CompareSettings(top=6))
     page = tmp_path / 'report.html'
-    shown = write_html(result, Thresholds(max_lost=0), page)
-    assert shown == 6
+    written = write_html(result, Thresholds(max_lost=0), page)
+    assert (written.changes, written.thumbnails) == (6, 12)  # A's and B's boxes apart
+    images = written.thumbnails + written.plots
     seen = open_in_browser(page, tmp_path)
-    assert seen == {'data-images': '6', 'data-images-ok': '6', 'data-errors': '0'}
+    assert seen == {'data-images': str(images), 'data-images-ok': str(images),
+                    'data-errors': '0'}
     # The check can fail: a thumbnail whose bytes are cut short does not decode.
     text = page.read_text()
     start = text.index('base64,') + len('base64,')
     (tmp_path / 'broken.html').write_text(text[:start] + 'AAAA' + text[start + 400:])
-    assert open_in_browser(tmp_path / 'broken.html', tmp_path)['data-images-ok'] == '5'
+    assert open_in_browser(tmp_path / 'broken.html', tmp_path)['data-images-ok'] == \
+        str(images - 1)
+
+
+def test_track_on_a_corpus_run_equals_ground_bag_track(corpus, steered, tmp_path):
+    """--track: each bag's tracks and track states are ground_bag --track's, one by one."""
+    out = tmp_path / 'tracked'
+    first = options(corpus / 'robot1', out, track=True, rate_hz=5.0)
+    summary = run_corpus(first, engine=steered)
+    assert summary.complete and manifest.read(out)['options']['track']['coast_time'] == 1.0
+    for record in manifest.read(out)['inputs']:
+        mine = read_bag(record['output'])
+        opts = first.bag_options(Path(record['path']), tmp_path / record['bag_id'])
+        gb.ground_bag(opts, steered)
+        theirs = read_bag(tmp_path / record['bag_id'])
+        assert sorted(mine) == sorted(theirs)
+        assert '/camera/tracks' in mine and '/camera/track_states' in mine
+        # Every admitted frame tracked, throttled ones too (rate 5 Hz of a 10 Hz camera).
+        assert len(mine['/camera/tracks']) > len(mine['/camera/detections'])
+        for topic in mine:
+            assert [t for t, _ in mine[topic]] == [t for t, _ in theirs[topic]]
+            for (_, a), (_, b) in zip(mine[topic], theirs[topic]):
+                assert rounded(a) == rounded(b), topic
+    # A run folder grounded without tracking refuses to resume with it, naming the option.
+    untracked = tmp_path / 'untracked'
+    run_corpus(options(corpus / 'robot1', untracked, rate_hz=5.0), engine=steered)
+    with pytest.raises(CorpusError, match=r"track '\(not set\)' in the run folder, \{"):
+        run_corpus(options(corpus / 'robot1', untracked, rate_hz=5.0, track=True),
+                   engine=steered)

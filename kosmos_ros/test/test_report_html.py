@@ -16,7 +16,7 @@ import pytest
 
 from kosmos_ros.bag import ground_bag as gb
 from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
-from kosmos_ros.corpus.compare import _CHECK
+from kosmos_ros.corpus.report import PAGE_CHECK
 
 from helpers import chromium, dump_dom  # noqa: I100
 
@@ -58,7 +58,7 @@ def test_report_names_stay_file_names(bag, tiny_model_dir, tmp_path, monkeypatch
     # The same page with the check script (every image decoded? any script error?) beside it:
     # the relative URLs resolve alike.
     checked = tmp_path / 'checked.html'
-    checked.write_text(text.replace('<head>', '<head>' + _CHECK, 1), encoding='utf-8')
+    checked.write_text(text.replace('<head>', '<head>' + PAGE_CHECK, 1), encoding='utf-8')
     dom, body = dump_dom(checked, tmp_path)
     assert re.search(r'<title>ground_bag: [^<]*</title>', dom), dom[:2000]
     assert 'pwned' not in dom.split('</title>')[0]  # no onerror ran

@@ -10,14 +10,15 @@
     kosmos_corpus compare RUN_A RUN_B [--html F] [--json F] [--max-added N] ...
 
 Exit status: 0 done; 1 the model could not be loaded (ground, search --find) or a compare
-threshold was exceeded; 2 an error (bad options, unusable run folder, unreadable index);
-130 interrupted (the run resumes when given again).
+threshold was exceeded; 2 an error (bad options, unusable run folder, unreadable index, a run
+left incomplete by lost workers); 130 interrupted (the run resumes when given again).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 import sys
 from typing import Any, Sequence
@@ -30,7 +31,7 @@ PROG = 'kosmos_corpus'
 
 def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> None:
     from kosmos_ros.bag.cli import add_model_arguments  # numpy: after main() took the signals
-    from kosmos_ros.bag.ground_bag import add_depth_arguments
+    from kosmos_ros.bag.ground_bag import add_depth_arguments, add_tracking_arguments
 
     parser.add_argument('inputs', nargs='*', metavar='BAG',
                         help='bags (rosbag2 folder, .mcap, .db3, ROS 1 .bag), folders searched '
@@ -55,12 +56,14 @@ def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> No
                              'min_score)')
     parser.add_argument('--copy-input', action='store_true',
                         help='copy the input topics into each output bag')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    _progress_arguments(parser)
     scale = parser.add_argument_group('scale-out (Ray)')
     scale.add_argument('--workers', default='auto',
                        help='inference workers: 0 grounds in this process without Ray; N '
                             'starts N Ray actors (each holds the model; a GPU each with CUDA); '
-                            'auto: one per GPU of the cluster, else 1 (default)')
+                            'auto (default): Ray only where it helps, one actor per GPU of the '
+                            '--ray-address cluster or of this machine when it has two or more; '
+                            'else this process')
     scale.add_argument('--ray-address', default=None, metavar='ADDR',
                        help='join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT); '
                             'default: an embedded local Ray bound to 127.0.0.1')
@@ -74,7 +77,21 @@ def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> No
                        help='chunks handed to a worker at once, from different bags '
                             '(default 2)')
     add_depth_arguments(parser)
+    if not find:
+        add_tracking_arguments(parser)
     add_model_arguments(parser)
+
+
+def _progress_arguments(parser: Any) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--progress', choices=('auto', 'bar', 'log'), default='auto',
+                       help='how progress is shown on standard error: the phases, then a bar '
+                            '(frames/s, ETA, frames per worker) when it is a terminal, else a '
+                            'plain line every 10 s (auto, the default)')
+    group.add_argument('--quiet', '-q', action='store_true',
+                       help='no progress, only errors and the summary')
+    group.add_argument('--no-progress', dest='quiet', action='store_true',
+                       help=argparse.SUPPRESS)  # the earlier name of --quiet
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument('--from-file', action='append', default=[], metavar='LIST')
     find.add_argument('--max-new-tokens', type=int, default=64)
     find.add_argument('--rate-hz', type=float, default=0.0)
-    find.add_argument('--no-progress', action='store_true')
+    _progress_arguments(find)
     find.add_argument('--workers', default='auto')
     find.add_argument('--ray-address', default=None)
     find.add_argument('--chunk-frames', type=int, default=32)
@@ -132,16 +149,19 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument('--score-tolerance', type=float, default=1e-4,
                          help='score shifts up to this do not make a frame changed (1e-4: '
                               'batching alone moves scores by float rounding)')
-    compare.add_argument('--html', help='write the HTML report here')
-    compare.add_argument('--json', help='write the JSON report here')
+    compare.add_argument('--html', help='write the HTML report here (one offline page: what '
+                                        'differs, totals, tables by bag, topic and phrase, '
+                                        'plots, the largest changes side by side)')
+    compare.add_argument('--json', help='write the JSON report here (the same sections)')
     compare.add_argument('--top', type=int, default=12,
-                         help='largest changes shown in the HTML report (12)')
+                         help='largest changes in the reports, taken from the bags in turn (12)')
     gate = compare.add_argument_group('thresholds (exit status 1 when exceeded)')
     for name, kind, what in (('added', int, 'boxes added'), ('lost', int, 'boxes lost'),
                              ('moved', int, 'boxes moved'),
                              ('caption-changes', int, 'frames whose caption changed'),
                              ('score-shift', float, 'largest score change of a matched box'),
-                             ('latency-ratio', float, 'mean latency of B over A')):
+                             ('latency-ratio', float, 'mean latency of B over A (fails when '
+                              'the runs batched differently: not comparable)')):
         gate.add_argument(f'--max-{name}', type=kind, default=None, help=f'most {what}')
     gate.add_argument('--max-missing-frames', type=int, default=0,
                       help='most frames of A that B did not ground (default 0)')
@@ -233,6 +253,7 @@ def _inputs(args: argparse.Namespace, given: list[str]) -> tuple[str, ...]:
 
 def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: Path, task: str,
                     prompt: str, label: str) -> Any:
+    from kosmos_ros.bag.ground_bag import tracking_options
     from kosmos_ros.corpus.options import CorpusOptions
     from kosmos_ros.depth import DepthSettings
 
@@ -248,7 +269,8 @@ def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: P
         depth_topics=tuple(args.depth_topic), camera_info_topics=tuple(args.camera_info_topic),
         depth=depth, use_depth=not args.no_depth, chunk_frames=args.chunk_frames,
         batch_size=args.batch_size, workers=_workers(args.workers),
-        ray_address=args.ray_address, chunks_per_task=args.chunks_per_task, model_label=label)
+        ray_address=args.ray_address, chunks_per_task=args.chunks_per_task, model_label=label,
+        **(tracking_options(args) if hasattr(args, 'track') else {}))
     options.check()
     return options
 
@@ -266,9 +288,13 @@ def _run(args: argparse.Namespace, options: Any) -> Any:
     from kosmos_ros.corpus.run import run_corpus
     from kosmos_ros.tiny_model import TINY_LABEL
 
+    from kosmos_ros.corpus.progress import Progress
+
     if args.tiny_model:
         print(f'{PROG}: using the {TINY_LABEL}', file=sys.stderr)
-    return run_corpus(options, _spec(args), progress=not args.no_progress)
+    progress = Progress('quiet' if args.quiet else args.progress,
+                        label='TINY MODEL' if args.tiny_model else '')
+    return run_corpus(options, _spec(args), progress=progress)
 
 
 def _label(args: argparse.Namespace) -> str:
@@ -282,7 +308,13 @@ def _ground(args: argparse.Namespace) -> int:
                               args.prompt, _label(args))
     summary = _run(args, options)
     print(summary.describe())
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return 130
+    if not summary.complete:
+        print(f'{PROG}: error: the run is incomplete: {summary.count("pending")} bags are still '
+              'to do (see above); run the same command again to resume', file=sys.stderr)
+        return 2
+    return 0
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -343,8 +375,9 @@ def _check_outputs(outputs: list[tuple[str, str]], sources: list[str], *tables: 
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds, write_html
-    from kosmos_ros.corpus.index import read_table, run_status
+    from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds
+    from kosmos_ros.corpus.index import read_table
+    from kosmos_ros.corpus.provenance import read_run
 
     settings = CompareSettings(match_iou=args.match_iou, moved_iou=args.moved_iou,
                                score_tolerance=args.score_tolerance, top=args.top)
@@ -360,8 +393,8 @@ def _compare(args: argparse.Namespace) -> int:
     outputs = [(role, path) for role, path in (('the JSON report', args.json),
                                                ('the HTML report', args.html)) if path]
     _check_outputs(outputs, [args.run_a, args.run_b], *tables)
-    result = compare(*tables, settings, (args.run_a, args.run_b),
-                     (run_status(Path(args.run_a)), run_status(Path(args.run_b))))
+    runs = (read_run(Path(args.run_a), tables[0]), read_run(Path(args.run_b), tables[1]))
+    result = compare(*tables, settings, (args.run_a, args.run_b), runs)
     print(result.describe(thresholds))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -369,8 +402,11 @@ def _compare(args: argparse.Namespace) -> int:
                                               allow_nan=False) + '\n')
         print(f'json report: {args.json}')
     if args.html:
-        shown = write_html(result, thresholds, Path(args.html))
-        print(f'html report: {args.html} ({shown} thumbnails)')
+        from kosmos_ros.corpus.report import write_html  # matplotlib: only for HTML
+
+        written = write_html(result, thresholds, Path(args.html))
+        print(f'html report: {args.html} ({written.changes} changes, {written.thumbnails} '
+              f'thumbnails, {written.plots} plots)')
     failed = result.failed(thresholds)
     if failed:
         print(f'{PROG}: thresholds exceeded: {", ".join(failed)}', file=sys.stderr)
@@ -378,5 +414,20 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> None:
+    """Run :func:`main` as a command (console script, ``python -m``) and exit with its status.
+
+    After an interrupt (130), everything is written and closed when ``main`` returns; the
+    process then ends at once, as interpreter shutdown could turn that interrupt, handled, into
+    an exit by SIGINT (seen here: exit -2 instead of 130 in about one run in three).
+    """
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(status)
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    entry()

@@ -8,28 +8,73 @@ assignment maximising it, pairs under ``match_iou`` left unmatched): a box of ru
 partner is *added*, one of run A *lost*, a matched pair under ``moved_iou`` *moved*; matched
 pairs give the score shifts (a frame whose only change is score shifts within
 ``score_tolerance`` is unchanged: batching alone moves scores by float rounding). Captions are
-compared as text; latency is the frames' inference time. :class:`Thresholds` turn the
-totals into a verdict for CI (exit status 1).
+compared as text; latency is the frames' inference time, compared only between runs with the
+same batch layout (:func:`.provenance.latency_check`). :class:`Thresholds` turn the totals into
+a verdict for CI (exit status 1).
 
-The HTML report shows the totals, the verdict and the largest changes as thumbnails read back
-from the bags, with run A's boxes in blue and run B's in orange.
+A :class:`Comparison` also holds what each run was made with and what differs
+(:mod:`.provenance`), the changes by bag, topic and phrase, and the largest changes spread
+across bags; :meth:`Comparison.record` is the JSON report, :mod:`.report` writes the HTML one.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass, field
-import html
+import itertools
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from kosmos_ros.corpus import CorpusError
+from kosmos_ros.corpus.provenance import (Differences, differences, latency_check,
+                                          LatencyCheck, RunInfo)
 
-A_COLOUR = (40, 110, 255)  # RGB
-B_COLOUR = (255, 140, 0)
+# Plain-language names of the totals, in the order the reports show them.
+TOTAL_LABELS = {
+    'frames_a': 'frames A grounded', 'frames_b': 'frames B grounded',
+    'frames_both': 'frames grounded by both',
+    'only_a': 'frames only A grounded (missing from B)',
+    'only_b': 'frames only B grounded (new in B)',
+    'changed_frames': 'frames that changed',
+    'boxes_a': 'boxes in A (frames grounded by both)',
+    'boxes_b': 'boxes in B (frames grounded by both)',
+    'matched': 'boxes found by both (matched by IoU)', 'added': 'boxes added in B',
+    'lost': 'boxes lost in B (A had them)', 'moved': 'boxes moved (found by both, shifted)',
+    'caption_changes': 'captions changed',
+    'score_shift_max': 'largest score shift of a matched box',
+    'score_shift_mean': 'mean size of the score shifts',
+    'score_shift_signed_mean': 'mean score change, B minus A',
+    'missing_frames': 'frames of A missing from B (gate)',
+    'nan_values': 'NaN or infinite scores, boxes or latencies',
+    'status_a': 'run A status', 'status_b': 'run B status',
+    'latency_comparable': 'latency comparable (same batch layout and device)',
+    'latency_not_comparable': 'why latency is not comparable',
+    'latency_mean_a': 'mean latency per frame, A (s)', 'latency_mean_b': 'mean latency per '
+    'frame, B (s)', 'latency_median_a': 'median latency per frame, A (s)',
+    'latency_median_b': 'median latency per frame, B (s)',
+    'latency_p95_a': '95th percentile latency per frame, A (s)',
+    'latency_p95_b': '95th percentile latency per frame, B (s)',
+    'latency_ratio': 'mean latency, B over A'}
+# Plain-language names of the columns of the tables by bag, topic and phrase.
+COLUMN_LABELS = {
+    'bag': 'bag', 'topic': 'topic', 'phrase': 'phrase',
+    'frames_a': 'frames A grounded', 'frames_b': 'frames B grounded',
+    'frames_both': 'grounded by both', 'only_a': 'only A (missing from B)',
+    'only_b': 'only B (new)', 'changed_frames': 'frames changed',
+    'boxes_a': 'boxes in A', 'boxes_b': 'boxes in B', 'matched': 'found by both',
+    'added': 'added', 'lost': 'lost', 'moved': 'moved', 'caption_changes': 'captions changed',
+    'score_shift_signed_mean': 'mean score change (B - A)',
+    'score_shift_max': 'largest score shift'}
+# What each gate checks, in plain words.
+GATE_LABELS = {
+    'max_added': 'boxes added in B', 'max_lost': 'boxes lost in B', 'max_moved': 'boxes moved',
+    'max_caption_changes': 'captions changed',
+    'max_score_shift': 'largest score shift of a matched box',
+    'max_missing_frames': 'frames of A missing from B',
+    'max_latency_ratio': 'mean latency, B over A (same batch layout only)',
+    'nan_values': 'NaN or infinite values', 'complete_runs': 'both runs complete',
+    'grounded_frames': 'both runs grounded frames'}
 
 
 @dataclass(frozen=True)
@@ -60,7 +105,9 @@ class Thresholds:
     Some checks hold unless asked otherwise: frames of run A that run B did not ground
     (``max_missing_frames`` 0), a run that is not complete (interrupted, incomplete, still
     running) unless ``allow_incomplete``, a run without a grounded frame unless
-    ``allow_empty``, and any NaN or infinite score, box or latency (always).
+    ``allow_empty``, and any NaN or infinite score, box or latency (always). A limit on a
+    total that has no value fails: the latency ratio of runs whose batch layouts differ (or
+    are not known) is *not comparable*, and ``max_latency_ratio`` then fails with the reason.
     """
 
     max_added: int | None = None
@@ -83,9 +130,14 @@ class Thresholds:
             limit = getattr(self, name)
             if limit is None:
                 continue
-            value = totals[total]
+            value = totals.get(total)
+            if name == 'max_latency_ratio' and not totals.get('latency_comparable', False):
+                value = 'not comparable: ' + (totals.get('latency_not_comparable') or
+                                              'the batch layouts are not known')
+            elif value is None:
+                value = 'no value to check'
             out[name] = {'limit': limit, 'value': value,
-                         'exceeded': value is not None and not value <= limit}
+                         'exceeded': isinstance(value, str) or not value <= limit}
         out['nan_values'] = {'limit': 0, 'value': totals['nan_values'],
                              'exceeded': totals['nan_values'] > 0}
         if not self.allow_incomplete:
@@ -124,6 +176,7 @@ class FrameDiff:
     latency_b: float | None = None
     bag_b: str = ''  # where run B read the bag, when it differs from run A's path
     score_tolerance: float = 0.0
+    phrase_shifts: dict[str, list[float]] = field(default_factory=dict)  # score_shifts by phrase
 
     @property
     def caption_changed(self) -> bool:
@@ -142,30 +195,110 @@ class FrameDiff:
 
     def record(self) -> dict[str, Any]:
         out = asdict(self)
+        del out['phrase_shifts']
         out.update(caption_changed=self.caption_changed, missing_in=self.missing,
                    magnitude=self.magnitude)
         return out
 
 
+def _rank(frame: FrameDiff) -> tuple:
+    return (-frame.magnitude, frame.bag, frame.topic, frame.bag_time_ns)
+
+
 @dataclass
 class Comparison:
+    """Two runs compared: totals, every frame's changes, and what each run was made with."""
+
     run_a: str
     run_b: str
     settings: CompareSettings
     totals: dict[str, Any]
     frames: list[FrameDiff]
     models: tuple[list[str], list[str]]
+    runs: tuple[RunInfo, RunInfo]
+    latency: LatencyCheck
+    differences: Differences
 
     def changed(self) -> list[FrameDiff]:
-        return sorted((f for f in self.frames if f.magnitude > 0),
-                      key=lambda f: (-f.magnitude, f.bag, f.topic, f.bag_time_ns))
+        return sorted((f for f in self.frames if f.magnitude > 0), key=_rank)
+
+    def largest_changes(self, top: int | None = None) -> list[FrameDiff]:
+        """Return the ``top`` largest changes, spread across bags.
+
+        Each bag's changed frames are ranked by magnitude; the bags are then taken in turn
+        (round-robin: every bag's largest change, then every bag's second, ...), each round
+        largest first, so one bag with many changed frames cannot fill the report alone.
+        """
+        top = self.settings.top if top is None else top
+        queues: dict[str, list[FrameDiff]] = {}
+        for frame in self.changed():
+            queues.setdefault(frame.bag_sha256, []).append(frame)
+        order = sorted(queues.values(), key=lambda q: _rank(q[0]))
+        out: list[FrameDiff] = []
+        for turn in itertools.zip_longest(*order):
+            if len(out) >= top:
+                break
+            out += sorted((f for f in turn if f is not None), key=_rank)
+        return out[:top]
+
+    def by_bag(self) -> list[dict[str, Any]]:
+        """Return the changes of each bag (by content), most changed first."""
+        return _grouped(self.frames, lambda f: f.bag_sha256,
+                        lambda key, frames: {'bag': frames[0].bag, 'bag_sha256': key})
+
+    def by_topic(self) -> list[dict[str, Any]]:
+        """Return the changes of each image topic, most changed first."""
+        return _grouped(self.frames, lambda f: f.topic, lambda key, _: {'topic': key})
+
+    def by_phrase(self) -> list[dict[str, Any]]:
+        """Return each phrase's boxes in the frames both runs grounded, most changed first.
+
+        Boxes in A and in B, found by both, added, lost, moved, and the score shifts.
+        """
+        counts: dict[str, dict[str, Any]] = {}
+
+        def row(phrase: str) -> dict[str, Any]:
+            return counts.setdefault(phrase, {'phrase': phrase, 'boxes_a': 0, 'boxes_b': 0,
+                                              'matched': 0, 'added': 0, 'lost': 0, 'moved': 0,
+                                              'shifts': []})
+
+        for frame in (f for f in self.frames if not f.missing):
+            for key, boxes in (('boxes_a', frame.boxes_a), ('boxes_b', frame.boxes_b),
+                               ('added', frame.added), ('lost', frame.lost)):
+                for box in boxes:
+                    row(box[0])[key] += 1
+            for moved in frame.moved:
+                row(moved['phrase'])['moved'] += 1
+            for phrase, shifts in frame.phrase_shifts.items():
+                row(phrase)['shifts'] += shifts
+        out = []
+        for r in counts.values():
+            r['matched'] = r['boxes_a'] - r['lost']
+            out.append(dict(r, **_shift_stats(r.pop('shifts'))))
+        return sorted(out, key=lambda r: (-(r['added'] + r['lost'] + r['moved']),
+                                          -r['boxes_a'], r['phrase']))
+
+    def totals_labelled(self) -> list[dict[str, Any]]:
+        return [{'key': k, 'label': TOTAL_LABELS.get(k, k), 'value': v}
+                for k, v in sorted(self.totals.items(),
+                                   key=lambda kv: list(TOTAL_LABELS).index(kv[0])
+                                   if kv[0] in TOTAL_LABELS else len(TOTAL_LABELS))]
 
     def record(self, thresholds: Thresholds) -> dict[str, Any]:
+        """Return the JSON report: what differs first, then the totals, tables and changes."""
+        verdict = {name: dict(v, label=GATE_LABELS.get(name, name))
+                   for name, v in thresholds.verdict(self.totals).items()}
         return plain({'run_a': self.run_a, 'run_b': self.run_b,
+                      'differences': self.differences.record(),
+                      'passed': not self.failed(thresholds), 'thresholds': verdict,
+                      'totals_labelled': self.totals_labelled(), 'totals': self.totals,
+                      'latency': self.latency.record(),
+                      'by_bag': self.by_bag(), 'by_topic': self.by_topic(),
+                      'by_phrase': self.by_phrase(), 'labels': COLUMN_LABELS,
+                      'largest_changes': [dict(f.record(), rank=i + 1) for i, f in
+                                          enumerate(self.largest_changes())],
                       'settings': asdict(self.settings),
                       'models': {'a': self.models[0], 'b': self.models[1]},
-                      'totals': self.totals, 'thresholds': thresholds.verdict(self.totals),
-                      'passed': not self.failed(thresholds),
                       'changed_frames': [f.record() for f in self.changed()]})
 
     def failed(self, thresholds: Thresholds) -> list[str]:
@@ -174,7 +307,13 @@ class Comparison:
 
     def describe(self, thresholds: Thresholds) -> str:
         t = self.totals
+        if t['latency_comparable']:
+            latency = f'B/A {fmt(t["latency_ratio"])}'
+        else:
+            latency = f'not comparable: {t["latency_not_comparable"]}'
+        largest = self.largest_changes()
         lines = [f'compare: A {self.run_a}  B {self.run_b}',
+                 *(f'  {line}' for line in self.differences.summary),
                  f'runs: A {t["status_a"] or "an index file"}, B '
                  f'{t["status_b"] or "an index file"}',
                  f'frames: {t["frames_both"]} in both, {t["only_a"]} only in A (missing '
@@ -185,13 +324,45 @@ class Comparison:
                  f'(match IoU {self.settings.match_iou:g}, moved under '
                  f'{self.settings.moved_iou:g})',
                  f'captions changed: {t["caption_changes"]}; score shift: max '
-                 f'{_fmt(t["score_shift_max"])}, mean {_fmt(t["score_shift_mean"])}',
-                 f'latency per frame: A {_fmt(t["latency_mean_a"])} s, B '
-                 f'{_fmt(t["latency_mean_b"])} s (B/A {_fmt(t["latency_ratio"])})']
+                 f'{fmt(t["score_shift_max"])}, mean {fmt(t["score_shift_mean"])}',
+                 f'latency per frame: A {fmt(t["latency_mean_a"])} s, B '
+                 f'{fmt(t["latency_mean_b"])} s ({latency})',
+                 f'changed frames: {t["changed_frames"]}; the largest {len(largest)} come from '
+                 f'{len({f.bag_sha256 for f in largest})} bags']
         for name, v in thresholds.verdict(self.totals).items():
             lines.append(f'{"FAIL" if v["exceeded"] else "ok"}: {name} {v["limit"]} '
-                         f'(value {_fmt(v["value"])})')
+                         f'(value {fmt(v["value"])})')
         return '\n'.join(lines)
+
+
+def _shift_stats(shifts: list[float]) -> dict[str, Any]:
+    shifts = [s for s in shifts if math.isfinite(s)]
+    return {'score_shift_signed_mean': float(np.mean(shifts)) if shifts else None,
+            'score_shift_max': max(abs(s) for s in shifts) if shifts else None}
+
+
+def _grouped(frames: list[FrameDiff], key: Callable[[FrameDiff], str],
+             head: Callable[[str, list[FrameDiff]], dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, list[FrameDiff]] = {}
+    for frame in frames:
+        groups.setdefault(key(frame), []).append(frame)
+    out = []
+    for name, group in groups.items():
+        both = [f for f in group if not f.missing]
+        out.append(dict(
+            head(name, group),
+            frames_a=sum(1 for f in group if f.missing != 'A'),
+            frames_b=sum(1 for f in group if f.missing != 'B'), frames_both=len(both),
+            only_a=sum(1 for f in group if f.missing == 'B'),
+            only_b=sum(1 for f in group if f.missing == 'A'),
+            changed_frames=sum(1 for f in group if f.magnitude > 0),
+            added=sum(len(f.added) for f in both), lost=sum(len(f.lost) for f in both),
+            moved=sum(len(f.moved) for f in both),
+            caption_changes=sum(1 for f in both if f.caption_changed),
+            **_shift_stats([s for f in both for s in f.score_shifts])))
+    return sorted(out, key=lambda r: (-r['changed_frames'],
+                                      -(r['added'] + r['lost'] + r['moved']),
+                                      str(r.get('bag', r.get('topic')))))
 
 
 def _finite(value: Any) -> Any:
@@ -208,9 +379,12 @@ def plain(value: Any) -> Any:
     return _finite(value)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """Return a total as text: 4 significant digits for a float, 'n/a' for none."""
     if value is None:
         return 'n/a'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
     return f'{value:.4g}' if isinstance(value, float) else str(value)
 
 
@@ -258,6 +432,7 @@ def _match(diff: FrameDiff, settings: CompareSettings) -> int:
                 diff.moved.append({'phrase': phrase, 'a': a[r], 'b': b[c], 'iou': overlap})
             if a[r][5] is not None and b[c][5] is not None:
                 diff.score_shifts.append(b[c][5] - a[r][5])
+                diff.phrase_shifts.setdefault(phrase, []).append(b[c][5] - a[r][5])
     return matched
 
 
@@ -278,13 +453,17 @@ def non_finite(table: Any) -> int:
 
 def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
             names: tuple[str, str] = ('A', 'B'),
-            statuses: tuple[str | None, str | None] = (None, None)) -> Comparison:
+            runs: tuple[RunInfo | None, RunInfo | None] = (None, None)) -> Comparison:
     """Compare two indexes (pyarrow tables) frame by frame.
 
-    ``statuses``: each run's manifest status (None for an index without a run folder).
+    ``runs``: what each run was made with (:func:`.provenance.read_run`: a run folder's
+    manifest); None for what the index's own rows tell (no status, no batch layout).
     """
     settings = settings or CompareSettings()
     settings.check()
+    runs = tuple(run if run is not None else RunInfo.from_index(name, table)
+                 for run, name, table in zip(runs, names, (table_a, table_b)))
+    latency = latency_check(*runs)
     fa, fb = _frames(table_a), _frames(table_b)
     diffs: list[FrameDiff] = []
     matched = 0
@@ -302,7 +481,8 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
             matched += _match(diff, settings)
         diffs.append(diff)
     both = [d for d in diffs if not d.missing]
-    shifts = [abs(s) for d in both for s in d.score_shifts if math.isfinite(s)]
+    signed = [s for d in both for s in d.score_shifts if math.isfinite(s)]
+    shifts = [abs(s) for s in signed]
     lat_a = [d.latency_a for d in both if d.latency_a is not None]
     lat_b = [d.latency_b for d in both if d.latency_b is not None]
     mean_a = float(np.mean(lat_a)) if lat_a else None
@@ -313,7 +493,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'only_b': sum(1 for d in diffs if d.missing == 'A'),
         'missing_frames': sum(1 for d in diffs if d.missing == 'B'),  # A's frames B lacks
         'nan_values': non_finite(table_a) + non_finite(table_b),
-        'status_a': statuses[0], 'status_b': statuses[1],
+        'status_a': runs[0].status, 'status_b': runs[1].status,
         'boxes_a': sum(len(d.boxes_a) for d in both), 'boxes_b': sum(len(d.boxes_b) for d in both),
         'matched': matched, 'added': sum(len(d.added) for d in both),
         'lost': sum(len(d.lost) for d in both), 'moved': sum(len(d.moved) for d in both),
@@ -321,137 +501,16 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'changed_frames': sum(1 for d in diffs if d.magnitude > 0),
         'score_shift_max': max(shifts) if shifts else 0.0,
         'score_shift_mean': float(np.mean(shifts)) if shifts else 0.0,
+        'score_shift_signed_mean': float(np.mean(signed)) if signed else 0.0,
+        'latency_comparable': latency.comparable, 'latency_not_comparable': latency.reason,
         'latency_mean_a': mean_a, 'latency_mean_b': mean_b,
+        'latency_median_a': float(np.median(lat_a)) if lat_a else None,
+        'latency_median_b': float(np.median(lat_b)) if lat_b else None,
         'latency_p95_a': float(np.percentile(lat_a, 95)) if lat_a else None,
         'latency_p95_b': float(np.percentile(lat_b, 95)) if lat_b else None,
-        'latency_ratio': mean_b / mean_a if mean_a and mean_b is not None else None}
+        'latency_ratio': mean_b / mean_a if latency.comparable and mean_a and mean_b is not None
+        else None}
     totals = {k: _finite(v) for k, v in totals.items()}
     models = (sorted(set(table_a['model'].to_pylist())), sorted(set(table_b['model'].to_pylist())))
-    return Comparison(names[0], names[1], settings, totals, diffs, models)
-
-
-# -- the HTML report ---------------------------------------------------------------------------
-
-def read_frame(bag: str, topic: str, bag_time_ns: int) -> tuple[np.ndarray | None, str]:
-    """Return a frame of a bag as RGB, or None and why it cannot be read."""
-    from kosmos_ros.bag.reading import open_reader
-    from kosmos_ros.errors import KosmosError
-    from kosmos_ros.images import frame_from_message
-
-    try:
-        reader = open_reader(Path(bag))
-        try:
-            connections = [c for c in reader.connections if c.topic == topic]
-            for conn, _, raw in reader.messages(connections=connections, start=bag_time_ns,
-                                                stop=bag_time_ns + 1):
-                return frame_from_message(reader.deserialize(raw, conn.msgtype)).to_rgb(), ''
-        finally:
-            reader.close()
-    except (KosmosError, OSError) as exc:
-        return None, str(exc)
-    except Exception as exc:  # noqa: B902 - a damaged message: the report goes on without it
-        return None, f'{type(exc).__name__}: {exc}'
-    return None, f'no message on {topic} at {bag_time_ns} ns'
-
-
-def thumbnail(rgb: np.ndarray, diff: FrameDiff, width: int) -> bytes:
-    """Return a JPEG of the frame scaled to ``width``, A's boxes blue, B's orange."""
-    from kosmos_ros.threads import opencv
-
-    cv2 = opencv()
-    scale = width / rgb.shape[1]
-    height = max(1, int(round(rgb.shape[0] * scale)))
-    image = np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
-    for boxes, colour, thickness in ((diff.boxes_a, A_COLOUR, 4), (diff.boxes_b, B_COLOUR, 2)):
-        for box in boxes:
-            x1, y1, x2, y2 = (int(round(v * scale)) for v in box[1:5])
-            cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
-    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise CorpusError('OpenCV could not encode a thumbnail')
-    return jpeg.tobytes()
-
-
-_STYLE = ('body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}'
-          'td,th{border:1px solid #bbb;padding:.2em .5em;text-align:left}'
-          '.fail{color:#fff;background:#c00}.ok{color:#fff;background:#080}'
-          '.frame{display:inline-block;vertical-align:top;width:340px;margin:.5em}'
-          '.a{color:rgb(40,110,255)}.b{color:rgb(255,140,0)}.missing{color:#c00}')
-
-# Checked by the tests in a headless browser: every thumbnail decodes, and no script error.
-_CHECK = ('<script>window.__errors=[];window.addEventListener("error",function(e){'
-          'window.__errors.push(String(e.message||e.type));},true);'
-          'window.addEventListener("load",function(){var imgs=document.images,ok=0;'
-          'for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0)ok++;}'
-          'document.body.setAttribute("data-images",imgs.length);'
-          'document.body.setAttribute("data-images-ok",ok);'
-          'document.body.setAttribute("data-errors",window.__errors.length);});</script>')
-
-
-def write_html(comparison: Comparison, thresholds: Thresholds, path: Path) -> int:
-    """Write the report; return how many thumbnails it holds."""
-    esc = html.escape
-    t = comparison.totals
-    verdict = thresholds.verdict(t)
-    failed = [n for n, v in verdict.items() if v['exceeded']]
-    parts = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
-             f'<title>kosmos_corpus compare: {esc(comparison.run_a)} vs '
-             f'{esc(comparison.run_b)}</title>', _CHECK, f'<style>{_STYLE}</style></head><body>',
-             '<h1>kosmos_corpus compare</h1>',
-             f'<p><b class="a">A</b>: {esc(comparison.run_a)} '
-             f'({esc(", ".join(comparison.models[0]))})'
-             f'<br><b class="b">B</b>: {esc(comparison.run_b)} '
-             f'({esc(", ".join(comparison.models[1]))})</p>']
-    if verdict:
-        cls, word = ('fail', 'FAILED: ' + ', '.join(failed)) if failed else ('ok', 'passed')
-        parts.append(f'<p class="{cls}">Gate {esc(word)}</p><table><tr><th>threshold</th>'
-                     '<th>limit</th><th>value</th></tr>')
-        for name, v in verdict.items():
-            parts.append(f'<tr class="{"fail" if v["exceeded"] else ""}"><td>{esc(name)}</td>'
-                         f'<td>{esc(_fmt(v["limit"]))}</td><td>{esc(_fmt(v["value"]))}</td></tr>')
-        parts.append('</table>')
-    parts.append('<h2>Totals</h2><table>')
-    for name, value in t.items():
-        parts.append(f'<tr><th>{esc(name)}</th><td>{esc(_fmt(value))}</td></tr>')
-    parts.append('</table>')
-    changed = comparison.changed()
-    shown = changed[:comparison.settings.top]
-    parts.append(f'<h2>Largest changes ({len(shown)} of {len(changed)} changed frames)</h2>'
-                 '<p>Boxes: <b class="a">A thick blue</b>, <b class="b">B thin orange</b> '
-                 '(on top: a box both runs drew is orange lined with blue).</p>')
-    thumbnails = 0
-    for diff in shown:
-        rgb, reason = read_frame(diff.bag, diff.topic, diff.bag_time_ns)
-        if rgb is None and diff.bag_b:  # runs made on other machines: try B's path too
-            rgb, reason_b = read_frame(diff.bag_b, diff.topic, diff.bag_time_ns)
-            reason = f'{reason}; {reason_b}'
-        if rgb is not None:
-            data = base64.b64encode(thumbnail(rgb, diff, comparison.settings.thumbnail_width))
-            image = f'<img src="data:image/jpeg;base64,{data.decode()}" alt="frame">'
-            thumbnails += 1
-        else:
-            image = f'<p class="missing">frame not available: {esc(reason)}</p>'
-        items = [f'<li>added: {esc(b[0])} {_box(b)}</li>' for b in diff.added]
-        items += [f'<li>lost: {esc(b[0])} {_box(b)}</li>' for b in diff.lost]
-        items += [f'<li>moved: {esc(m["phrase"])} {_box(m["a"])} → {_box(m["b"])} '
-                  f'(IoU {m["iou"]:.2f})</li>' for m in diff.moved]
-        if diff.missing:
-            items.append(f'<li class="missing">grounded only in '
-                         f'{"A" if diff.missing == "B" else "B"}</li>')
-        parts.append(f'<div class="frame">{image}<br><b>{esc(Path(diff.bag).name)}</b> '
-                     f'{esc(diff.topic)} {diff.stamp:.3f}<br>'
-                     f'<span class="a">A: {esc(diff.text_a or "-")}</span><br>'
-                     f'<span class="b">B: {esc(diff.text_b or "-")}</span>'
-                     f'<ul>{"".join(items)}</ul></div>')
-    parts.append('</body></html>')
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('\n'.join(parts), encoding='utf-8')
-    return thumbnails
-
-
-def _box(b: tuple) -> str:
-    score = '' if b[5] is None or (isinstance(b[5], float) and math.isnan(b[5])) \
-        else f' {b[5]:.2f}'
-    return f'[{b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}, {b[4]:.0f}]{score}'
+    return Comparison(names[0], names[1], settings, totals, diffs, models, runs, latency,
+                      differences(*runs))

@@ -69,6 +69,10 @@ class RunFolder:
     def output(self, bag_id: str) -> Path:
         return self.root / 'bags' / bag_id
 
+    def partial_part(self, bag_id: str) -> Path:
+        """Where a bag's index part is written before it is renamed to :meth:`part`."""
+        return self.root / 'bags' / PARTIAL / f'{bag_id}.parquet'
+
     def partial(self, bag_id: str) -> Path:
         """Where a bag's output is written before it is renamed to :meth:`output`.
 
@@ -138,6 +142,7 @@ class RunFolder:
             elif path.exists():
                 shutil.rmtree(path)
         self.part(bag_id).unlink(missing_ok=True)
+        self.partial_part(bag_id).unlink(missing_ok=True)
         if everything:
             self.plan_path(bag_id).unlink(missing_ok=True)
             folder = self.root / 'chunks' / bag_id
@@ -155,7 +160,8 @@ class RunFolder:
             shutil.rmtree(partial)
 
     def publish(self, bag_id: str) -> Path:
-        """Rename a bag's finished output into place; return where it is."""
+        """Rename a bag's finished output and index part into place; return the output."""
         final = self.output(bag_id)
         os.replace(self.partial(bag_id), final)
+        os.replace(self.partial_part(bag_id), self.part(bag_id))
         return final

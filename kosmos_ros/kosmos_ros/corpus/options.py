@@ -44,12 +44,16 @@ class CorpusOptions:
         chunk_frames: admitted frames per chunk, the unit of work and of resumption.
         batch_size: frames an inference worker decodes together (across chunks and bags).
         workers: inference workers: 0 grounds in this process without Ray; N starts N Ray
-            actors (each takes a GPU when the model runs on CUDA, else a CPU); None starts
-            one per GPU of the Ray cluster (one when it has none).
+            actors (each takes a GPU when the model runs on CUDA, else a CPU); None (auto)
+            uses Ray only where it helps: one actor per GPU of the cluster given by
+            ``ray_address``, or of this machine when it has two GPUs or more; otherwise this
+            process (:func:`~kosmos_ros.corpus.workers.auto_workers`).
         ray_address: join this Ray cluster (``auto``, ``host:port``, ``ray://host:port``);
             None starts an embedded local Ray on this machine, bound to loopback.
         chunks_per_task: chunks handed to a worker at once, taken from different bags when
             there are several, so its batches mix bags.
+        track ... track_coast_time: ``ground_bag --track``'s tracking, per bag, when its
+            output is written (every admitted frame of the bag, in order, on one worker).
     """
 
     inputs: tuple[str, ...]
@@ -71,6 +75,10 @@ class CorpusOptions:
     ray_address: str | None = None
     chunks_per_task: int = 2
     model_label: str = ''
+    track: bool = False
+    track_rate_hz: float = 0.0
+    track_max_age: float = 3.0
+    track_coast_time: float = 1.0
 
     def check(self) -> None:
         """Raise CorpusError naming the first invalid option."""
@@ -88,6 +96,14 @@ class CorpusOptions:
                 raise CorpusError(f'{name} must be at least 1; got {getattr(self, name)}')
         if self.workers is not None and self.workers < 0:
             raise CorpusError(f'workers must be 0 (no Ray) or more; got {self.workers}')
+        if self.track:
+            from kosmos_ros.bag.offline import check_tracking
+            from kosmos_ros.tracking import TrackingError
+
+            try:
+                check_tracking(self.bag_options(Path(), Path()))
+            except TrackingError as exc:
+                raise CorpusError(str(exc)) from None
 
     def bag_options(self, bag: Path, output: Path) -> GroundBagOptions:
         """Return the ``ground_bag`` options of one bag of the corpus."""
@@ -97,7 +113,8 @@ class CorpusOptions:
             copy_input=self.copy_input, overwrite=True, min_score=self.min_score,
             model_label=self.model_label, depth_topics=self.depth_topics,
             camera_info_topics=self.camera_info_topics, depth=self.depth,
-            use_depth=self.use_depth)
+            use_depth=self.use_depth, track=self.track, track_rate_hz=self.track_rate_hz,
+            track_max_age=self.track_max_age, track_coast_time=self.track_coast_time)
 
     def fingerprint(self) -> dict[str, Any]:
         """Return the options that change results: a run resumes only with the same ones."""
@@ -107,4 +124,7 @@ class CorpusOptions:
                 'copy_input': self.copy_input, 'depth_topics': list(self.depth_topics),
                 'camera_info_topics': list(self.camera_info_topics),
                 'depth': asdict(self.depth), 'use_depth': self.use_depth,
-                'chunk_frames': self.chunk_frames}
+                'chunk_frames': self.chunk_frames,
+                # Only with tracking: run folders made before it existed resume as they were.
+                **({'track': {'rate_hz': self.track_rate_hz, 'max_age': self.track_max_age,
+                              'coast_time': self.track_coast_time}} if self.track else {})}

@@ -60,6 +60,22 @@ TOKEN_FILE = 'auth_token'
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+# Ray's sockets lie at <folder>/r/session_<date>_<time>_<pid>/sockets/plasma_store, and a
+# socket's path may not exceed 107 bytes (AF_UNIX): the folder's own path may take about 40.
+_SOCKET_ROOM = 40
+
+
+def _short_temp_dir() -> str:
+    """Return the system temp folder, or /tmp when it is too long for Ray's socket paths."""
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) <= _SOCKET_ROOM - len('/kosmos_ray_12345678'):
+        return base
+    if os.path.isdir('/tmp') and os.access('/tmp', os.W_OK | os.X_OK):
+        return '/tmp'
+    raise CorpusError(f'the temp folder {base} is too long for the sockets of a local Ray (at '
+                      'most 107 bytes a path); set TMPDIR to a shorter folder')
+
+
 class PrivateRay:
     """A folder only this user can enter for one embedded Ray cluster, and its token.
 
@@ -69,7 +85,8 @@ class PrivateRay:
     """
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix='kosmos_ray_'))  # 0700, owned by the user
+        # 0700, owned by the user.
+        self.folder = Path(tempfile.mkdtemp(prefix='kosmos_ray_', dir=_short_temp_dir()))
         self.token_path = self.folder / TOKEN_FILE
         # Ray makes its temp_dir 0777 (ray/_common/utils.py try_to_create_directory); inside
         # this folder no one else can reach it. A short name: the sockets' paths in it may not

@@ -20,13 +20,10 @@ by ``ground_bag``'s own loop, which writes every bag (:class:`~.work.ReplayEngin
 
 from __future__ import annotations
 
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 import fcntl
 import itertools
 from pathlib import Path
-import shutil
-import sys
 import threading
 import time
 from typing import Any, Callable
@@ -39,8 +36,9 @@ from kosmos_ros.corpus.inputs import (BagInput, describe_bag, find_bags, inside,
                                       run_folder_above)
 from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
 from kosmos_ros.corpus.plan import BagPlan, Chunk, plan_bag
+from kosmos_ros.corpus.progress import Progress
 from kosmos_ros.corpus.summary import CorpusSummary
-from kosmos_ros.corpus.work import ChunkResult, ReplayEngine, ReplayMismatch
+from kosmos_ros.corpus.work import BagJob, ChunkResult
 from kosmos_ros.corpus.workers import EngineInfo, open_pool
 from kosmos_ros.datatypes import Query, Task
 
@@ -85,15 +83,15 @@ def _check_folder(out: Path) -> None:
 
 
 def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine: Any = None,
-               progress: bool = False,
-               on_chunk: Callable[[ChunkResult], None] | None = None,
-               echo: Callable[[str], None] | None = None) -> CorpusSummary:
+               progress: Progress | None = None,
+               on_chunk: Callable[[ChunkResult], None] | None = None) -> CorpusSummary:
     """Ground the corpus into the run folder; return the summary.
 
     ``spec`` says what each Ray worker loads; with ``workers`` 0 the run uses ``engine`` (or
-    loads ``spec`` here). ``on_chunk`` is called after each chunk is saved (tests stop a run
-    with it). KeyboardInterrupt (Ctrl-C, SIGTERM, or raised by ``on_chunk``) ends the run
-    with ``interrupted`` set, its finished work kept. Raises CorpusError (bad options, inputs
+    loads ``spec`` here). ``progress`` reports the phases and the grounding (None: quiet).
+    ``on_chunk`` is called after each chunk is saved (tests stop a run with it).
+    KeyboardInterrupt (Ctrl-C, SIGTERM, or raised by ``on_chunk``) ends the run with
+    ``interrupted`` set, its finished work kept. Raises CorpusError (bad options, inputs
     that name no bag, a run folder that cannot be used, a query that cannot run, a worker
     that fails), PromptError or ModelLoadError before any bag is grounded.
     """
@@ -101,7 +99,11 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
     query = Query(Task.parse(options.task), options.prompt,
                   max_new_tokens=options.max_new_tokens)
     out = Path(options.output).absolute()
+    progress = progress or Progress('quiet')
+    progress.phase(f'finding bags in {len(options.inputs)} inputs')
     paths, problems = find_bags(options.inputs, exclude=out)  # before anything is written
+    skipped = f' ({len(problems)} entries are not bags: listed at the end)' if problems else ''
+    progress.phase(f'found {len(paths)} bags{skipped}')
     if not paths:
         raise CorpusError('no bag found: ' + '; '.join(f'{i}: {r}' for i, r in problems))
     for path in paths:
@@ -116,9 +118,9 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
             raise CorpusError(f'{out} holds a run with other options: '
                               f'{differences(existing.get("options"), options.fingerprint())}; '
                               'resume it with the same options or choose a new run folder')
-        run = _Run(options, query, folder, existing, echo or _stderr, sigint)
+        run = _Run(options, query, folder, existing, progress, sigint)
         run.summary.problems = [{'input': i, 'reason': r} for i, r in problems]
-        return run.execute(paths, spec, engine, progress, on_chunk)
+        return run.execute(paths, spec, engine, on_chunk)
 
 
 def differences(before: Any, now: dict[str, Any]) -> str:
@@ -133,15 +135,10 @@ def differences(before: Any, now: dict[str, Any]) -> str:
     return '; '.join(parts)
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 class _Run:
     def __init__(self, options: CorpusOptions, query: Query, folder: RunFolder,
-                 existing: dict[str, Any] | None, echo: Callable[[str], None],
-                 sigint: SigintGuard):
-        self.options, self.query, self.echo = options, query, echo
+                 existing: dict[str, Any] | None, progress: Progress, sigint: SigintGuard):
+        self.options, self.query, self.progress = options, query, progress
         self.folder, self.out = folder, folder.root
         self.sigint = sigint
         self.lock = threading.Lock()
@@ -154,6 +151,7 @@ class _Run:
         self.plans: dict[str, BagPlan] = {}
         self.results_left: dict[str, int] = {}  # bag_id -> chunks still to ground
         self.info: EngineInfo | None = None
+        self.pool: Any = None
 
     # -- inputs, earlier bags and plans --------------------------------------------------------
 
@@ -161,12 +159,16 @@ class _Run:
         """Describe the bags given, then the earlier bags the folder holds (or drop them)."""
         known = {r['path']: r for r in self.earlier if 'sha256' in r}
         bags: list[BagInput] = []
+        started = time.monotonic()
+        self.progress.phase(f'hashing {len(paths)} bags (unchanged ones by size and time)')
         for path in paths:
             try:
                 bags.append(describe_bag(path, known))
             except OSError as exc:
                 self.records[str(path)] = {'path': str(path), 'status': 'failed',
                                            'reason': f'cannot read: {exc}'}
+        self.progress.phase(f'hashed {len(bags)} bags, {sum(b.size for b in bags) / 1e6:.1f} MB '
+                            f'in {time.monotonic() - started:.1f} s')
         given = {str(b.path) for b in bags}
         ids = {b.bag_id for b in bags}
         shas = {b.sha256 for b in bags}
@@ -237,7 +239,7 @@ class _Run:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def execute(self, paths: list[Path], spec: WorkerSpec | None, engine: Any, progress: bool,
+    def execute(self, paths: list[Path], spec: WorkerSpec | None, engine: Any,
                 on_chunk: Callable[[ChunkResult], None] | None) -> CorpusSummary:
         started = time.monotonic()
         bags = self._inputs(paths)
@@ -253,10 +255,12 @@ class _Run:
             old = self._old_record(bag)
             self.records[bag.bag_id] = old if old else dict(record, status='pending')
             self.records[bag.bag_id].update(bag.record())
-        pool = open_pool(spec, self.options.workers, self.options.ray_address, engine,
-                         on_status=self.echo)
+        self.progress.phase('starting the workers and loading the model' if
+                            self.options.workers != 0 else 'loading the model')
+        self.pool = pool = open_pool(spec, self.options.workers, self.options.ray_address,
+                                     engine, on_status=self.progress.phase, auto=True)
         finisher = ThreadPoolExecutor(1, thread_name_prefix='kosmos_corpus_finish') \
-            if self.options.workers != 0 else None
+            if pool.workers_elsewhere else None
         futures: list[Future] = []
         try:
             self.info = pool.info()
@@ -265,16 +269,20 @@ class _Run:
             if reason:
                 raise CorpusError(f'the query cannot run: {reason}')
             self.summary.model = self.info.description
-            self.summary.workers = (f'{pool.workers} Ray workers' if self.options.workers != 0
-                                    else 'this process (no Ray)')
+            self.summary.workers = pool.describe()
+            self.progress.phase(f'model ready: {self.info.description}')
             self._save_manifest('running')
+            self.progress.phase(f'planning {len(first)} bags')
             tasks = self._pending_tasks(first.values())
             total = sum(len(c.frames) for task in tasks for c in task)
-            self.echo(f'kosmos_corpus: {len(first)} bags, {self.summary.chunks} chunks '
-                      f'({self.summary.chunks_reused} done before), {total} frames to ground')
+            self.progress.phase(f'{len(first)} bags, {self.summary.chunks} chunks '
+                                f'({self.summary.chunks_reused} done before), {total} frames '
+                                'to ground')
             for bag_id in [b for b, n in self.results_left.items() if n == 0]:
                 self._finish_bag(bag_id, finisher, futures)
-            self._ground(pool, tasks, total, progress, on_chunk, finisher, futures)
+            self._ground(pool, tasks, total, on_chunk, finisher, futures)
+            if futures:
+                self.progress.phase(f'writing the last of {len(futures)} bags')
         except KeyboardInterrupt:
             self.summary.interrupted = True
         finally:
@@ -336,14 +344,10 @@ class _Run:
         size = self.options.chunks_per_task
         return [order[i:i + size] for i in range(0, len(order), size)]
 
-    def _ground(self, pool: Any, tasks: list[list[Chunk]], total: int, progress: bool,
+    def _ground(self, pool: Any, tasks: list[list[Chunk]], total: int,
                 on_chunk: Callable[[ChunkResult], None] | None, finisher: Any,
                 futures: list[Future]) -> None:
-        from tqdm import tqdm
-
-        label = ' [TINY MODEL]' if self.options.model_label else ''
-        bar = tqdm(total=total, unit=' frames', desc=f'corpus{label}', disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        self.progress.grounding(total, self.summary.workers)
         chunks = {(c.bag_id, c.index): c for task in tasks for c in task}
         started = time.monotonic()
         try:
@@ -351,23 +355,16 @@ class _Run:
                 for result in results:
                     chunk = chunks[(result.bag_id, result.index)]
                     self._save_chunk(chunk, result, finisher, futures)
-                    bar.update(len(chunk.frames))
                     self.summary.chunks_now += 1
                     self.summary.frames_now += len(chunk.frames)
                     self.summary.ground_s = time.monotonic() - started
                     self.summary.per_worker[result.worker] += len(chunk.frames)
-                    bar.set_postfix_str(self._per_worker(), refresh=False)
+                    self.progress.advance(len(chunk.frames), self.summary.per_worker)
                     if on_chunk is not None:
                         on_chunk(result)
                 self.sigint.check()
         finally:
-            bar.close()
-
-    def _per_worker(self) -> str:
-        """Return the frames each worker grounded so far, for the progress bar."""
-        counts = self.summary.per_worker
-        return 'workers ' + ' '.join(f'{i + 1}:{counts[name]}'
-                                     for i, name in enumerate(sorted(counts)))
+            self.progress.close()
 
     def _save_chunk(self, chunk: Chunk, result: ChunkResult, finisher: Any,
                     futures: list[Future]) -> None:
@@ -391,57 +388,33 @@ class _Run:
     # -- writing a bag -------------------------------------------------------------------------
 
     def _write_bag(self, bag_id: str) -> None:
-        """Write a bag's output and index rows with ground_bag's loop and the chunk results."""
-        from kosmos_ros.bag.offline import ground_bag
-
+        """Have a worker write a bag's output and index part; put them in place."""
         record = self.records[bag_id]
-        plan = self.plans[bag_id]
-        results: dict = {}
-        for chunk in plan.chunks:
-            saved = self.folder.chunk(chunk)
-            if saved is None:
-                self._fail(record, f'the results of chunk {chunk.index} went missing or were '
-                                   'damaged after they were saved; run again to ground it again')
-                return
-            results.update(saved.results)
-        partial = self.folder.partial(bag_id)
-        partial.parent.mkdir(exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        bag_info = {'path': record['path'], 'bag_id': bag_id, 'sha256': record['sha256']}
-        fingerprint = self.options.fingerprint()
-
-        def on_frame(outcome: Any) -> None:
-            rows.extend(index.frame_rows(outcome, bag_info, self.info.description,
-                                         self.info.revision, fingerprint))
-
-        replay = ReplayEngine(results, self.info.description, self.info.max_pixels)
-        guard = SigintGuard() if threading.current_thread() is not threading.main_thread() \
-            else self.sigint
-        try:
-            summary = ground_bag(self.options.bag_options(Path(record['path']), partial),
-                                 replay, on_frame=on_frame, guard=guard)
-        except (BagError, ReplayMismatch) as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            if isinstance(exc, ReplayMismatch):
+        job = BagJob(bag_id, record['path'], record['sha256'], str(self.out), self.options,
+                     self.plans[bag_id].chunks, self.info.description, self.info.revision,
+                     self.info.max_pixels)
+        guard = self.sigint if threading.current_thread() is threading.main_thread() else None
+        written = self.pool.write(job, guard)
+        self.summary.writing_cpu_s += written.cpu_s
+        if written.error:
+            if written.chunk_damaged:
                 self.folder.clear(bag_id, everything=True)
-            self._fail(record, str(exc))
+            else:
+                self.folder.clear(bag_id)
+            if written.lost:  # not the bag's fault: pending, the run incomplete
+                with self.lock:
+                    record.update(status='pending', reason=written.error)
+                    self._save_manifest('running')
+                return
+            self._fail(record, written.error)
             return
-        if summary.interrupted:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise KeyboardInterrupt
         with self.sigint.shield():
             final = self.folder.publish(bag_id)
-            index.write_table(index.to_table(rows), self.folder.part(bag_id))
-            skipped: Counter = Counter()
-            for s in summary.topics.values():
-                skipped.update(s.skipped)
             with self.lock:
                 record.update(status='done', reason='', output=str(final),
-                              messages=sum(s.messages for s in summary.topics.values()),
-                              grounded=summary.grounded,
-                              throttled=sum(s.throttled for s in summary.topics.values()),
-                              skipped=dict(skipped), rows=len(rows),
-                              topics={t: s.outputs for t, s in summary.topics.items()})
+                              messages=written.messages, grounded=written.grounded,
+                              throttled=written.throttled, skipped=dict(written.skipped),
+                              rows=written.rows, topics=written.topics)
                 self._save_manifest('running')
 
     def _fail(self, record: dict[str, Any], reason: str) -> None:
@@ -454,13 +427,19 @@ class _Run:
     def _save_manifest(self, status: str) -> None:
         self.manifest.update(status=status, versions=manifest.versions(),
                              run={'inputs': list(self.options.inputs),
-                                  'workers': self.options.workers,
+                                  'workers': self._workers(),
                                   'ray_address': self.options.ray_address,
                                   'batch_size': self.options.batch_size,
                                   'chunks_per_task': self.options.chunks_per_task},
                              inputs=list(self.records.values()),
                              problems=self.summary.problems)
         manifest.write(self.out, self.manifest)
+
+    def _workers(self) -> int | None:
+        """Return the inference workers as resolved (0: this process), for the manifest."""
+        if self.pool is None:
+            return self.options.workers
+        return int(self.pool.workers) if self.pool.workers_elsewhere else 0
 
     def _end(self) -> None:
         """Merge the finished bags' index parts into index.parquet; write the manifest.

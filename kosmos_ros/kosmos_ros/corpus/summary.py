@@ -27,6 +27,7 @@ class CorpusSummary:
     chunks_now: int = 0
     frames_now: int = 0
     ground_s: float = 0.0  # from the first task handed out to the last result
+    writing_cpu_s: float = 0.0  # CPU time spent writing the bags (on the workers with Ray)
     per_worker: Counter = field(default_factory=Counter)
     workers: str = ''
     elapsed_s: float = 0.0

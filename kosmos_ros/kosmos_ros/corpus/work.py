@@ -130,6 +130,106 @@ def _ground_batch(engine: Any, frames: list[Any], query: Query) -> list[Groundin
     return results
 
 
+@dataclass(frozen=True)
+class BagJob:
+    """A bag whose chunks are all grounded: what a worker needs to write its outputs.
+
+    The worker reads the chunks' results back from the run folder (shared storage on a
+    cluster), writes the output bag and the index part into ``bags/.partial/`` and says what
+    it did; the driver then renames both into place.
+    """
+
+    bag_id: str
+    path: str
+    sha256: str
+    run_folder: str
+    options: Any  # CorpusOptions
+    chunks: tuple[Chunk, ...]
+    model: str  # the engine's description, as the run records it
+    revision: str
+    max_pixels: int
+
+
+@dataclass
+class BagWritten:
+    """What writing one bag did (``error``: why it could not be written, nothing written)."""
+
+    bag_id: str
+    error: str = ''
+    chunk_damaged: bool = False  # a chunk's results were unreadable: ground them again
+    lost: bool = False  # the workers writing it were lost: the next run writes it
+    messages: int = 0
+    grounded: int = 0
+    throttled: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    topics: dict[str, list[str]] = field(default_factory=dict)
+    tracks: int = 0
+    cpu_s: float = 0.0  # CPU time the writer spent (process time)
+    worker: str = ''
+
+
+def write_bag(job: BagJob, guard: Any = None) -> BagWritten:
+    """Write a bag's output and index rows with ground_bag's loop and the chunks' results.
+
+    Runs on a worker (or in the driver without Ray). KeyboardInterrupt when interrupted (the
+    partial output removed); every other failure is the returned record's ``error``.
+    """
+    import shutil
+    import time
+
+    from kosmos_ros.bag import BagError
+    from kosmos_ros.bag.offline import ground_bag
+    from kosmos_ros.corpus import index
+    from kosmos_ros.corpus.folder import RunFolder
+
+    started = time.process_time()
+    folder = RunFolder(Path(job.run_folder))
+    out = BagWritten(job.bag_id, worker=worker_name())
+    results: dict = {}
+    for chunk in job.chunks:
+        saved = folder.chunk(chunk)
+        if saved is None:
+            out.error, out.chunk_damaged = (f'the results of chunk {chunk.index} went missing '
+                                            'or were damaged after they were saved; run again '
+                                            'to ground it again'), True
+            return out
+        results.update(saved.results)
+    partial = folder.partial(job.bag_id)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    bag_info = {'path': job.path, 'bag_id': job.bag_id, 'sha256': job.sha256}
+    fingerprint = job.options.fingerprint()
+
+    def on_frame(outcome: Any) -> None:
+        rows.extend(index.frame_rows(outcome, bag_info, job.model, job.revision, fingerprint))
+
+    replay = ReplayEngine(results, job.model, job.max_pixels)
+    try:
+        summary = ground_bag(job.options.bag_options(Path(job.path), partial), replay,
+                             on_frame=on_frame, guard=guard)
+    except (BagError, ReplayMismatch) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        out.error, out.chunk_damaged = str(exc), isinstance(exc, ReplayMismatch)
+        return out
+    if summary.interrupted:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise KeyboardInterrupt
+    index.write_table(index.to_table(rows), folder.partial_part(job.bag_id))
+    skipped: dict[str, int] = {}
+    for stats in summary.topics.values():
+        for reason, n in stats.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    out.messages = sum(t.messages for t in summary.topics.values())
+    out.grounded = summary.grounded
+    out.throttled = sum(t.throttled for t in summary.topics.values())
+    out.skipped, out.rows = skipped, len(rows)
+    out.topics = {t: list(st.outputs) for t, st in summary.topics.items()}
+    out.tracks = sum(t.tracks for t in summary.topics.values())
+    out.cpu_s = time.process_time() - started
+    return out
+
+
 class ReplayMismatch(RuntimeError):
     """A frame met while writing a bag has no result: the bag changed after it was grounded."""
 

@@ -5,7 +5,8 @@
 Both offer the same calls (:class:`Worker`): ``info`` (the engine's description, revision and
 pixel limit), ``check`` (a query's PromptError, before any work) and ``ground`` (chunks in,
 :class:`~kosmos_ros.corpus.work.ChunkResult` out). :class:`LocalPool` runs them here;
-:class:`RayPool` hands the tasks to Ray's ``ActorPool`` (no scheduler of our own).
+:class:`RayPool` hands each task to a free Ray actor, and a task lost with its actor's
+process or node to the next (:meth:`RayPool.run`).
 
 The embedded local Ray binds every server to loopback: before Ray is imported,
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes it take 127.0.0.1 as the node address (without
@@ -28,7 +29,7 @@ from kosmos_ros.corpus import CorpusError
 from kosmos_ros.corpus.options import WorkerSpec
 from kosmos_ros.corpus.plan import Chunk
 from kosmos_ros.corpus.ray_env import PrivateRay, signals_held
-from kosmos_ros.corpus.work import ChunkResult, ground_chunks
+from kosmos_ros.corpus.work import BagJob, BagWritten, ChunkResult, ground_chunks, write_bag
 from kosmos_ros.datatypes import Query
 from kosmos_ros.errors import KosmosError, ModelLoadError
 
@@ -79,14 +80,22 @@ class Worker:
                batch_size: int) -> list[ChunkResult]:
         return ground_chunks(self.engine, chunks, query, batch_size)
 
+    def write(self, job: BagJob) -> BagWritten:
+        """Write a grounded bag's outputs (:func:`~kosmos_ros.corpus.work.write_bag`)."""
+        return write_bag(job)
+
 
 class LocalPool:
     """The engine in this process: tasks run one after the other, in order."""
 
     workers = 1
+    workers_elsewhere = False  # results come back on this thread, one task after the other
 
     def __init__(self, spec: WorkerSpec | None, engine: Any = None):
         self.worker = Worker(spec, engine)
+
+    def describe(self) -> str:
+        return 'this process (no Ray)'
 
     def info(self) -> EngineInfo:
         return self.worker.info()
@@ -99,18 +108,26 @@ class LocalPool:
         for task in tasks:
             yield self.worker.ground(task, query, batch_size)
 
+    def write(self, job: BagJob, guard: Any = None) -> BagWritten:
+        """Write a bag's outputs here, under the run's SIGINT ``guard``."""
+        return write_bag(job, guard)
+
     def close(self) -> None:
         return None
 
 
 class RayPool:
-    """``workers`` Ray actors, each holding an engine; tasks go to Ray's ``ActorPool``."""
+    """``workers`` Ray actors, each holding an engine, each given one task at a time."""
+
+    workers_elsewhere = True  # bags are written (by the actors) while the actors ground
 
     def __init__(self, spec: WorkerSpec, workers: int | None, address: str | None,
                  on_status: Callable[[str], None] | None = None):
         self.ray: Any = None
         self.private: PrivateRay | None = None
         self._processes: list[Any] = []
+        self._on_status = on_status or (lambda line: None)
+        self._writes = 0
         try:
             self._start(spec, workers, address, on_status)
         except BaseException:  # KeyboardInterrupt too: nothing of the cluster may stay
@@ -121,6 +138,8 @@ class RayPool:
                on_status: Callable[[str], None] | None) -> None:
         if address is None:
             self.private = PrivateRay()
+        else:
+            _prepare_join(address)
         with signals_held():  # an interrupted import of Ray would be an ImportError
             self.ray = ray = _import_ray(local=address is None)
         with signals_held():  # Ray loaded: its SIGTERM handler stays out too
@@ -135,9 +154,15 @@ class RayPool:
                 else:
                     ray.init(address=address, log_to_driver=False, logging_level='WARNING',
                              namespace='kosmos_ros_corpus')
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise CorpusError(f'cannot start or join Ray ({address or "local"}): '
-                                  f'{exc}') from None
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+                if address is None:
+                    raise CorpusError(f'cannot start Ray (local): {exc}') from None
+                # A missing or wrong token: Ray 2.60 raises AuthenticationError at once when it
+                # has none, and retries for 20 s before a ConnectionError when it is wrong.
+                raise CorpusError(f'cannot join Ray at {address}: {_first_line(exc)} (a '
+                                  'cluster with token authentication needs its token here '
+                                  'too: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH or '
+                                  'RAY_AUTH_TOKEN)') from None
         gpus = int(ray.cluster_resources().get('GPU', 0))
         device = str(getattr(spec.model, 'device', 'auto')).lower()
         use_gpu = device.startswith('cuda') or (device == 'auto' and gpus > 0)
@@ -147,11 +172,20 @@ class RayPool:
         if use_gpu and gpus < workers:
             raise CorpusError(f'{workers} workers need {workers} GPUs; the Ray cluster has '
                               f'{gpus}')
+        cpus = int(ray.cluster_resources().get('CPU', 0))
+        if cpus < workers:  # the actors without room would wait for it for ever
+            raise CorpusError(f'{workers} workers need {workers} CPUs; the Ray cluster has '
+                              f'{cpus}')
         resources = {'num_gpus': 1, 'num_cpus': 1} if use_gpu else {'num_cpus': 1}
-        actor = ray.remote(**resources)(Worker)
+        # Ray starts an actor whose process or node died again on a node with room (at most
+        # _RESTARTS times; it loads the model again) and runs the calls it lost again there
+        # (max_task_retries -1). Not the grounding: run() gives a lost task to the next free
+        # actor at once rather than wait for the restart, which comes only once the node's
+        # death is noticed (about 15 s by default), or never when no node has room.
+        actor = ray.remote(**resources, max_restarts=_RESTARTS, max_task_retries=-1)(Worker)
         self.actors = [actor.remote(spec, None, True) for _ in range(workers)]
         try:
-            infos = ray.get([a.info.remote() for a in self.actors])
+            infos = ray.get([_when_back(a) for a in self.actors])
         except ray.exceptions.RayError as exc:
             raise CorpusError(f'a worker could not load the model: {_ray_reason(exc)}') from None
         failed = [i.load_error for i in infos if i.load_error]
@@ -161,9 +195,13 @@ class RayPool:
             raise CorpusError('the workers loaded different models: '
                               + '; '.join(sorted({i.description for i in infos})))
         self._info = infos[0]
+        self._description = (f'{workers} Ray workers ({"GPU" if use_gpu else "CPU"}) on '
+                             f'{address or "a local Ray bound to 127.0.0.1"}')
         if on_status:
-            on_status(f'{workers} Ray workers ({"GPU" if use_gpu else "CPU"}) on '
-                      f'{address or "a local Ray bound to 127.0.0.1"}')
+            on_status(self._description)
+
+    def describe(self) -> str:
+        return self._description
 
     def info(self) -> EngineInfo:
         return self._info
@@ -173,17 +211,83 @@ class RayPool:
 
     def run(self, tasks: Sequence[Sequence[Chunk]], query: Query,
             batch_size: int) -> Iterator[list[ChunkResult]]:
-        """Yield each task's results as it finishes (any order); CorpusError if a worker dies."""
-        from ray.util import ActorPool
+        """Yield each task's results as it finishes (any order), each task on a free actor.
 
-        pool = ActorPool(self.actors)
-        for task in tasks:
-            pool.submit(lambda a, chunks: a.ground.remote(chunks, query, batch_size), list(task))
-        while pool.has_next():
+        A task lost with its actor (the actor's process or node died: Ray raises
+        ``ActorUnavailableError`` or ``ActorDiedError``, both ``RayActorError``; or
+        ``ObjectLostError`` for a result lost with its node) goes to the next free actor, at
+        most ``_TRIES`` tries in all. The actor takes tasks again once it answers after Ray's
+        restart with the same model, and is given up when Ray gives it up. CorpusError when
+        the engine raises in a task, a task was lost ``_TRIES`` times, or no actor is left.
+        """
+        from collections import deque
+
+        ray, errors = self.ray, self.ray.exceptions
+        todo = deque((list(task), 1) for task in tasks)  # (chunks, try)
+        free = list(self.actors)
+        waiting: dict[Any, tuple[Any, list[Chunk] | None, int]] = {}  # ref: actor, chunks, try
+        given_up: list[str] = []
+        while todo or any(chunks is not None for _, chunks, _ in waiting.values()):
+            while todo and free:
+                chunks, attempt = todo.popleft()
+                actor = free.pop()
+                ref = actor.ground.options(max_task_retries=0).remote(chunks, query, batch_size)
+                waiting[ref] = (actor, chunks, attempt)
+            if not waiting:
+                raise CorpusError(f'no Ray worker is left: {"; ".join(given_up)}')
+            [ref], _ = ray.wait(list(waiting), num_returns=1)
+            actor, chunks, attempt = waiting.pop(ref)
             try:
-                yield pool.get_next_unordered()
-            except self.ray.exceptions.RayError as exc:
+                answer = ray.get(ref)
+            except errors.RayTaskError as exc:  # the engine raised: as it would in this process
                 raise CorpusError(f'a worker failed: {_ray_reason(exc)}') from None
+            except (errors.RayActorError, errors.ObjectLostError) as exc:
+                if chunks is None:  # its restarts are used up, or it cannot be created
+                    given_up.append(f'a worker is gone: {_ray_reason(exc)}')
+                    self._on_status(given_up[-1])
+                    continue
+                if attempt >= _TRIES:
+                    raise CorpusError(f'chunks {_names(chunks)} were lost with their worker '
+                                      f'{attempt} times (the last: {_ray_reason(exc)}); the '
+                                      'chunks done are kept: run again to resume') from None
+                self._on_status(f'a worker was lost ({type(exc).__name__}); its chunks go to '
+                                'the next free worker')
+                todo.appendleft((chunks, attempt + 1))
+                waiting[_when_back(actor)] = (actor, None, 0)
+                continue
+            if chunks is None:  # back after a restart
+                changed = _changed(answer, self._info)
+                if changed:
+                    given_up.append(changed)
+                else:
+                    free.append(actor)
+                self._on_status(changed or 'a lost worker answers again')
+                continue
+            free.append(actor)
+            yield answer
+
+    def write(self, job: BagJob, guard: Any = None) -> BagWritten:
+        """Have an actor write a bag's outputs (blocks; run from the writing thread).
+
+        The actors take turns; a write waits behind the grounding already handed to its
+        actor. A write lost with its actor (process or node gone) goes to the next actor, at
+        most ``_TRIES`` times; then the bag is left for the next run (``lost``).
+        """
+        errors = self.ray.exceptions
+        reason = ''
+        for _ in range(_TRIES):
+            actor = self.actors[self._writes % len(self.actors)]
+            self._writes += 1
+            try:
+                return self.ray.get(actor.write.options(max_task_retries=0).remote(job))
+            except errors.RayTaskError as exc:  # write_bag itself raised
+                return BagWritten(job.bag_id, error=f'writing failed: {_ray_reason(exc)}')
+            except (errors.RayActorError, errors.ObjectLostError) as exc:
+                reason = _ray_reason(exc)
+                self._on_status(f'a worker was lost while writing a bag ({type(exc).__name__});'
+                                ' the next one writes it')
+        return BagWritten(job.bag_id, lost=True, error=f'writing was lost with its worker '
+                          f'{_TRIES} times (the last: {reason}); run again to write it')
 
     def close(self) -> None:
         """Shut Ray down; for the embedded one, stop what is left of it and remove its folder."""
@@ -223,12 +327,93 @@ def _ray_reason(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
+def auto_workers(spec: WorkerSpec | None, address: str | None) -> int | None:
+    """Return what ``--workers auto`` means here: 0 (this process) or None (one per GPU).
+
+    Ray helps only with several inference workers: a cluster (``address``), or this machine's
+    GPUs when it has two or more and the model may run on CUDA. One GPU, or none, grounds in
+    this process: starting Ray for one worker only costs its start-up (about 15 s here).
+    """
+    if address is not None:
+        return None
+    device = str(getattr(getattr(spec, 'model', None), 'device', 'auto')).lower()
+    if spec is None or not (device == 'auto' or device.startswith('cuda')):
+        return 0
+    import torch
+
+    return None if torch.cuda.is_available() and torch.cuda.device_count() > 1 else 0
+
+
 def open_pool(spec: WorkerSpec | None, workers: int | None, address: str | None,
-              engine: Any = None,
-              on_status: Callable[[str], None] | None = None) -> LocalPool | RayPool:
-    """Return the workers: in this process for ``workers`` 0, else on Ray (None: auto)."""
+              engine: Any = None, on_status: Callable[[str], None] | None = None,
+              auto: bool = False) -> LocalPool | RayPool:
+    """Return the workers: in this process for ``workers`` 0, else on Ray (None: one per GPU).
+
+    With ``auto`` (``--workers auto``), ``workers`` None is first decided by
+    :func:`auto_workers`.
+    """
+    if auto and workers is None:
+        workers = auto_workers(spec, address)
     if workers == 0:
         return LocalPool(spec, engine)
     if spec is None:
         raise CorpusError('Ray workers load their own engine: give a WorkerSpec')
     return RayPool(spec, workers, address, on_status)
+
+
+# -- joining a cluster, and actors that come back ------------------------------------------
+
+_RESTARTS = 3  # times Ray starts an actor again after its process or node died
+_TRIES = 3  # times a task is given to an actor before a run fails (a chunk that kills it)
+
+
+def _prepare_join(address: str, timeout_s: float = 5.0) -> None:
+    """Check that something answers at a cluster's address; have Ray dial loopback as given.
+
+    Given an address where nothing listens, ``ray.init`` of Ray 2.60 had not given up after
+    200 s (20 tries, each waiting up to 35 s for the GCS). Unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before it is imported, Ray replaces
+    ``127.0.0.1`` and ``localhost`` with the machine's external address
+    (``ray._private.services.canonicalize_bootstrap_address``), where a cluster bound to
+    loopback does not listen; a cluster listening on every address answers both ways.
+    """
+    import socket
+
+    if address == 'auto':  # the cluster `ray start` last recorded on this machine
+        return
+    host, colon, port = address.split('://', 1)[-1].rpartition(':')
+    host = host.strip('[]')
+    if not colon or not host or not port.isdigit():
+        raise CorpusError(f'the Ray address must be auto, HOST:PORT or ray://HOST:PORT; got '
+                          f'{address!r}')
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise CorpusError(f'cannot join Ray at {address}: nothing answers there '
+                          f'({exc.strerror or exc}); start the cluster (ray start --head) or '
+                          'give its address') from None
+    if host in ('127.0.0.1', 'localhost', '::1'):
+        os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
+
+
+def _when_back(actor: Any) -> Any:
+    """Return a reference to the actor's EngineInfo, waiting through its restarts."""
+    return actor.info.options(max_task_retries=-1).remote()
+
+
+def _changed(info: EngineInfo, first: EngineInfo) -> str:
+    """Return why an actor back from a restart cannot take tasks ('' when it can)."""
+    if info.load_error:
+        return f'a worker started again by Ray could not load the model: {info.load_error}'
+    if info.description != first.description:
+        return f'a worker started again by Ray loaded {info.description}'
+    return ''
+
+
+def _names(chunks: Sequence[Chunk]) -> str:
+    return ', '.join(f'{c.bag_id}#{c.index}' for c in chunks)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

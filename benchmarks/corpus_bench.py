@@ -8,8 +8,10 @@ its own photograph. Each worker count grounds it into a fresh run folder with th
 (a fixed number of generated tokens, so every frame is the same work): 0 is this process
 without Ray, 1 and 2 are Ray actors on the embedded local Ray. Throughput is admitted frames
 over the grounding time (first task handed out to last result); Ray's start-up, the hashing,
-planning and model loading are reported apart. The indexes of all worker counts must be equal
-(box scores to float rounding), or the row says so.
+planning and model loading are reported apart, and so are the time to the first grounded chunk
+and the driver's own CPU per grounded frame (with Ray, the actors ground and write the bags;
+the driver hands out chunks and keeps the run folder's state). The indexes of all worker
+counts must be equal (box scores to float rounding), or the row says so.
 
 Usage: tools/in-env python benchmarks/corpus_bench.py [--bags 4] [--frames 24] [--tokens 16]
 (also row h of ``make bench``).
@@ -22,6 +24,7 @@ import json
 import math
 import os
 from pathlib import Path
+import resource
 import sys
 import tempfile
 import time
@@ -56,6 +59,12 @@ def same_index(a: Path, b: Path) -> bool:
                             for x, y in zip(sa, sb))
 
 
+def _driver_cpu() -> float:
+    """Return this process's CPU time so far (user and system, its threads included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_corpus(model_dir: Path, bags: int = 4, frames: int = 24, tokens: int = 16,
                  workers: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
     """Ground one generated corpus with each worker count; return the figures."""
@@ -74,14 +83,27 @@ def bench_corpus(model_dir: Path, bags: int = 4, frames: int = 24, tokens: int =
         folders = {}
         for n in workers:
             folders[n] = Path(tmp) / f'run{n}'
+            first: list[float] = []
             started = time.monotonic()
+            cpu = _driver_cpu()
             summary = run_corpus(CorpusOptions(inputs=(str(corpus),), output=folders[n],
                                                workers=n, chunk_frames=8, batch_size=4),
-                                 spec, echo=lambda _: None)
+                                 spec, on_chunk=lambda _: first.append(time.monotonic()))
             wall = time.monotonic() - started
-            out['runs'][n] = {'frames': summary.frames_now, 'ground_s': summary.ground_s,
-                              'fps': summary.frames_now / summary.ground_s,
+            driver_cpu = _driver_cpu() - cpu
+            frames = summary.frames_now
+            grounding_cpu = summary.grounding_cpu_s
+            out['runs'][n] = {'frames': frames, 'ground_s': summary.ground_s,
+                              'fps': frames / summary.ground_s,
                               'wall_s': wall, 'setup_s': wall - summary.ground_s,
+                              'first_chunk_s': first[0] - started if first else None,
+                              # The driver's own CPU (this process) per grounded frame; with
+                              # Ray it only hands out chunks and renames what workers wrote.
+                              'driver_cpu_per_frame_s': driver_cpu / frames if frames else None,
+                              # The same over the grounding phase alone (start-up excluded).
+                              'grounding_cpu_per_frame_s': grounding_cpu / frames
+                              if frames else None,
+                              'writing_cpu_s': summary.writing_cpu_s,
                               'per_worker': dict(summary.per_worker)}
         first = folders[workers[0]]
         out['same_index'] = all(same_index(first, folders[n]) for n in workers[1:])

@@ -349,7 +349,7 @@ class _Run:
                 futures: list[Future]) -> None:
         self.progress.grounding(total, self.summary.workers)
         chunks = {(c.bag_id, c.index): c for task in tasks for c in task}
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         try:
             for results in pool.run(tasks, self.query, self.options.batch_size):
                 for result in results:
@@ -364,6 +364,7 @@ class _Run:
                         on_chunk(result)
                 self.sigint.check()
         finally:
+            self.summary.grounding_cpu_s = time.process_time() - cpu
             self.progress.close()
 
     def _save_chunk(self, chunk: Chunk, result: ChunkResult, finisher: Any,

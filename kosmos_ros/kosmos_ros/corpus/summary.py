@@ -28,6 +28,7 @@ class CorpusSummary:
     frames_now: int = 0
     ground_s: float = 0.0  # from the first task handed out to the last result
     writing_cpu_s: float = 0.0  # CPU time spent writing the bags (on the workers with Ray)
+    grounding_cpu_s: float = 0.0  # this process's CPU time over the grounding (the driver's)
     per_worker: Counter = field(default_factory=Counter)
     workers: str = ''
     elapsed_s: float = 0.0

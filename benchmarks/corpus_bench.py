@@ -70,8 +70,8 @@ def bench_corpus(model_dir: Path, bags: int = 4, frames: int = 24, tokens: int =
     """Ground one generated corpus with each worker count; return the figures."""
     from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
     from kosmos_ros.corpus.run import run_corpus
-    from kosmos_ros.engine import EngineOptions
-    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.model.engine import EngineOptions
+    from kosmos_ros.model.loading import ModelOptions
 
     spec = WorkerSpec(ModelOptions(model=str(model_dir), local_files_only=True, device='cpu'),
                       EngineOptions(max_new_tokens=tokens, min_new_tokens=tokens,

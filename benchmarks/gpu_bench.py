@@ -54,10 +54,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from kosmos_ros.datatypes import Query, Task, TORCHAO_QUANTIZATIONS  # noqa: E402
-from kosmos_ros.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.images import frame_from_array  # noqa: E402
-from kosmos_ros.loading import load_model, LoadedModel, ModelOptions  # noqa: E402
-from kosmos_ros.prompts import build_prompt  # noqa: E402
+from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
+from kosmos_ros.model.loading import load_model, LoadedModel, ModelOptions  # noqa: E402
+from kosmos_ros.model.prompts import build_prompt  # noqa: E402
 from kosmos_ros.samples import load_photo  # noqa: E402
 
 CAPTION_TOKENS = 30
@@ -287,8 +287,8 @@ def decoder_choices(requested: Sequence[str] | None) -> list[str | None]:
         return [None]
     if requested:
         return list(requested)
-    import kosmos_ros.decoding as decoding_module
-    import kosmos_ros.engine as engine_module
+    import kosmos_ros.model.decoding as decoding_module
+    import kosmos_ros.model.engine as engine_module
     for module in (engine_module, decoding_module):
         for name in ('DECODERS', 'DECODER_CHOICES', 'DECODER_NAMES'):
             values = getattr(module, name, None)

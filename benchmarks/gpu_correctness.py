@@ -23,10 +23,10 @@ import time
 import torch
 
 from kosmos_ros.datatypes import PixelBox, Query, Task
-from kosmos_ros.engine import EngineOptions, GroundingEngine
 from kosmos_ros.images import frame_from_array
-from kosmos_ros.loading import LoadedModel, ModelOptions
-from kosmos_ros.prompts import build_prompt
+from kosmos_ros.model.engine import EngineOptions, GroundingEngine
+from kosmos_ros.model.loading import LoadedModel, ModelOptions
+from kosmos_ros.model.prompts import build_prompt
 from kosmos_ros.samples import load_photo
 from kosmos_ros.tiny_model import build_tiny_model
 

@@ -40,8 +40,8 @@ from gpu_bench import (build_full_size, build_tiny, decode_weight_bytes,  # noqa
                        wrap_loaded)
 
 from kosmos_ros.datatypes import Query, Task  # noqa: E402
-from kosmos_ros.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.images import frame_from_array  # noqa: E402
+from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.samples import load_photo  # noqa: E402
 
 SHORT, LONG = 2, 34
@@ -122,7 +122,7 @@ def main() -> int:
     tiny = build_tiny(tmp)
     processor = load_processor(tiny)
     if args.cpu_smoke:
-        from kosmos_ros.loading import load_model, ModelOptions
+        from kosmos_ros.model.loading import load_model, ModelOptions
         loaded = load_model(ModelOptions(model=str(tiny), local_files_only=True, device='cpu'))
         decoder = 'static'
     else:

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from kosmos_ros.loading import load_model, ModelOptions
+from kosmos_ros.model.loading import load_model, ModelOptions
 
 from gpu_bench import build_full_size, build_tiny, camera_frame, load_processor  # noqa: I100
 

@@ -66,10 +66,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from kosmos_ros.datatypes import Query, Task  # noqa: E402
-from kosmos_ros.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.images import frame_from_array, frame_from_message  # noqa: E402
-from kosmos_ros.preprocess import Preprocessor  # noqa: E402
-from kosmos_ros.prompts import build_prompt  # noqa: E402
+from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
+from kosmos_ros.model.preprocess import Preprocessor  # noqa: E402
+from kosmos_ros.model.prompts import build_prompt  # noqa: E402
 from kosmos_ros.samples import PHOTO_NAMES  # noqa: E402
 from kosmos_ros.threads import DEFAULT_CPU_THREADS, opencv, use_cpu_threads  # noqa: E402
 

@@ -57,7 +57,7 @@ from scipy.optimize import linear_sum_assignment
 from kosmos_ros.camera_scenes import robot_scenes, SceneLike
 from kosmos_ros.datatypes import PixelBox
 from kosmos_ros.images import frame_from_array
-from kosmos_ros.tracking import gray_for_tracking, iou_matrix, Tracker, TrackerSettings
+from kosmos_ros.tracking.tracker import gray_for_tracking, iou_matrix, Tracker, TrackerSettings
 from kosmos_ros.tracking_scenes import standard_scenes
 
 LOST_IOU = 0.3

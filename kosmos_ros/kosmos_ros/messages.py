@@ -231,7 +231,7 @@ def detections_3d_msg(types: MessageTypes, result: GroundingResult, lifted: Lift
 
 
 def tracks_msg(types: MessageTypes, tracks: Sequence[Any], header: Any) -> Any:
-    """Return a vision_msgs/Detection2DArray of tracks (``kosmos_ros.tracking.Track``).
+    """Return a vision_msgs/Detection2DArray of tracks (``kosmos_ros.tracking.tracker.Track``).
 
     ``id`` is the track id (decimal), ``class_id`` the phrase of the model result that last
     confirmed it, ``score`` that result's score; ``header`` is the frame the boxes were moved

@@ -34,14 +34,14 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def model_options(tiny_model_dir):
-    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.model.loading import ModelOptions
     return ModelOptions(model=str(tiny_model_dir), local_files_only=True, device='cpu')
 
 
 @pytest.fixture(scope='session')
 def engine(model_options):
     """Load the engine on the tiny model through the code users run."""
-    from kosmos_ros.engine import EngineOptions, GroundingEngine
+    from kosmos_ros.model.engine import EngineOptions, GroundingEngine
     return GroundingEngine.load(model_options, EngineOptions(max_new_tokens=24))
 
 

@@ -23,11 +23,11 @@ from kosmos_ros.bag.sample import DEPTH_TOPIC, main as sample_main, make_sample_
 from kosmos_ros.bag.spatial import DepthStream
 from kosmos_ros.bag.typestore import (CAMERA_INFO, DETECTION_3D_ARRAY, IMAGE, project_typestore,
                                       RosbagsTypes)
-from kosmos_ros.boxes import patch_indices_to_normalized
 from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.depth import Box3D, DepthSettings, Lifted
 from kosmos_ros.images import Frame
 from kosmos_ros.messages import detections_3d_msg, grounding_msg
+from kosmos_ros.model.boxes import patch_indices_to_normalized
 
 
 WIDTH, HEIGHT = 320, 240

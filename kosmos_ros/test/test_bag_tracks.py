@@ -21,8 +21,8 @@ from kosmos_ros.bag.typestore import IMAGE, project_typestore
 from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.images import frame_from_message
 from kosmos_ros.tiny_model import TINY_LABEL
-from kosmos_ros.track_stream import TrackStream
-from kosmos_ros.tracking import TrackerSettings, TrackingError
+from kosmos_ros.tracking.stream import TrackStream
+from kosmos_ros.tracking.tracker import TrackerSettings, TrackingError
 
 from helpers import read_bag, stamp_of  # noqa: I100
 

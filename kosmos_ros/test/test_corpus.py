@@ -34,7 +34,7 @@ from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
 from kosmos_ros.corpus.report import write_html
 from kosmos_ros.corpus.run import run_corpus
 from kosmos_ros.corpus.search import export, search, SearchQuery
-from kosmos_ros.engine import EngineOptions
+from kosmos_ros.model.engine import EngineOptions
 
 from helpers import chromium as _browser, open_in_browser, read_bag, steer_for  # noqa: I100
 
@@ -321,8 +321,8 @@ KILLER = textwrap.dedent('''
     from helpers import steer_for
     from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
     from kosmos_ros.corpus.run import run_corpus
-    from kosmos_ros.engine import EngineOptions
-    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.model.engine import EngineOptions
+    from kosmos_ros.model.loading import ModelOptions
     from transformers import AutoTokenizer
     model = ModelOptions(model={model!r}, local_files_only=True, device='cpu')
     steer = steer_for(AutoTokenizer.from_pretrained({model!r}))

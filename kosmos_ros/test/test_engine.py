@@ -10,10 +10,10 @@ import torch
 from transformers import LogitsProcessorList
 
 from kosmos_ros.datatypes import PixelBox, Query, Task
-from kosmos_ros.decoding import InferenceCancelled
 from kosmos_ros.errors import InferenceError, OutOfMemoryError
 from kosmos_ros.images import frame_from_array
-from kosmos_ros.prompts import build_prompt
+from kosmos_ros.model.decoding import InferenceCancelled
+from kosmos_ros.model.prompts import build_prompt
 
 from helpers import steer_for  # noqa: I100
 
@@ -284,7 +284,7 @@ def test_fixed_work_with_min_new_tokens_equals_reference(engine, reference, phot
 
 def _decode_rows(engine, frames):
     """Return DecodeRows of varied prompts and budgets (1 to 30 tokens) over two frames."""
-    from kosmos_ros.decoding import DecodeRow
+    from kosmos_ros.model.decoding import DecodeRow
     encoded = engine.encode([frames['coffee'], frames['chelsea']])
     queries = [(0, Query(Task.CAPTION, max_new_tokens=30)),
                (1, Query(Task.FIND, 'the animal', max_new_tokens=1)),
@@ -304,7 +304,7 @@ def _three_loops(engine, rows, settings):
     The host loop over the static cache is forced by a logits processor that changes nothing.
     """
     from dataclasses import replace
-    from kosmos_ros.decoding import greedy_decode
+    from kosmos_ros.model.decoding import greedy_decode
     static = engine.with_options(decoder='static')
 
     def identity(input_ids, scores):
@@ -368,7 +368,7 @@ def test_device_loop_stops_rows_at_end_of_sequence(engine, frames):
 
 
 def test_fused_qkv_shares_the_model_weights(engine):
-    from kosmos_ros.static_decode import fused_qkv
+    from kosmos_ros.model.static_decode import fused_qkv
     attn = engine.model.text_model.model.layers[0].self_attn
     before = [m.weight.detach().clone() for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
     weight, bias = fused_qkv(attn)

@@ -11,7 +11,7 @@ from rosbags.image import message_to_cvimage
 
 from kosmos_ros.errors import ImageError
 from kosmos_ros.images import frame_from_array, frame_from_message
-from kosmos_ros.preprocess import Preprocessor
+from kosmos_ros.model.preprocess import Preprocessor
 
 
 def image_msg(array, encoding, step=None, bigendian=0):

@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from kosmos_ros.engine import GroundingEngine
 from kosmos_ros.errors import ModelLoadError
-from kosmos_ros.loading import load_model, ModelOptions, resolve_device, resolve_dtype
+from kosmos_ros.model.engine import GroundingEngine
+from kosmos_ros.model.loading import load_model, ModelOptions, resolve_device, resolve_dtype
 
 
 def copy_model(src, dst):
@@ -166,8 +166,8 @@ def test_int8_weight_only_quantizes_the_text_decoder_and_answers_alike(tiny_mode
     """Int8 through torchao on the CPU: decoder weights in 8 bits, the vision encoder not."""
     pytest.importorskip('torchao')
     from kosmos_ros.datatypes import Query, Task
-    from kosmos_ros.engine import EngineOptions
     from kosmos_ros.images import frame_from_array
+    from kosmos_ros.model.engine import EngineOptions
 
     plain = load_model(ModelOptions(model=str(tiny_model_dir), device='cpu'))
     quantized = load_model(ModelOptions(model=str(tiny_model_dir), device='cpu',

@@ -11,7 +11,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
-from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
+from kosmos_ros.model.boxes import normalized_to_pixels, patch_indices_to_normalized
 
 from helpers import wait_for  # noqa: I100
 from node_harness import NODE_TESTS, NodeHarness  # noqa: I100

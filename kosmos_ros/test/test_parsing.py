@@ -8,11 +8,11 @@ import random
 import pytest
 from transformers.models.kosmos2 import processing_kosmos2 as ref
 
-from kosmos_ros.boxes import (normalized_to_patch_indices, normalized_to_pixels,
-                              patch_indices_to_normalized, patch_token, pixels_to_normalized)
 from kosmos_ros.datatypes import PixelBox
-from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
-                                parse_grounded_text)
+from kosmos_ros.model.boxes import (normalized_to_patch_indices, normalized_to_pixels,
+                                    patch_indices_to_normalized, patch_token, pixels_to_normalized)
+from kosmos_ros.model.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
+                                      parse_grounded_text)
 
 pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
 

@@ -11,7 +11,7 @@ import pytest
 
 from kosmos_ros.datatypes import PixelBox, Query, Task
 from kosmos_ros.errors import PromptError, RegionError
-from kosmos_ros.prompts import build_prompt, neutralize, TAG_TOKENS
+from kosmos_ros.model.prompts import build_prompt, neutralize, TAG_TOKENS
 
 W, H = 451, 300
 

@@ -24,7 +24,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from kosmos_ros.datatypes import Query, Task
-from kosmos_ros.engine import GroundingEngine
+from kosmos_ros.model.engine import GroundingEngine
 
 from helpers import small, wait_for  # noqa: I100
 from hostile import INJECTIONS, LOOK_ALIKE_INJECTIONS, raw_msg, structure  # noqa: I100

@@ -15,13 +15,14 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import pytest
 
-import kosmos_ros.association as association
 from kosmos_ros.datatypes import GroundedBox, GroundedPhrase, PixelBox
 from kosmos_ros.images import frame_from_array
 from kosmos_ros.samples import load_photo
 from kosmos_ros.threads import opencv
-from kosmos_ros.tracking import (associate, FlowSettings, gray_for_tracking, iou_matrix,
-                                 Track, Tracker, TrackerSettings, TrackingError, TrackState)
+import kosmos_ros.tracking.association as association
+from kosmos_ros.tracking.tracker import (associate, FlowSettings, gray_for_tracking, iou_matrix,
+                                         Track, Tracker, TrackerSettings, TrackingError,
+                                         TrackState)
 from kosmos_ros.tracking_scenes import Scene, standard_scenes
 
 pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
@@ -246,7 +247,7 @@ def test_time_going_back_resets_and_a_repeated_stamp_is_ignored():
 
 
 def test_propagate_without_tracks_runs_no_flow(monkeypatch):
-    import kosmos_ros.following as following
+    import kosmos_ros.tracking.following as following
 
     def refuse(*args):
         raise AssertionError('flow ran without tracks')

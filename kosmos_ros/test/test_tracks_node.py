@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from vision_msgs.msg import Detection2DArray
 
-from kosmos_ros.boxes import normalized_to_pixels, patch_indices_to_normalized
+from kosmos_ros.model.boxes import normalized_to_pixels, patch_indices_to_normalized
 
 from helpers import small, wait_for  # noqa: I100
 from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100

@@ -103,7 +103,7 @@ def model_options(args: argparse.Namespace) -> Any:
 
     ``--tiny-model`` gives the tiny random model's folder (built there once).
     """
-    from kosmos_ros.loading import ModelOptions
+    from kosmos_ros.model.loading import ModelOptions
     from kosmos_ros.tiny_model import tiny_model_path
 
     if args.tiny_model:

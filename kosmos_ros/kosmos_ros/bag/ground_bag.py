@@ -6,7 +6,7 @@ Reads rosbag2 (MCAP, sqlite3) and ROS 1 bags with ``rosbags``; needs no rclpy. I
 (``sensor_msgs/Image`` and ``CompressedImage``) are picked automatically (every raw topic,
 and every compressed topic without its raw twin) or by name. Each selected frame, or those a
 message-time rate admits (:func:`kosmos_ros.admission.admit`, the node's rule), goes through
-the same :class:`~kosmos_ros.engine.GroundingEngine` as the node. The output MCAP bag holds
+the same :class:`~kosmos_ros.model.engine.GroundingEngine` as the node. The output MCAP bag holds
 ``<base>/detections`` (``vision_msgs/Detection2DArray``) and ``<base>/grounding``
 (``kosmos_ros_interfaces/Grounding``) with the source headers and bag times, where ``<base>``
 is the camera namespace of the image topic (``/camera/image_raw`` -> ``/camera``).
@@ -25,7 +25,7 @@ reason is counted in the summary.
 Tracking (``--track``): the grounded boxes become tracks with lasting ids, followed by optical
 flow on every admitted frame, grounded or throttled by ``--rate-hz`` (at most
 ``--track-rate-hz`` of them per second of message time), with the node's code
-(:class:`~kosmos_ros.track_stream.TrackStream`). The output then also holds, one message per
+(:class:`~kosmos_ros.tracking.stream.TrackStream`). The output then also holds, one message per
 tracked frame with its header and bag time, ``<base>/tracks`` (``vision_msgs/Detection2DArray``:
 ``id`` the track id, ``class_id`` the phrase) and, with depth, ``<base>/tracks_3d``
 (``vision_msgs/Detection3DArray``). A track lives ``--track-max-age`` seconds of message time
@@ -218,7 +218,7 @@ def tracking_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load_engine(args: argparse.Namespace) -> Any:
     """Load the model the command line names; ModelLoadError."""
-    from kosmos_ros.engine import EngineOptions, GroundingEngine
+    from kosmos_ros.model.engine import EngineOptions, GroundingEngine
     from kosmos_ros.tiny_model import TINY_LABEL
 
     if args.tiny_model:

@@ -5,22 +5,22 @@
 Each selected image message is deserialized and admitted by the node's rule
 (:func:`kosmos_ros.admission.admit`: unsupported encodings refused before the throttle,
 unstamped frames take their bag time, ``rate_hz`` in message time), converted, grounded by
-the same :class:`~kosmos_ros.engine.GroundingEngine` as the node, lifted to 3D when its topic
+the same :class:`~kosmos_ros.model.engine.GroundingEngine` as the node, lifted to 3D when its topic
 has depth (:mod:`kosmos_ros.bag.spatial`), and its results written whole into the output bag
 (:mod:`kosmos_ros.bag.output`). Frames that cannot be used are counted skips with their
 reason. The output bag is closed whatever happens, so an interrupted run (Ctrl-C, pressed any
 number of times) leaves a valid bag holding the frames done so far
 (:class:`~kosmos_ros.bag.safety.SigintGuard`).
 
-With ``track``, each selected topic has one :class:`~kosmos_ros.track_stream.TrackStream`
+With ``track``, each selected topic has one :class:`~kosmos_ros.tracking.stream.TrackStream`
 (the node's tracking). Every admitted frame (grounded or throttled by ``rate_hz``) is converted
 once and given to its ``on_frame``, unless the stream's ``track_rate_hz`` skips it (then it is
 not converted for tracking); a grounded frame's result follows with ``on_result`` right after.
 Each tracked frame's tracks are written to ``<base>/tracks`` (and, with depth, lifted to
 ``<base>/tracks_3d``) with the frame's header, at its bag time, in the same shielded write as
-its results. A frame the tracker cannot use (:class:`~kosmos_ros.tracking.TrackingError`, or a
-throttled frame that cannot be converted) is counted in ``TopicStats.not_tracked`` and gets no
-tracks message; when it is grounded, its result still goes to the tracker.
+its results. A frame the tracker cannot use (:class:`~kosmos_ros.tracking.flow.TrackingError`,
+or a throttled frame that cannot be converted) is counted in ``TopicStats.not_tracked`` and
+gets no tracks message; when it is grounded, its result still goes to the tracker.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 from kosmos_ros.admission import admit, stamp_seconds
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.output import (add_connections, close_writer, open_report, open_writer,
-                                   Output, write_report, write_results, write_tracks)
+from kosmos_ros.bag.output import (add_connections, close_writer, open_report, open_writer, Output,
+                                   write_report, write_results, write_tracks)
 from kosmos_ros.bag.pairing import DepthPairing, pair_depth_topics
 from kosmos_ros.bag.reading import failure_reason, open_reader, select_image_topics
 from kosmos_ros.bag.records import BagSummary, FrameOutcome, GroundBagOptions, TopicStats
@@ -48,8 +48,8 @@ from kosmos_ros.errors import ImageError, KosmosError
 from kosmos_ros.images import Frame, frame_from_message
 
 if TYPE_CHECKING:  # tracking needs OpenCV and scipy: imported only with options.track
-    from kosmos_ros.track_stream import TrackStream
-    from kosmos_ros.tracking import Track
+    from kosmos_ros.tracking.stream import TrackStream
+    from kosmos_ros.tracking.tracker import Track
 
 
 def pair_depth(reader: Any, stats: Sequence[TopicStats],
@@ -115,7 +115,7 @@ def check_tracking(options: GroundBagOptions) -> None:
     """Raise TrackingError for tracking options that cannot be used (with ``track`` only)."""
     if not options.track:
         return
-    from kosmos_ros.tracking import TrackerSettings, TrackingError
+    from kosmos_ros.tracking.tracker import TrackerSettings, TrackingError
 
     rate = options.track_rate_hz
     if not (math.isfinite(rate) and rate >= 0.0):
@@ -129,8 +129,8 @@ def track_streams(options: GroundBagOptions,
     """Return one track stream per selected image topic with ``track``; none without."""
     if not options.track:
         return {}
-    from kosmos_ros.track_stream import TrackStream
-    from kosmos_ros.tracking import TrackerSettings
+    from kosmos_ros.tracking.stream import TrackStream
+    from kosmos_ros.tracking.tracker import TrackerSettings
 
     settings = TrackerSettings(track_max_age=options.track_max_age,
                                coast_seconds=options.track_coast_time)
@@ -349,7 +349,7 @@ class _BagRun:
     def _track(stream: TrackStream, s: TopicStats, stamp: float,
                frame: Frame) -> list[Track] | None:
         """Move the stream's tracks onto a frame; None when it is skipped or refused (counted)."""
-        from kosmos_ros.tracking import TrackingError
+        from kosmos_ros.tracking.tracker import TrackingError
 
         try:
             return stream.on_frame(stamp, frame)

@@ -47,9 +47,10 @@ class GroundBagOptions:
         depth: how boxes are lifted to 3D (stamp tolerance, depth range, inner fraction).
         use_depth: False grounds in 2D only, whatever depth the bag holds.
         track: also follow the grounded boxes on every admitted frame (grounded or
-            throttled) as tracks with lasting ids (:class:`~kosmos_ros.track_stream.TrackStream`,
-            the node's tracking) and write them to ``<base>/tracks`` (and, with depth,
-            ``<base>/tracks_3d``), one message per tracked frame.
+            throttled) as tracks with lasting ids (the node's tracking,
+            :class:`~kosmos_ros.tracking.stream.TrackStream`) and write them to
+            ``<base>/tracks``, ``<base>/track_states`` (and, with depth, ``<base>/tracks_3d``),
+            one message each per tracked frame.
         track_rate_hz: with ``track``, track at most this many frames per second of message
             time per topic (the node's ``track_rate_hz``); 0 tracks every admitted frame.
         track_max_age: with ``track``, seconds (message time) a track lives after the last
@@ -133,8 +134,8 @@ class FrameOutcome:
 
     ``lifted`` holds, when the topic has depth, the 3D of each box (per phrase, per box, a
     :class:`~kosmos_ros.depth.Lifted`) and ``depth_note`` why the frame has no 3D, if so.
-    ``tracks`` holds, with ``track``, the tracks (:class:`~kosmos_ros.tracking.Track`) written
-    for the frame; None when no tracks message was written for it.
+    ``tracks`` holds, with ``track``, the tracks (:class:`~kosmos_ros.tracking.track.Track`)
+    written for the frame; None when no tracks message was written for it.
     """
 
     topic: str

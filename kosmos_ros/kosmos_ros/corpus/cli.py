@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 import pyarrow.parquet  # noqa: F401
                 if args.command == 'ground' or getattr(args, 'find', None) is not None:
                     import kosmos_ros.corpus.run  # noqa: F401
-                    import kosmos_ros.engine  # noqa: F401 (torch)
+                    import kosmos_ros.model.engine  # noqa: F401 (torch)
             if args.command == 'ground':
                 status = _ground(args)
             elif args.command == 'search':
@@ -278,7 +278,7 @@ def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: P
 def _spec(args: argparse.Namespace) -> Any:
     from kosmos_ros.bag.cli import model_options
     from kosmos_ros.corpus.options import WorkerSpec
-    from kosmos_ros.engine import EngineOptions
+    from kosmos_ros.model.engine import EngineOptions
 
     options = EngineOptions(max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads)
     return WorkerSpec(model_options(args), options)

@@ -22,12 +22,12 @@ class WorkerSpec:
     Picklable, so Ray sends it to each actor, which loads its own engine.
     """
 
-    model: Any  # kosmos_ros.loading.ModelOptions
-    engine: Any  # kosmos_ros.engine.EngineOptions
+    model: Any  # kosmos_ros.model.loading.ModelOptions
+    engine: Any  # kosmos_ros.model.engine.EngineOptions
 
     def load(self) -> Any:
         """Load the engine (ModelLoadError)."""
-        from kosmos_ros.engine import GroundingEngine
+        from kosmos_ros.model.engine import GroundingEngine
 
         return GroundingEngine.load(self.model, self.engine)
 
@@ -98,7 +98,7 @@ class CorpusOptions:
             raise CorpusError(f'workers must be 0 (no Ray) or more; got {self.workers}')
         if self.track:
             from kosmos_ros.bag.offline import check_tracking
-            from kosmos_ros.tracking import TrackingError
+            from kosmos_ros.tracking.tracker import TrackingError
 
             try:
                 check_tracking(self.bag_options(Path(), Path()))

@@ -244,7 +244,7 @@ class ReplayEngine:
 
     def __init__(self, results: dict[FrameKey, GroundingResult | str], description: str,
                  max_pixels: int):
-        from kosmos_ros.engine import EngineOptions
+        from kosmos_ros.model.engine import EngineOptions
 
         self.results = results
         self.description = description

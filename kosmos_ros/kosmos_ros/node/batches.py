@@ -22,7 +22,7 @@ from kosmos_ros.images import Frame, frame_from_message
 from kosmos_ros.node.scheduling import Batch, CameraState, QueryJob
 
 if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
-    from kosmos_ros.engine import EncodedImage, GroundingEngine
+    from kosmos_ros.model.engine import EncodedImage, GroundingEngine
 
 UNLOADING = 'the model is being unloaded (cleanup or shutdown); retry once the node is active'
 

@@ -13,7 +13,7 @@ is lost or aged out, the next result that finds the phrase gives a new target (t
 nearest the last one seen, else the best-scoring).
 
 The goal's phrase is compared with the model's phrases as the model spells it
-(:meth:`~kosmos_ros.engine.GroundingEngine.read_phrase`: neutralised, normalised and decoded
+(:meth:`~kosmos_ros.model.engine.GroundingEngine.read_phrase`: neutralised, normalised and decoded
 as a FIND prompt's phrase is), so brackets, fullwidth letters or a control character in the
 goal match what comes back.
 
@@ -46,13 +46,13 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.task import Future
 
-from kosmos_ros.association import iou_matrix
 from kosmos_ros.datatypes import GroundingResult, PixelBox, Query, Task
 from kosmos_ros.errors import InferenceCancelled, KosmosError, RegionError
 from kosmos_ros.node.conversions import bbox_msg, duration_msg, region_from_bbox
 from kosmos_ros.node.follow_clients import ClientWatch
 from kosmos_ros.node.queries import describe_error, QUERY_QOS
 from kosmos_ros.node.scheduling import QueryJob
+from kosmos_ros.tracking.association import iou_matrix
 
 SEARCHING, TRACKING, PREDICTED, LOST = 'searching', 'tracking', 'predicted', 'lost'
 WAIT_STEP = 0.1  # seconds between two looks at the node's state, for a goal waiting for it

@@ -29,6 +29,7 @@ from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import ImageError, KosmosError, ModelLoadError, PromptError, RegionError
 from kosmos_ros.images import Frame
 from kosmos_ros.memory import return_freed_memory
+from kosmos_ros.model.prompts import build_prompt
 from kosmos_ros.node.camera import Camera
 from kosmos_ros.node.conversions import image_msg
 from kosmos_ros.node.debug import DebugImages
@@ -42,10 +43,9 @@ from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
 from kosmos_ros.node.tracks import TrackingPump
 from kosmos_ros.node.worker import InferenceWorker
-from kosmos_ros.prompts import build_prompt
 
 if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
-    from kosmos_ros.engine import GroundingEngine
+    from kosmos_ros.model.engine import GroundingEngine
 
 NODE_NAME = 'kosmos_grounding'
 _ENGINE_KEYS = {'max_new_tokens', 'num_beams', 'no_repeat_ngram_size', 'max_prompt_tokens',
@@ -210,8 +210,9 @@ class GroundingNode(LifecycleNode):
         return super().on_configure(state)
 
     def _configure(self) -> None:
-        from kosmos_ros.engine import EngineOptions, GroundingEngine  # torch: here, not at start
-        from kosmos_ros.loading import ModelOptions
+        # torch: here, not at start-up.
+        from kosmos_ros.model.engine import EngineOptions, GroundingEngine
+        from kosmos_ros.model.loading import ModelOptions
 
         self._params = p = self._store.snapshot()
         options = ModelOptions(model=p.model, revision=p.revision or None,

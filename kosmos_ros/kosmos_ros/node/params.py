@@ -213,8 +213,8 @@ class NodeParams:
                              float(self.depth_max), float(self.depth_inner_fraction))
 
     def tracker(self) -> Any:
-        """Return the tracks' settings (a :class:`kosmos_ros.tracking.TrackerSettings`)."""
-        from kosmos_ros.tracking import TrackerSettings  # OpenCV and scipy: only when tracking
+        """Return the tracks' settings (a :class:`kosmos_ros.tracking.track.TrackerSettings`)."""
+        from kosmos_ros.tracking.track import TrackerSettings  # OpenCV, scipy: only when tracking
         return TrackerSettings(track_max_age=float(self.track_max_age),
                                coast_seconds=float(self.track_coast_time))
 

@@ -24,7 +24,7 @@ from kosmos_ros.datatypes import GroundingResult, Query
 from kosmos_ros.images import Frame
 
 if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
-    from kosmos_ros.engine import EncodedImage
+    from kosmos_ros.model.engine import EncodedImage
 
 
 # A queued query passed over this many times leads the next batch, whatever its budget.

@@ -10,7 +10,7 @@ While a camera is tracked, this module's thread (``kosmos_tracking``) takes each
 from DDS in place of the inference worker and hands every one to the worker too
 (:meth:`GroundingNode._admit`), so queries and continuous grounding still see the newest frame
 and no frame is taken twice. Each frame is converted once, its tracks moved onto it
-(:class:`kosmos_ros.track_stream.TrackStream`, shared with ``ground_bag --track``) and
+(:class:`kosmos_ros.tracking.stream.TrackStream`, shared with ``ground_bag --track``) and
 published with the frame's header; with depth, the tracks are lifted to 3D. Model results
 (continuous grounding, ``~/ground`` queries on the camera, follow goals' re-grounding) give the
 tracks their ids (:meth:`TrackingPump.on_result`).
@@ -32,7 +32,7 @@ from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.camera import Camera
 from kosmos_ros.node.conversions import track_states_msg, tracks_3d_msg, tracks_msg
 from kosmos_ros.node.params import NodeParams
-from kosmos_ros.track_stream import TrackStream
+from kosmos_ros.tracking.stream import TrackStream
 
 WANTED_PERIOD = 0.2  # seconds between two looks at who subscribes, while tracking
 IDLE_WAIT = 1.0  # the same while no camera is tracked (a follow goal wakes it at once)

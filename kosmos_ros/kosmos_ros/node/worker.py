@@ -33,7 +33,7 @@ from kosmos_ros.node.scheduling import (Batch, camera_places, CameraFrame, Camer
                                         choose_batch, ContinuousSettings, QueryJob)
 
 if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
-    from kosmos_ros.engine import GroundingEngine
+    from kosmos_ros.model.engine import GroundingEngine
 
 
 HOUSEKEEPING_PERIOD = 0.5

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """One camera's tracking as the node and ``ground_bag --track`` both run it.
 
-A :class:`TrackStream` wraps a :class:`~kosmos_ros.tracking.Tracker` with the two rules the
+A :class:`TrackStream` wraps a :class:`~kosmos_ros.tracking.tracker.Tracker` with the two rules the
 live node and the offline tool share: which frames are tracked (every frame, or at most
 ``rate_hz`` of them per second of message time: the same throttle as grounding,
 :func:`kosmos_ros.admission.rate_allows`), and which model boxes feed the tracks (the
@@ -18,7 +18,8 @@ import threading
 from kosmos_ros.admission import rate_allows
 from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.images import Frame
-from kosmos_ros.tracking import gray_for_tracking, phrase_key, Track, Tracker, TrackerSettings
+from kosmos_ros.tracking.tracker import (gray_for_tracking, phrase_key, Track, Tracker,
+                                         TrackerSettings)
 
 
 class TrackStream:
@@ -51,7 +52,7 @@ class TrackStream:
     def on_frame(self, stamp: float, frame: Frame) -> list[Track] | None:
         """Move the tracks onto ``frame``; return them, or None when the rate cap skips it.
 
-        Raises :class:`~kosmos_ros.tracking.TrackingError` for a frame the flow cannot use.
+        Raises :class:`~kosmos_ros.tracking.tracker.TrackingError` for a frame the flow cannot use.
         """
         if not self.wants(stamp):
             return None

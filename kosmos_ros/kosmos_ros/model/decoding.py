@@ -155,7 +155,7 @@ def greedy_decode(text_model: Any, rows: Sequence[DecodeRow], settings: DecodeSe
     """Continue every row greedily; rows may have different prompt lengths and budgets.
 
     With ``static_steps`` (a function of batch size and sequence length returning a
-    :class:`~kosmos_ros.static_decode.StaticStep`), tokens after the first are decoded on a
+    :class:`~kosmos_ros.model.static_decode.StaticStep`), tokens after the first are decoded on a
     preallocated cache (and a CUDA graph on CUDA) instead of the model's forward pass. Then,
     unless a Python logits processor (``no_repeat_ngram_size``, ``logits_processors``) needs
     the tokens on the host at every step, the whole loop runs on the device

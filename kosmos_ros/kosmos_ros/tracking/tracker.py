@@ -82,12 +82,12 @@ from typing import Iterable
 
 import numpy as np
 
-from kosmos_ros.association import associate, iou_matrix, phrase_key
 from kosmos_ros.datatypes import GroundedBox, GroundedPhrase, PixelBox
-from kosmos_ros.flow import check_gray, FlowSettings, gray_for_tracking, TrackingError
-from kosmos_ros.following import Entry, FlowFrame, Follower
-from kosmos_ros.motion import BoxFilter
-from kosmos_ros.track_types import Track, TrackerSettings, TrackState
+from kosmos_ros.tracking.association import associate, iou_matrix, phrase_key
+from kosmos_ros.tracking.flow import check_gray, FlowSettings, gray_for_tracking, TrackingError
+from kosmos_ros.tracking.following import Entry, FlowFrame, Follower
+from kosmos_ros.tracking.motion import BoxFilter
+from kosmos_ros.tracking.track import Track, TrackerSettings, TrackState
 
 __all__ = ['associate', 'FlowSettings', 'gray_for_tracking', 'iou_matrix', 'phrase_key',
            'Track', 'Tracker', 'TrackerSettings', 'TrackingError', 'TrackState']

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import re
 from typing import Sequence
 
-from kosmos_ros.boxes import GRID_SIZE, patch_indices_to_normalized
+from kosmos_ros.model.boxes import GRID_SIZE, patch_indices_to_normalized
 
 END_OF_IMAGE = '</image>'
 _ANY_TAG = re.compile(r'<.*?>')

@@ -18,10 +18,10 @@ import math
 import numpy as np
 
 from kosmos_ros.datatypes import PixelBox
-from kosmos_ros.flow import (downscale, fit_motion, follow_points, moved_box, scaled_box,
-                             seed_points)
-from kosmos_ros.motion import BoxFilter
-from kosmos_ros.track_types import Track, TrackerSettings, TrackState
+from kosmos_ros.tracking.flow import (downscale, fit_motion, follow_points, moved_box, scaled_box,
+                                      seed_points)
+from kosmos_ros.tracking.motion import BoxFilter
+from kosmos_ros.tracking.track import Track, TrackerSettings, TrackState
 
 # A predicted box matches a detection whose centre lies within this many of its larger side
 # beyond the way it was predicted to go (``Entry.reach``).

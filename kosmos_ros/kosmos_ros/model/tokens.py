@@ -19,14 +19,13 @@ from collections import OrderedDict
 import math
 from typing import Any
 
-from kosmos_ros.boxes import normalized_to_pixels, ordered_cells, patch_indices_to_normalized
-from kosmos_ros.datatypes import (GroundedBox, GroundedPhrase, GroundingResult, Query,
-                                  Timings)
-from kosmos_ros.decoding import DecodedRow
+from kosmos_ros.datatypes import GroundedBox, GroundedPhrase, GroundingResult, Query, Timings
 from kosmos_ros.errors import PromptError
-from kosmos_ros.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
-                                parse_grounded_text, strip_tags)
-from kosmos_ros.prompts import CharReader, TAG_RE, TAG_TOKENS
+from kosmos_ros.model.boxes import normalized_to_pixels, ordered_cells, patch_indices_to_normalized
+from kosmos_ros.model.decoding import DecodedRow
+from kosmos_ros.model.parsing import (caption_part, locate_box_tokens, LocationTokenIds,
+                                      parse_grounded_text, strip_tags)
+from kosmos_ros.model.prompts import CharReader, TAG_RE, TAG_TOKENS
 
 PROMPT_CACHE_SIZE = 256
 

@@ -21,7 +21,7 @@ Only RAW queries pass control tokens through, by definition: the grounding tags 
 indices. The tokens that delimit the image and the sequence (``<image>``, ``</image>``, ``<s>``,
 ``</s>``, ``<pad>``, ``<unk>``, ``<mask>``) are placed by the node alone; a RAW prompt that
 spells one, in any characters the tokenizer reads as it, is refused. The engine checks the
-result on the token ids as well (:func:`kosmos_ros.engine.GroundingEngine.prepare`).
+result on the token ids as well (:func:`kosmos_ros.model.engine.GroundingEngine.prepare`).
 
 Square brackets in a QUESTION mark the phrases that regions bind to: ``What is [this object]?``
 with one region becomes ``What is<phrase> this object</phrase><object>...</object>?``.
@@ -34,9 +34,9 @@ import re
 from typing import Callable
 import unicodedata
 
-from kosmos_ros.boxes import normalized_to_patch_indices, patch_token, pixels_to_normalized
 from kosmos_ros.datatypes import PixelBox, Query, Task
 from kosmos_ros.errors import PromptError, RegionError
+from kosmos_ros.model.boxes import normalized_to_patch_indices, patch_token, pixels_to_normalized
 
 # The tag tokens KOSMOS-2's processor adds to the vocabulary (besides 1,024 patch indices).
 TAG_TOKENS = (

@@ -13,7 +13,7 @@ import enum
 import math
 
 from kosmos_ros.datatypes import PixelBox
-from kosmos_ros.flow import FlowSettings, TrackingError
+from kosmos_ros.tracking.flow import FlowSettings, TrackingError
 
 
 class TrackState(enum.Enum):

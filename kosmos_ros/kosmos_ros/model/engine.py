@@ -27,17 +27,17 @@ import numpy as np
 import torch
 
 from kosmos_ros.datatypes import DECODERS, GroundingResult, PixelBox, Query, Task, Timings
-from kosmos_ros.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
-                                 greedy_decode, InferenceCancelled)
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
 from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
-from kosmos_ros.loading import load_model, LoadedModel, ModelOptions
-from kosmos_ros.parsing import strip_tags
-from kosmos_ros.preprocess import Preprocessor
-from kosmos_ros.prompts import build_prompt
-from kosmos_ros.static_decode import StaticStep
+from kosmos_ros.model.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
+                                       greedy_decode, InferenceCancelled)
+from kosmos_ros.model.loading import load_model, LoadedModel, ModelOptions
+from kosmos_ros.model.parsing import strip_tags
+from kosmos_ros.model.preprocess import Preprocessor
+from kosmos_ros.model.prompts import build_prompt
+from kosmos_ros.model.static_decode import StaticStep
+from kosmos_ros.model.tokens import TokenCodec
 from kosmos_ros.threads import DEFAULT_CPU_THREADS, use_cpu_threads
-from kosmos_ros.tokens import TokenCodec
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
 

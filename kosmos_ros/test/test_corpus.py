@@ -29,7 +29,8 @@ from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE, IMAGE, project_typestore
 from kosmos_ros.corpus import CorpusError, index, manifest
 from kosmos_ros.corpus.cli import main as corpus_main
-from kosmos_ros.corpus.compare import compare, CompareSettings, Thresholds
+from kosmos_ros.corpus.compare import compare, CompareSettings
+from kosmos_ros.corpus.gate import Thresholds
 from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
 from kosmos_ros.corpus.report import write_html
 from kosmos_ros.corpus.run import run_corpus

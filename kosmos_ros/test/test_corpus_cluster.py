@@ -44,7 +44,8 @@ import pytest
 from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
 from kosmos_ros.corpus import CorpusError
 from kosmos_ros.corpus.cli import main as corpus_main
-from kosmos_ros.corpus.workers import _prepare_join, EngineInfo, RayPool
+from kosmos_ros.corpus.ray_pool import _prepare_join, RayPool
+from kosmos_ros.corpus.workers import EngineInfo
 
 from test_corpus import assert_same_rows, rows  # noqa: I100
 

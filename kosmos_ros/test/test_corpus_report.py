@@ -29,7 +29,8 @@ import pytest
 from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
 from kosmos_ros.corpus import index
 from kosmos_ros.corpus.cli import main as corpus_main
-from kosmos_ros.corpus.compare import compare, CompareSettings, FrameDiff, TOTAL_LABELS
+from kosmos_ros.corpus.compare import compare, CompareSettings, FrameDiff
+from kosmos_ros.corpus.labels import TOTAL_LABELS
 from kosmos_ros.corpus.options import CorpusOptions
 from kosmos_ros.corpus.provenance import read_run
 from kosmos_ros.corpus.run import run_corpus

@@ -12,12 +12,36 @@ trip exactly (Python writes the shortest text that reads back to the same float;
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import json
 from typing import Any
+import zlib
 
-from kosmos_ros.corpus.work import ChunkResult
+import numpy as np
+
 from kosmos_ros.datatypes import (GroundedBox, GroundedPhrase, GroundingResult, PixelBox, Task,
                                   Timings)
+
+FrameKey = tuple[int, int, int]
+
+
+def frame_key(frame: Any) -> FrameKey:
+    """Return (width, height, CRC-32 of the pixels) of a frame."""
+    pixels = np.ascontiguousarray(frame.array)
+    return frame.width, frame.height, zlib.crc32(pixels.data) ^ zlib.crc32(frame.order.encode())
+
+
+@dataclass
+class ChunkResult:
+    """A grounded chunk: each frame's result, or the reason inference failed for it."""
+
+    bag_id: str
+    index: int
+    results: dict[FrameKey, GroundingResult | str] = field(default_factory=dict)
+    frames: int = 0
+    worker: str = ''
+    error: str = ''  # why the chunk's bag could not be read (no results then)
+
 
 FORMAT = 1
 SUFFIX = '.json'

@@ -9,8 +9,8 @@ partner is *added*, one of run A *lost*, a matched pair under ``moved_iou`` *mov
 pairs give the score shifts (a frame whose only change is score shifts within
 ``score_tolerance`` is unchanged: batching alone moves scores by float rounding). Captions are
 compared as text; latency is the frames' inference time, compared only between runs with the
-same batch layout (:func:`.provenance.latency_check`). :class:`Thresholds` turn the totals into
-a verdict for CI (exit status 1).
+same batch layout (:func:`.provenance.latency_check`). :class:`~.gate.Thresholds` turn the
+totals into a verdict for CI (exit status 1).
 
 A :class:`Comparison` also holds what each run was made with and what differs
 (:mod:`.provenance`), the changes by bag, topic and phrase, and the largest changes spread
@@ -27,54 +27,10 @@ from typing import Any, Callable
 import numpy as np
 
 from kosmos_ros.corpus import CorpusError
-from kosmos_ros.corpus.provenance import (Differences, differences, latency_check,
-                                          LatencyCheck, RunInfo)
-
-# Plain-language names of the totals, in the order the reports show them.
-TOTAL_LABELS = {
-    'frames_a': 'frames A grounded', 'frames_b': 'frames B grounded',
-    'frames_both': 'frames grounded by both',
-    'only_a': 'frames only A grounded (missing from B)',
-    'only_b': 'frames only B grounded (new in B)',
-    'changed_frames': 'frames that changed',
-    'boxes_a': 'boxes in A (frames grounded by both)',
-    'boxes_b': 'boxes in B (frames grounded by both)',
-    'matched': 'boxes found by both (matched by IoU)', 'added': 'boxes added in B',
-    'lost': 'boxes lost in B (A had them)', 'moved': 'boxes moved (found by both, shifted)',
-    'caption_changes': 'captions changed',
-    'score_shift_max': 'largest score shift of a matched box',
-    'score_shift_mean': 'mean size of the score shifts',
-    'score_shift_signed_mean': 'mean score change, B minus A',
-    'missing_frames': 'frames of A missing from B (gate)',
-    'nan_values': 'NaN or infinite scores, boxes or latencies',
-    'status_a': 'run A status', 'status_b': 'run B status',
-    'latency_comparable': 'latency comparable (same batch layout and device)',
-    'latency_not_comparable': 'why latency is not comparable',
-    'latency_mean_a': 'mean latency per frame, A (s)', 'latency_mean_b': 'mean latency per '
-    'frame, B (s)', 'latency_median_a': 'median latency per frame, A (s)',
-    'latency_median_b': 'median latency per frame, B (s)',
-    'latency_p95_a': '95th percentile latency per frame, A (s)',
-    'latency_p95_b': '95th percentile latency per frame, B (s)',
-    'latency_ratio': 'mean latency, B over A'}
-# Plain-language names of the columns of the tables by bag, topic and phrase.
-COLUMN_LABELS = {
-    'bag': 'bag', 'topic': 'topic', 'phrase': 'phrase',
-    'frames_a': 'frames A grounded', 'frames_b': 'frames B grounded',
-    'frames_both': 'grounded by both', 'only_a': 'only A (missing from B)',
-    'only_b': 'only B (new)', 'changed_frames': 'frames changed',
-    'boxes_a': 'boxes in A', 'boxes_b': 'boxes in B', 'matched': 'found by both',
-    'added': 'added', 'lost': 'lost', 'moved': 'moved', 'caption_changes': 'captions changed',
-    'score_shift_signed_mean': 'mean score change (B - A)',
-    'score_shift_max': 'largest score shift'}
-# What each gate checks, in plain words.
-GATE_LABELS = {
-    'max_added': 'boxes added in B', 'max_lost': 'boxes lost in B', 'max_moved': 'boxes moved',
-    'max_caption_changes': 'captions changed',
-    'max_score_shift': 'largest score shift of a matched box',
-    'max_missing_frames': 'frames of A missing from B',
-    'max_latency_ratio': 'mean latency, B over A (same batch layout only)',
-    'nan_values': 'NaN or infinite values', 'complete_runs': 'both runs complete',
-    'grounded_frames': 'both runs grounded frames'}
+from kosmos_ros.corpus.gate import GATE_LABELS, Thresholds
+from kosmos_ros.corpus.labels import COLUMN_LABELS, finite, fmt, plain, TOTAL_LABELS
+from kosmos_ros.corpus.provenance import (Differences, differences, latency_check, LatencyCheck,
+                                          RunInfo)
 
 
 @dataclass(frozen=True)
@@ -96,63 +52,6 @@ class CompareSettings:
             raise CorpusError(f'score tolerance must be 0 or more; got {self.score_tolerance}')
         if self.top < 0 or self.thumbnail_width < 16:
             raise CorpusError('top must be 0 or more and thumbnails 16 pixels wide or more')
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits on the totals; None leaves a total unchecked. Exceeding any fails the gate.
-
-    Some checks hold unless asked otherwise: frames of run A that run B did not ground
-    (``max_missing_frames`` 0), a run that is not complete (interrupted, incomplete, still
-    running) unless ``allow_incomplete``, a run without a grounded frame unless
-    ``allow_empty``, and any NaN or infinite score, box or latency (always). A limit on a
-    total that has no value fails: the latency ratio of runs whose batch layouts differ (or
-    are not known) is *not comparable*, and ``max_latency_ratio`` then fails with the reason.
-    """
-
-    max_added: int | None = None
-    max_lost: int | None = None
-    max_moved: int | None = None
-    max_caption_changes: int | None = None
-    max_score_shift: float | None = None
-    max_missing_frames: int | None = 0
-    max_latency_ratio: float | None = None
-    allow_incomplete: bool = False
-    allow_empty: bool = False
-
-    _TOTALS = {'max_added': 'added', 'max_lost': 'lost', 'max_moved': 'moved',
-               'max_caption_changes': 'caption_changes', 'max_score_shift': 'score_shift_max',
-               'max_missing_frames': 'missing_frames', 'max_latency_ratio': 'latency_ratio'}
-
-    def verdict(self, totals: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name, total in self._TOTALS.items():
-            limit = getattr(self, name)
-            if limit is None:
-                continue
-            value = totals.get(total)
-            if name == 'max_latency_ratio' and not totals.get('latency_comparable', False):
-                value = 'not comparable: ' + (totals.get('latency_not_comparable') or
-                                              'the batch layouts are not known')
-            elif value is None:
-                value = 'no value to check'
-            out[name] = {'limit': limit, 'value': value,
-                         'exceeded': isinstance(value, str) or not value <= limit}
-        out['nan_values'] = {'limit': 0, 'value': totals['nan_values'],
-                             'exceeded': totals['nan_values'] > 0}
-        if not self.allow_incomplete:
-            states = [f'{run} {totals[f"status_{run.lower()}"]}' for run in 'AB'
-                      if totals[f'status_{run.lower()}'] not in (None, 'complete')]
-            out['complete_runs'] = {'limit': 'A and B complete',
-                                    'value': ', '.join(states) or 'both complete',
-                                    'exceeded': bool(states)}
-        if not self.allow_empty:
-            empty = [run for run in 'AB' if not totals[f'frames_{run.lower()}']]
-            out['grounded_frames'] = {'limit': 'some in A and in B',
-                                      'value': ('none in ' + ' and '.join(empty)) if empty
-                                      else f'{totals["frames_a"]} and {totals["frames_b"]}',
-                                      'exceeded': bool(empty)}
-        return out
 
 
 @dataclass
@@ -365,29 +264,6 @@ def _grouped(frames: list[FrameDiff], key: Callable[[FrameDiff], str],
                                       str(r.get('bag', r.get('topic')))))
 
 
-def _finite(value: Any) -> Any:
-    """Return None for a NaN or infinite float (JSON has no NaN), else the value."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def plain(value: Any) -> Any:
-    """Return a report record with every NaN or infinite float as None (valid JSON)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return _finite(value)
-
-
-def fmt(value: Any) -> str:
-    """Return a total as text: 4 significant digits for a float, 'n/a' for none."""
-    if value is None:
-        return 'n/a'
-    if isinstance(value, bool):
-        return 'yes' if value else 'no'
-    return f'{value:.4g}' if isinstance(value, float) else str(value)
-
-
 def _frames(table: Any) -> dict[tuple, dict[str, Any]]:
     frames: dict[tuple, dict[str, Any]] = {}
     for row in table.to_pylist():
@@ -439,7 +315,7 @@ def _match(diff: FrameDiff, settings: CompareSettings) -> int:
 _NUMBERS = ('score', 'x1', 'y1', 'x2', 'y2', 'latency_s')
 
 
-def non_finite(table: Any) -> int:
+def nonfinite(table: Any) -> int:
     """Return how many scores, box corners and latencies of an index are NaN or infinite."""
     import pyarrow.compute as pc
 
@@ -492,7 +368,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'only_a': sum(1 for d in diffs if d.missing == 'B'),
         'only_b': sum(1 for d in diffs if d.missing == 'A'),
         'missing_frames': sum(1 for d in diffs if d.missing == 'B'),  # A's frames B lacks
-        'nan_values': non_finite(table_a) + non_finite(table_b),
+        'nan_values': nonfinite(table_a) + nonfinite(table_b),
         'status_a': runs[0].status, 'status_b': runs[1].status,
         'boxes_a': sum(len(d.boxes_a) for d in both), 'boxes_b': sum(len(d.boxes_b) for d in both),
         'matched': matched, 'added': sum(len(d.added) for d in both),
@@ -510,7 +386,7 @@ def compare(table_a: Any, table_b: Any, settings: CompareSettings | None = None,
         'latency_p95_b': float(np.percentile(lat_b, 95)) if lat_b else None,
         'latency_ratio': mean_b / mean_a if latency.comparable and mean_a and mean_b is not None
         else None}
-    totals = {k: _finite(v) for k, v in totals.items()}
+    totals = {k: finite(v) for k, v in totals.items()}
     models = (sorted(set(table_a['model'].to_pylist())), sorted(set(table_b['model'].to_pylist())))
     return Comparison(names[0], names[1], settings, totals, diffs, models, runs, latency,
                       differences(*runs))

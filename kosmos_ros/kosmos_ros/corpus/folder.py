@@ -19,14 +19,17 @@ is removed and its work done again (:meth:`RunFolder.chunk`, :meth:`RunFolder.pl
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 import shutil
+from typing import Any
 
-from kosmos_ros.corpus import chunks, index
+from kosmos_ros.corpus import chunks, CorpusError, index, manifest
+from kosmos_ros.corpus.chunks import ChunkResult
+from kosmos_ros.corpus.inputs import run_folder_above
 from kosmos_ros.corpus.plan import BagPlan, Chunk
-from kosmos_ros.corpus.work import ChunkResult
 
 SUBFOLDERS = ('plans', 'chunks', 'bags', 'index')
 PARTIAL = '.partial'  # bags/.partial/<bag id>/: an output bag being written
@@ -165,3 +168,43 @@ class RunFolder:
         os.replace(self.partial(bag_id), final)
         os.replace(self.partial_part(bag_id), self.part(bag_id))
         return final
+
+
+class FolderLock:
+    """An exclusive lock on the run folder (released by the OS if the process dies)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / '.lock'
+        self.file: Any = None
+
+    def __enter__(self) -> FolderLock:
+        self.file = open(self.path, 'a+')
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise CorpusError(f'another run is using {self.path.parent}') from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+# What a run creates before its manifest (a run that stopped there, e.g. on a model that
+# could not be loaded, leaves only these, and may be run again).
+_SKELETON = {'plans', 'chunks', 'bags', 'index', '.lock'}
+
+
+def check_folder(out: Path) -> None:
+    """Refuse a run folder that is a file, lies in another run folder, or holds something else."""
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f'the run folder {out} exists and is not a folder')
+    other = run_folder_above(out.parent)
+    if other is not None:
+        raise CorpusError(f'the run folder {out} lies inside the run folder {other}; a run '
+                          "folder holds only its run's own files: choose another place")
+    if out.is_dir() and manifest.read(out) is None and \
+            any(p.name not in _SKELETON for p in out.iterdir()):
+        raise CorpusError(f'{out} exists, is not empty and holds no corpus run; choose a new '
+                          'run folder')

@@ -128,3 +128,15 @@ class CorpusOptions:
                 # Only with tracking: run folders made before it existed resume as they were.
                 **({'track': {'rate_hz': self.track_rate_hz, 'max_age': self.track_max_age,
                               'coast_time': self.track_coast_time}} if self.track else {})}
+
+
+def differences(before: Any, now: dict[str, Any]) -> str:
+    """Return each option that differs between a run folder's options and these, both values."""
+    if not isinstance(before, dict):
+        return f'the folder records {before!r}'
+    parts = []
+    for name in sorted(set(before) | set(now)):
+        if before.get(name, '(not set)') != now.get(name, '(not set)'):
+            parts.append(f'{name} {before.get(name, "(not set)")!r} in the run folder, '
+                         f'{now.get(name, "(not set)")!r} now')
+    return '; '.join(parts)

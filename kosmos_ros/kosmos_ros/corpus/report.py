@@ -22,8 +22,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kosmos_ros.corpus import CorpusError
-from kosmos_ros.corpus.compare import (COLUMN_LABELS, Comparison, fmt, FrameDiff, GATE_LABELS,
-                                       Thresholds)
+from kosmos_ros.corpus.compare import Comparison, FrameDiff
+from kosmos_ros.corpus.gate import GATE_LABELS, Thresholds
+from kosmos_ros.corpus.labels import COLUMN_LABELS, fmt
 from kosmos_ros.corpus.provenance import show
 
 A_COLOUR = (40, 110, 255)  # RGB: run A's boxes

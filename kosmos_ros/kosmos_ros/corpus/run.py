@@ -21,7 +21,6 @@ by ``ground_bag``'s own loop, which writes every bag (:class:`~.work.ReplayEngin
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-import fcntl
 import itertools
 from pathlib import Path
 import threading
@@ -31,55 +30,18 @@ from typing import Any, Callable
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.safety import SigintGuard
 from kosmos_ros.corpus import CorpusError, index, manifest
-from kosmos_ros.corpus.folder import RunFolder
-from kosmos_ros.corpus.inputs import (BagInput, describe_bag, find_bags, inside,
-                                      run_folder_above)
-from kosmos_ros.corpus.options import CorpusOptions, WorkerSpec
+from kosmos_ros.corpus.bagset import BagSet
+from kosmos_ros.corpus.chunks import ChunkResult
+from kosmos_ros.corpus.folder import check_folder, FolderLock, RunFolder
+from kosmos_ros.corpus.inputs import BagInput, find_bags, inside
+from kosmos_ros.corpus.options import CorpusOptions, differences, WorkerSpec
 from kosmos_ros.corpus.plan import BagPlan, Chunk, plan_bag
+from kosmos_ros.corpus.pools import open_pool
 from kosmos_ros.corpus.progress import Progress
 from kosmos_ros.corpus.summary import CorpusSummary
-from kosmos_ros.corpus.work import BagJob, ChunkResult
-from kosmos_ros.corpus.workers import EngineInfo, open_pool
+from kosmos_ros.corpus.work import BagJob
+from kosmos_ros.corpus.workers import EngineInfo
 from kosmos_ros.datatypes import Query, Task
-
-
-class _Lock:
-    """An exclusive lock on the run folder (released by the OS if the process dies)."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / '.lock'
-        self.file: Any = None
-
-    def __enter__(self) -> _Lock:
-        self.file = open(self.path, 'a+')
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
-            raise CorpusError(f'another run is using {self.path.parent}') from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
-
-
-# What a run creates before its manifest (a run that stopped there, e.g. on a model that
-# could not be loaded, leaves only these, and may be run again).
-_SKELETON = {'plans', 'chunks', 'bags', 'index', '.lock'}
-
-
-def _check_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f'the run folder {out} exists and is not a folder')
-    other = run_folder_above(out.parent)
-    if other is not None:
-        raise CorpusError(f'the run folder {out} lies inside the run folder {other}; a run '
-                          "folder holds only its run's own files: choose another place")
-    if out.is_dir() and manifest.read(out) is None and \
-            any(p.name not in _SKELETON for p in out.iterdir()):
-        raise CorpusError(f'{out} exists, is not empty and holds no corpus run; choose a new '
-                          'run folder')
 
 
 def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine: Any = None,
@@ -109,10 +71,10 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
     for path in paths:
         if inside(out, path):
             raise CorpusError(f'the run folder {out} lies inside the bag {path}')
-    _check_folder(out)
+    check_folder(out)
     folder = RunFolder(out)
     folder.make()
-    with _Lock(out), SigintGuard() as sigint:
+    with FolderLock(out), SigintGuard() as sigint:
         existing = manifest.read(out)
         if existing is not None and existing.get('options') != options.fingerprint():
             raise CorpusError(f'{out} holds a run with other options: '
@@ -121,18 +83,6 @@ def run_corpus(options: CorpusOptions, spec: WorkerSpec | None = None, *, engine
         run = _Run(options, query, folder, existing, progress, sigint)
         run.summary.problems = [{'input': i, 'reason': r} for i, r in problems]
         return run.execute(paths, spec, engine, on_chunk)
-
-
-def differences(before: Any, now: dict[str, Any]) -> str:
-    """Return each option that differs between a run folder's options and these, both values."""
-    if not isinstance(before, dict):
-        return f'the folder records {before!r}'
-    parts = []
-    for name in sorted(set(before) | set(now)):
-        if before.get(name, '(not set)') != now.get(name, '(not set)'):
-            parts.append(f'{name} {before.get(name, "(not set)")!r} in the run folder, '
-                         f'{now.get(name, "(not set)")!r} now')
-    return '; '.join(parts)
 
 
 class _Run:
@@ -153,76 +103,7 @@ class _Run:
         self.info: EngineInfo | None = None
         self.pool: Any = None
 
-    # -- inputs, earlier bags and plans --------------------------------------------------------
-
-    def _inputs(self, paths: list[Path]) -> list[BagInput]:
-        """Describe the bags given, then the earlier bags the folder holds (or drop them)."""
-        known = {r['path']: r for r in self.earlier if 'sha256' in r}
-        bags: list[BagInput] = []
-        started = time.monotonic()
-        self.progress.phase(f'hashing {len(paths)} bags (unchanged ones by size and time)')
-        for path in paths:
-            try:
-                bags.append(describe_bag(path, known))
-            except OSError as exc:
-                self.records[str(path)] = {'path': str(path), 'status': 'failed',
-                                           'reason': f'cannot read: {exc}'}
-        self.progress.phase(f'hashed {len(bags)} bags, {sum(b.size for b in bags) / 1e6:.1f} MB '
-                            f'in {time.monotonic() - started:.1f} s')
-        given = {str(b.path) for b in bags}
-        ids = {b.bag_id for b in bags}
-        shas = {b.sha256 for b in bags}
-        for record in self.earlier:
-            bag_id = record.get('bag_id')
-            if not bag_id or bag_id in ids:
-                continue
-            if record['path'] in self.records:
-                self._drop(record, 'it cannot be read now')
-            elif record['path'] in given:
-                self._drop(record, 'its content changed since it was grounded')
-            elif record['status'] != 'done':
-                continue
-            elif record['sha256'] in shas:
-                self._drop(record, 'the same content is given now at another path')
-            else:
-                bag = self._earlier_bag(record, known)
-                if bag is not None:
-                    bags.append(bag)
-                    ids.add(bag.bag_id)
-        return bags
-
-    def _earlier_bag(self, record: dict[str, Any], known: dict) -> BagInput | None:
-        """Return an earlier bag not given now, if its path still holds its content.
-
-        Its outputs are kept (and, when damaged, grounded again). When its path is gone (a
-        disk not mounted, say), its record and rows stay as they are; when the path holds
-        other content, they are dropped.
-        """
-        path = Path(record['path'])
-        if not (path.exists() or path.is_symlink()):
-            if self.folder.part_ok(record['bag_id']):
-                self.records[record['bag_id']] = dict(record)
-            else:
-                self._drop(record, 'its index part or output is damaged and the bag is gone')
-            return None
-        try:
-            bag = describe_bag(path, known)
-        except OSError as exc:
-            self._drop(record, f'it cannot be read now ({exc})')
-            return None
-        if bag.sha256 != record['sha256']:
-            self._drop(record, 'its content changed since it was grounded (give it again to '
-                               'ground its new content)')
-            return None
-        return bag
-
-    def _drop(self, record: dict[str, Any], why: str) -> None:
-        """Remove an earlier bag's outputs, chunks and plan; say so when it had rows."""
-        self.folder.clear(record['bag_id'], everything=True)
-        if record.get('status') == 'done':
-            self.summary.notes.append(f'dropped: {record["path"]} ({record["bag_id"]}): {why}; '
-                                      f'its {record.get("rows", 0)} index rows and its output '
-                                      'bag were removed')
+    # -- plans ---------------------------------------------------------------------------------
 
     def _plan(self, bag: BagInput) -> BagPlan | None:
         record = self.records[bag.bag_id]
@@ -242,7 +123,8 @@ class _Run:
     def execute(self, paths: list[Path], spec: WorkerSpec | None, engine: Any,
                 on_chunk: Callable[[ChunkResult], None] | None) -> CorpusSummary:
         started = time.monotonic()
-        bags = self._inputs(paths)
+        bags = BagSet(self.folder, self.earlier, self.records, self.summary.notes,
+                      self.progress).collect(paths)
         first: dict[str, BagInput] = {}
         for bag in bags:
             record = bag.record()

@@ -21,33 +21,11 @@ import os
 from pathlib import Path
 import socket
 from typing import Any, Sequence
-import zlib
 
-import numpy as np
-
+from kosmos_ros.corpus.chunks import ChunkResult, frame_key, FrameKey
 from kosmos_ros.corpus.plan import Chunk
 from kosmos_ros.datatypes import GroundingResult, Query
 from kosmos_ros.errors import ImageError, InferenceError, KosmosError
-
-FrameKey = tuple[int, int, int]
-
-
-def frame_key(frame: Any) -> FrameKey:
-    """Return (width, height, CRC-32 of the pixels) of a frame."""
-    pixels = np.ascontiguousarray(frame.array)
-    return frame.width, frame.height, zlib.crc32(pixels.data) ^ zlib.crc32(frame.order.encode())
-
-
-@dataclass
-class ChunkResult:
-    """A grounded chunk: each frame's result, or the reason inference failed for it."""
-
-    bag_id: str
-    index: int
-    results: dict[FrameKey, GroundingResult | str] = field(default_factory=dict)
-    frames: int = 0
-    worker: str = ''
-    error: str = ''  # why the chunk's bag could not be read (no results then)
 
 
 def worker_name() -> str:

@@ -28,11 +28,19 @@ h. corpus: a generated corpus (4 bags of 24 320x240 frames, 16 tokens per frame,
    grounded by ``kosmos_ros.corpus`` with 1 Ray worker (reference) and 2 (project), seconds
    per frame over the grounding phase, and in this process without Ray; the indexes must be
    equal (benchmarks/corpus_bench.py).
+i. camera_rate: the share of a camera's frames that get tracks, a 30 Hz 640x480 and a 15 Hz
+   1280x720 rgb8 camera in a process of its own publishing with rclpy's default QoS
+   (reliable, keep last 10), Fast DDS's stock set-up whatever ``--dds`` says; reference: the
+   node with the old defaults (image_qos_reliability best_effort, depth 1), project: its
+   defaults. Then a plain rclpy subscriber (best effort against reliable), continuous
+   grounding at full rate while tracked (tiny model), and, where a network namespace can be
+   made, a loopback-only UDP proxy for a camera on another machine
+   (benchmarks/camera_rate.py). Loaded: the tracks cases only.
 
 Every timing is the median of several repetitions, reference and project interleaved. Rows d
 and e generate a fixed number of tokens (min_new_tokens = max_new_tokens).
 
-Contention: a robot's computer is never idle, so rows a to c, g's cost and h run twice, quiet
+Contention: a robot's computer is never idle, so rows a to c, g's cost, h and i run twice, quiet
 and then loaded (``--no-contention`` skips the second run): the benchmark starts one busy
 process per core but one (``while True: pass``), runs the rows again (named "... (loaded)")
 and stops them. The project runs as the node does: its CPU work on one thread that set its
@@ -77,8 +85,8 @@ from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,
                        load_processor, median, reference_generate, wrap_loaded)
 
 ROWS = ('preprocessing', 'node_overhead', 'idle', 'queries', 'full_size', 'debug_latency',
-        'tracking', 'corpus')
-LETTERS = dict(zip('abcdefgh', ROWS))
+        'tracking', 'corpus', 'camera_rate')
+LETTERS = dict(zip('abcdefghi', ROWS))
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 ENCODINGS = ('rgb8', 'bgr8', 'jpeg')
 FULL_QUERIES = (Query(Task.CAPTION), Query(Task.FIND, 'a cup of coffee'),
@@ -255,7 +263,7 @@ def bench_node_overhead(model_dir: Path, frames: int, warmup: int,
 
 def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir: Path,
               loaded: bool) -> list[dict[str, Any]]:
-    """Rows a to c, g and h, quiet or loaded."""
+    """Rows a to c, g, h and i, quiet or loaded."""
     rows: list[dict[str, Any]] = []
     if 'preprocessing' in args.rows:
         rows += bench_preprocessing(processor, args.reps, 3, loaded)
@@ -268,7 +276,85 @@ def _cpu_rows(args: argparse.Namespace, processor: Any, model_dir: Path, log_dir
         rows += bench_tracking_rows(args.quick, loaded, model_dir)
     if 'corpus' in args.rows:
         rows += bench_corpus_rows(model_dir, args.quick, loaded)
+    if 'camera_rate' in args.rows:
+        rows += bench_camera_rate_rows(model_dir, args.quick, loaded, log_dir)
     return rows
+
+
+# -- i. camera frames that get tracks --------------------------------------------------------
+
+def bench_camera_rate_rows(model_dir: Path, quick: bool, loaded: bool,
+                           log_dir: Path) -> list[dict[str, Any]]:
+    """Row i: tracks per camera frame, old defaults against the defaults (camera_rate.py)."""
+    from camera_rate import measure, netns_available
+    seconds = 4.0 if quick else 8.0
+    logs = log_dir / ('camera_rate_loaded' if loaded else 'camera_rate')
+    runs = {r['case']['name']: r for r in measure(model_dir, seconds, 'node tracks' if loaded
+                                                  else '', log_dir=logs)}
+    suffix = ' (loaded)' if loaded else ''
+    rows = []
+
+    def pct(run: dict[str, Any]) -> float:
+        return 100.0 * run['share']
+
+    def load(*names: str) -> str:
+        loads = [runs[n][k] for n in names for k in ('load_before', 'load_after')]
+        return f'load avg {min(loads):.1f}-{max(loads):.1f}'
+
+    for label in ('640x480 30 Hz', '1280x720 15 Hz'):
+        old, new = (runs[f'node tracks {label}, {tag}'] for tag in ('old defaults', 'defaults'))
+        rows.append(_row('i camera frames with tracks' + suffix, label, pct(old), pct(new), '%',
+                         '' if loaded else '>=95% (defaults)',
+                         None if loaded else pct(new) >= 95.0,
+                         f'{new["received"]}/{new["sent"]} frames (old {old["received"]}/'
+                         f'{old["sent"]}); grounding {old["grounding_hz"]:.2f} / '
+                         f'{new["grounding_hz"]:.2f} Hz (rate_hz 1); node CPU '
+                         f'{old["cpu_pct"]:.0f} / {new["cpu_pct"]:.0f}% core; '
+                         + load(f'node tracks {label}, old defaults',
+                                f'node tracks {label}, defaults'), old=old, new=new))
+        if loaded:
+            continue
+        be, rel = (runs[f'plain {r} {label}'] for r in ('best_effort', 'reliable'))
+        rows.append(_row('i plain subscriber: best eff./rel.', label, pct(be), pct(rel), '%',
+                         '', None, f'{be["message_bytes"] / 1e6:.2f} MB per frame; '
+                         + load(f'plain best_effort {label}', f'plain reliable {label}'),
+                         best_effort=be, reliable=rel))
+    if not loaded:
+        sensor = runs['plain best_effort 640x480 30 Hz, sensor-data publisher']
+        rows[1]['note'] += (f'; a sensor-data (best effort) publisher to a best-effort '
+                            f'subscriber: {pct(sensor):.0f}%')
+        old, new = (runs[f'node grounding, rate_hz 100, {tag}']
+                    for tag in ('old defaults', 'defaults'))
+        rows.append(_row('i grounding while tracked', '640x480 30 Hz, rate_hz 100',
+                         old['grounding_hz'], new['grounding_hz'], 'Hz', '>=0.9x old defaults',
+                         new['grounding_hz'] >= 0.9 * old['grounding_hz'],
+                         f'tracks on {pct(old):.0f} / {pct(new):.0f}% of frames; node CPU '
+                         f'{old["cpu_pct"]:.0f} / {new["cpu_pct"]:.0f}% core; '
+                         + load('node grounding, rate_hz 100, old defaults',
+                                'node grounding, rate_hz 100, defaults'), old=old, new=new))
+        rows += _camera_rate_proxy_rows(model_dir, seconds, log_dir, netns_available())
+    for row in rows:
+        print_row(row)
+    return rows
+
+
+def _camera_rate_proxy_rows(model_dir: Path, seconds: float, log_dir: Path,
+                            why_not: str | None) -> list[dict[str, Any]]:
+    """Row i over UDP alone (FASTDDS_BUILTIN_TRANSPORTS=UDPv4) in a loopback-only namespace."""
+    name = 'i UDP-only loopback proxy'
+    if why_not:
+        return [_row(name, 'skipped', float('nan'), float('nan'), '%', '', None, why_not)]
+    from camera_rate import measure
+    runs = {r['case']['name']: r for r in measure(model_dir, seconds, 'node tracks',
+                                                  netns='UDPv4',
+                                                  log_dir=log_dir / 'camera_rate_udp')}
+    rgb8, jpeg, sensor = (runs[f'node tracks 640x480 30 Hz{c}, defaults']
+                          for c in ('', ' JPEG sensor-data', ' sensor-data'))
+    return [_row(name, 'node tracks rgb8/JPEG', 100 * rgb8['share'], 100 * jpeg['share'], '%',
+                 '', None, 'defaults; 30 Hz 640x480 rgb8 from a reliable camera, JPEG '
+                 f'({jpeg["message_bytes"] / 1e3:.0f} kB, NAME.transport compressed) from a '
+                 f'sensor-data one; rgb8 sensor-data {100 * sensor["share"]:.0f}%; not a second '
+                 'machine: UDP over loopback (64 KB datagrams, no Ethernet MTU)', runs=runs)]
 
 
 # -- h. corpus throughput --------------------------------------------------------------------
@@ -283,12 +369,28 @@ def bench_corpus_rows(model_dir: Path, quick: bool, loaded: bool) -> list[dict[s
             f'2 workers {runs[2]["fps"]:.2f}; start-up (Ray, hashing, planning, loading) '
             f'{runs[1]["setup_s"]:.1f} / {runs[2]["setup_s"]:.1f} s; same index: '
             f'{"yes" if figures["same_index"] else "NO"}')
+    scaling = runs[2]['fps'] / runs[1]['fps']
     row = _row('h corpus: s/frame, 1 / 2 workers' + suffix,
                f'{figures["bags"]} bags x {figures["frames_per_bag"]} fr', 1.0 / runs[1]['fps'],
-               1.0 / runs[2]['fps'], 's', 'same index' if not loaded else '',
-               figures['same_index'], note, figures=figures)
-    print_row(row)
-    return [row]
+               1.0 / runs[2]['fps'], 's', 'same index; >=1.8x quiet' if not loaded else '',
+               figures['same_index'] and (loaded or scaling >= 1.8),
+               note + f'; 2 over 1 worker {scaling:.2f}x', figures=figures)
+    worker_s = 1.0 / runs[1]['fps']  # one worker's time per frame, all its CPU
+    driver = runs[2]['grounding_cpu_per_frame_s']
+    cpu_row = _row('h corpus: driver CPU per frame' + suffix, '2 Ray workers', worker_s,
+                   driver, 's', "<10% of a worker's", driver < 0.1 * worker_s,
+                   f"{100 * driver / worker_s:.1f} % of one worker's time per frame over the "
+                   'grounding; with start-up (Ray, hashing, planning) '
+                   f'{runs[2]["driver_cpu_per_frame_s"]:.4f} s; in the process (no Ray) '
+                   f'{runs[0]["grounding_cpu_per_frame_s"]:.4f} s')
+    start = runs[0]['first_chunk_s']
+    start_row = _row('h corpus: start to first chunk' + suffix, 'no Ray (auto)',
+                     runs[1]['first_chunk_s'], start, 's', '<=10 s', start <= 10.0,
+                     'reference: 1 Ray worker; hashing, planning, loading the tiny model, the '
+                     'first chunk of 8 frames')
+    for r in (row, cpu_row, start_row):
+        print_row(r)
+    return [row, cpu_row, start_row]
 
 
 # -- f. results with and without a debug-image subscriber -----------------------------------
@@ -610,8 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'reference image processor: {type(processor.image_processor).__name__}')
         print(HEADER)
         rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', False)
-        if not args.no_contention and \
-                args.rows & {'preprocessing', 'node_overhead', 'idle', 'tracking', 'corpus'}:
+        if not args.no_contention and args.rows & {'preprocessing', 'node_overhead', 'idle',
+                                                   'tracking', 'corpus', 'camera_rate'}:
             with BusyCores() as busy:
                 print(f'-- loaded: {len(busy.procs)} busy process(es) beside the benchmark --')
                 rows += _cpu_rows(args, processor, model_dir, out.parent / 'bench_logs', True)

@@ -28,7 +28,7 @@ from kosmos_ros.depth import DepthSettings
 TASK_NAMES = tuple(t.name.lower() for t in Task)
 DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
 TRANSPORTS = ('raw', 'compressed')
-RELIABILITIES = ('best_effort', 'reliable')
+RELIABILITIES = ('best_effort', 'reliable', 'auto')
 _CAMERA_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
@@ -100,10 +100,16 @@ class NodeParams:
         ('camera',), 'Camera names. Camera NAME subscribes NAME.topic and publishes '
         'NAME/detections, NAME/grounding, NAME/debug_image and NAME/tracks.', reload=True)
     image_qos_reliability: str = _spec(
-        'best_effort', 'Image subscription reliability; best_effort also accepts reliable '
-        'publishers.', reload=True, choices=RELIABILITIES)
+        'auto', 'Image subscription reliability. auto: reliable when every publisher on the '
+        'topic offers reliable, else best effort, looked at again while subscribed (a '
+        'publisher that comes or goes may make the node subscribe anew). reliable: fragments '
+        'lost in transit are sent again, but best-effort (sensor-data QoS) publishers are '
+        'not received. best_effort: any publisher is received, but frames larger than the '
+        'transport buffers (about 0.5 MB with Fast DDS defaults: 640x480 rgb8 and larger) are '
+        'often lost whole.', reload=True, choices=RELIABILITIES)
     image_qos_depth: int = _spec(
-        1, 'Image subscription queue depth (the node only ever uses the newest frame).',
+        1, 'Image subscription queue depth. Each take gets the oldest frame queued, so 1 (the '
+        'newest frame only) keeps inference and tracking on the newest frame.',
         reload=True, low=1, high=100)
     rate_hz: float = _spec(
         1.0, 'Continuous grounding per camera, in inferences per second of message time '

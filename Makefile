@@ -30,9 +30,11 @@ lint: setup
 bench: setup
 	@$(IN_ENV) python benchmarks/run_benchmarks.py $(BENCH_ARGS)
 
-# Write config/grounding.yaml from the parameter tables (kosmos_ros/node/params.py).
+# Write config/grounding.yaml and the parameter tables of docs/node.md from the parameter
+# specs (kosmos_ros.node.params).
 params: setup
-	@$(IN_ENV) python -m kosmos_ros.node.params_file --write kosmos_ros/config/grounding.yaml
+	@$(IN_ENV) python -m kosmos_ros.node.params_file --write kosmos_ros/config/grounding.yaml \
+		--markdown docs/node.md
 
 lock:
 	@rm -f env/constraints-$(DISTRO).txt

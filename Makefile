@@ -31,9 +31,9 @@ bench: setup
 	@$(IN_ENV) python benchmarks/run_benchmarks.py $(BENCH_ARGS)
 
 # Write config/grounding.yaml and the parameter tables of docs/node.md from the parameter
-# specs (kosmos_ros.node.params).
+# specs (kosmos_ros.node.parameter_table).
 params: setup
-	@$(IN_ENV) python -m kosmos_ros.node.params_file --write kosmos_ros/config/grounding.yaml \
+	@$(IN_ENV) python -m kosmos_ros.node.parameter_file --write kosmos_ros/config/grounding.yaml \
 		--markdown docs/node.md
 
 lock:

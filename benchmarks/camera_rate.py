@@ -59,7 +59,7 @@ import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from kosmos_ros.samples import load_photo
+from kosmos_ros.testing.samples import load_photo
 topic, width, height, hz, seconds, qos, transport = sys.argv[1:8]
 width, height, hz, seconds = int(width), int(height), float(hz), float(seconds)
 rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)

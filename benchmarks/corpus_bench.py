@@ -36,7 +36,7 @@ os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 
 def make_corpus(folder: Path, bags: int, frames: int) -> Path:
     from kosmos_ros.bag.sample import make_sample_bag, SampleSpec
-    from kosmos_ros.samples import PHOTO_NAMES
+    from kosmos_ros.testing.samples import PHOTO_NAMES
 
     for i in range(bags):
         photo = PHOTO_NAMES[i % len(PHOTO_NAMES)]

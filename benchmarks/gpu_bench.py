@@ -7,7 +7,7 @@ Self-contained: it needs torch, transformers and the ``kosmos_ros`` core package
 (``PYTHONPATH=kosmos_ros``), never rclpy, the network or a model download. It builds the
 released architecture (``Kosmos2Config()`` defaults, 1.66 B parameters) with random weights
 directly on the GPU, once per dtype; the processor (tokenizer and image processor) comes from
-``kosmos_ros.tiny_model``'s builder with the tokenizer shipped in ``kosmos_ros/test/data``.
+``kosmos_ros.testing.tiny_model``'s builder with the tokenizer shipped in ``kosmos_ros/test/data``.
 
 Per configuration (float16, bfloat16; 8-bit and 4-bit through bitsandbytes, int8 and int4
 weight-only through torchao, each when importable) and per pipeline (reference:
@@ -58,7 +58,7 @@ from kosmos_ros.images import frame_from_array  # noqa: E402
 from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.model.loading import load_model, LoadedModel, ModelOptions  # noqa: E402
 from kosmos_ros.model.prompts import build_prompt  # noqa: E402
-from kosmos_ros.samples import load_photo  # noqa: E402
+from kosmos_ros.testing.samples import load_photo  # noqa: E402
 
 CAPTION_TOKENS = 30
 FIND_TOKENS = 10
@@ -90,18 +90,18 @@ WEIGHT_FORMATS = (('float16', 2.0, 0.0), ('bfloat16', 2.0, 0.0), ('int8 weight-o
 def tokenizer_model_path() -> Path:
     """Return the KOSMOS-2 SentencePiece model shipped in kosmos_ros/test/data."""
     import kosmos_ros
-    from kosmos_ros.tiny_model import TOKENIZER_FILE
+    from kosmos_ros.testing.tiny_model import TOKENIZER_FILE
     path = (Path(kosmos_ros.__file__).resolve().parent.parent / 'test' / 'data'
             / 'kosmos2_tokenizer' / TOKENIZER_FILE)
     if path.is_file():
         return path
-    from kosmos_ros.tiny_model import find_tokenizer_model
+    from kosmos_ros.testing.tiny_model import find_tokenizer_model
     return find_tokenizer_model()
 
 
 def build_tiny(workdir: str | Path) -> Path:
-    """Save the tiny random model and the real processor (kosmos_ros.tiny_model's builder)."""
-    from kosmos_ros.tiny_model import build_tiny_model
+    """Save the tiny random model and the real processor (``kosmos_ros.testing.tiny_model``)."""
+    from kosmos_ros.testing.tiny_model import build_tiny_model
     return build_tiny_model(Path(workdir) / 'tiny_kosmos2', tokenizer_model=tokenizer_model_path())
 
 

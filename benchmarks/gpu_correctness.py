@@ -27,8 +27,8 @@ from kosmos_ros.images import frame_from_array
 from kosmos_ros.model.engine import EngineOptions, GroundingEngine
 from kosmos_ros.model.loading import LoadedModel, ModelOptions
 from kosmos_ros.model.prompts import build_prompt
-from kosmos_ros.samples import load_photo
-from kosmos_ros.tiny_model import build_tiny_model
+from kosmos_ros.testing.samples import load_photo
+from kosmos_ros.testing.tiny_model import build_tiny_model
 
 DEVICE = 'cuda'
 DECODERS = ('dynamic', 'static', 'cuda_graph')

@@ -42,7 +42,7 @@ from gpu_bench import (build_full_size, build_tiny, decode_weight_bytes,  # noqa
 from kosmos_ros.datatypes import Query, Task  # noqa: E402
 from kosmos_ros.images import frame_from_array  # noqa: E402
 from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
-from kosmos_ros.samples import load_photo  # noqa: E402
+from kosmos_ros.testing.samples import load_photo  # noqa: E402
 
 SHORT, LONG = 2, 34
 

@@ -58,8 +58,8 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from kosmos_ros.samples import load_photo
-    from kosmos_ros.tiny_model import build_tiny_model
+    from kosmos_ros.testing.samples import load_photo
+    from kosmos_ros.testing.tiny_model import build_tiny_model
 
     model = build_tiny_model(Path(tempfile.mkdtemp(prefix='kosmos_tiny_')))
     ns = f'/cycles{os.getpid()}'

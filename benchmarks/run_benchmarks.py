@@ -78,7 +78,7 @@ from kosmos_ros.images import frame_from_array, frame_from_message  # noqa: E402
 from kosmos_ros.model.engine import EngineOptions, GroundingEngine  # noqa: E402
 from kosmos_ros.model.preprocess import Preprocessor  # noqa: E402
 from kosmos_ros.model.prompts import build_prompt  # noqa: E402
-from kosmos_ros.samples import PHOTO_NAMES  # noqa: E402
+from kosmos_ros.testing.samples import PHOTO_NAMES  # noqa: E402
 from kosmos_ros.threads import DEFAULT_CPU_THREADS, opencv, use_cpu_threads  # noqa: E402
 
 from gpu_bench import (build_full_size, build_tiny, camera_frame,  # noqa: E402,I100

@@ -233,12 +233,12 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool]:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
-    from kosmos_ros.samples import load_photo, PHOTO_NAMES
+    from kosmos_ros.testing.samples import load_photo, PHOTO_NAMES
 
     width, height = (int(v) for v in args.size.lower().split('x'))
     model = args.model
     if not model:
-        from kosmos_ros.tiny_model import build_tiny_model
+        from kosmos_ros.testing.tiny_model import build_tiny_model
         model = str(build_tiny_model(tmp / 'tiny'))
     photos = [cv2.resize(load_photo(name), (width, height), interpolation=cv2.INTER_AREA)
               for name in PHOTO_NAMES]

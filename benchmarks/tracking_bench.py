@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tracking between model results against holding the last model box, on generated scenes.
 
-Two sets of scenes, rendered at run time from photographs (``kosmos_ros.tracking_scenes``),
+Two sets of scenes, rendered at run time from photographs (``kosmos_ros.testing.scenes``),
 never stored; frames at 30 Hz, 640x480; model results are the true boxes with noise (3 % of
 the box size per edge) on KOSMOS-2's 32x32 grid:
 
@@ -54,11 +54,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from kosmos_ros.camera_scenes import robot_scenes, SceneLike
 from kosmos_ros.datatypes import PixelBox
 from kosmos_ros.images import frame_from_array
+from kosmos_ros.testing.camera_scenes import robot_scenes, SceneLike
+from kosmos_ros.testing.scenes import standard_scenes
 from kosmos_ros.tracking.tracker import gray_for_tracking, iou_matrix, Tracker, TrackerSettings
-from kosmos_ros.tracking_scenes import standard_scenes
 
 LOST_IOU = 0.3
 METHODS = ('hold', 'tracked')

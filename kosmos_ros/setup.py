@@ -29,7 +29,7 @@ setup(
     entry_points={
         'console_scripts': [
             'grounding_node = kosmos_ros.node.main:main',
-            'build_tiny_model = kosmos_ros.tiny_model:main',
+            'build_tiny_model = kosmos_ros.testing.tiny_model:main',
             'make_sample_bag = kosmos_ros.bag.sample:main',
             'ground_bag = kosmos_ros.bag.ground_bag:entry',
             'play_bag = kosmos_ros.bag.player:main',

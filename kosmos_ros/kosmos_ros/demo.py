@@ -31,8 +31,8 @@ from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias
 from kosmos_ros.bag.reading import open_reader, select_image_topics
 from kosmos_ros.bag.sample import make_sample_bag
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE
+from kosmos_ros.testing.tiny_model import TINY_LABEL, tiny_model_path
 from kosmos_ros.threads import quiet_openmp
-from kosmos_ros.tiny_model import TINY_LABEL, tiny_model_path
 
 TINY_TAG = 'TINY RANDOM TEST MODEL'  # the start of TINY_LABEL, on every line with --tiny-model
 # Hub files the node needs: configuration, tokenizer and safetensors weights (no pickles).

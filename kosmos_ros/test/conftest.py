@@ -28,7 +28,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory):
     """Build a tiny random KOSMOS-2 with the real tokenizer (save_pretrained)."""
-    from kosmos_ros.tiny_model import build_tiny_model
+    from kosmos_ros.testing.tiny_model import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp('tiny_kosmos2'))
 
 
@@ -57,7 +57,7 @@ def reference(tiny_model_dir):
 @pytest.fixture(scope='session')
 def photos():
     """Return real photographs shipped with scikit-image, as RGB uint8 arrays."""
-    from kosmos_ros.samples import load_photo, PHOTO_NAMES
+    from kosmos_ros.testing.samples import load_photo, PHOTO_NAMES
     return {name: load_photo(name) for name in PHOTO_NAMES}
 
 

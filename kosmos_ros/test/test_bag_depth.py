@@ -18,9 +18,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag import ground_bag as gb
+from kosmos_ros.bag.depth_lifting import DepthStream
 from kosmos_ros.bag.pairing import camera_namespaces, is_depth_name, pair_depth_topics
 from kosmos_ros.bag.sample import DEPTH_TOPIC, main as sample_main, make_sample_bag, SampleSpec
-from kosmos_ros.bag.spatial import DepthStream
 from kosmos_ros.bag.typestore import (CAMERA_INFO, DETECTION_3D_ARRAY, IMAGE, project_typestore,
                                       RosbagsTypes)
 from kosmos_ros.datatypes import Query, Task

@@ -20,7 +20,7 @@ from kosmos_ros.bag.sample import DEPTH_TOPIC, make_sample_bag, SampleSpec
 from kosmos_ros.bag.typestore import IMAGE, project_typestore
 from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.images import frame_from_message
-from kosmos_ros.tiny_model import TINY_LABEL
+from kosmos_ros.testing.tiny_model import TINY_LABEL
 from kosmos_ros.tracking.stream import TrackStream
 from kosmos_ros.tracking.tracker import TrackerSettings, TrackingError
 

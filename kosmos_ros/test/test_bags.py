@@ -35,7 +35,7 @@ from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.demo import find_weights, main as demo_main, NO_WEIGHTS_EXIT, TINY_TAG
 from kosmos_ros.errors import PromptError
 from kosmos_ros.images import frame_from_message
-from kosmos_ros.tiny_model import TINY_LABEL
+from kosmos_ros.testing.tiny_model import TINY_LABEL
 
 from helpers import read_bag, stamp_of, wait_for  # noqa: I100
 from node_harness import NodeHarness  # noqa: I100

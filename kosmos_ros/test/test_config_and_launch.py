@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from kosmos_ros.node.params import CAMERA_SPECS, SPECS
+from kosmos_ros.node.parameter_table import CAMERA_SPECS, SPECS
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def test_config_lists_every_parameter_with_its_default():
 
 
 def test_config_is_written_from_the_parameter_tables():
-    """Check that make params (python -m kosmos_ros.node.params_file --write) wrote it."""
-    from kosmos_ros.node.params_file import main, render_yaml
+    """Check that make params (python -m kosmos_ros.node.parameter_file --write) wrote it."""
+    from kosmos_ros.node.parameter_file import main, render_yaml
     path = PACKAGE / 'config' / 'grounding.yaml'
     assert path.read_text() == render_yaml(), 'run: make params'
     assert main(['--check', str(path)]) == 0

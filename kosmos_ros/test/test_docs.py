@@ -3,7 +3,7 @@
 """README.md and docs/ say what the code does: parameters, links, examples, no history.
 
 The parameter tables of docs/node.md are written from the specs by ``make params``
-(:mod:`kosmos_ros.node.params_file`); these tests fail when the specs changed and the page was
+(:mod:`kosmos_ros.node.parameter_file`); these tests fail when the specs changed and the page was
 not rewritten, when the docs name a parameter that does not exist, when a page is not linked
 from README or a relative link leads nowhere, when a ``ros2 service call`` or ``ros2 action
 send_goal`` payload does not fill its message, and when development history ("issue 17", "this
@@ -18,9 +18,9 @@ import re
 import pytest
 import yaml
 
-from kosmos_ros.node.params import CAMERA_SPECS, SPECS
-from kosmos_ros.node.params_file import (main, MARKDOWN_BEGIN, MARKDOWN_END, markdown_section,
-                                         render_markdown, with_markdown_section)
+from kosmos_ros.node.parameter_file import (main, MARKDOWN_BEGIN, MARKDOWN_END, markdown_section,
+                                            render_markdown, with_markdown_section)
+from kosmos_ros.node.parameter_table import CAMERA_SPECS, SPECS
 
 pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
 

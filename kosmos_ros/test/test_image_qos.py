@@ -35,7 +35,7 @@ from vision_msgs.msg import Detection2DArray
 from kosmos_ros.node import intake as intake_module
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.node.intake import CameraIntake, matching_reliability
-from kosmos_ros.node.params import SPECS
+from kosmos_ros.node.parameter_table import SPECS
 
 from helpers import wait_for  # noqa: I100
 
@@ -50,7 +50,7 @@ import cv2
 import rclpy
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from kosmos_ros.samples import load_photo
+from kosmos_ros.testing.samples import load_photo
 topic, width, height, hz, qos = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     float(sys.argv[4]), sys.argv[5]
 rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)

@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from vision_msgs.msg import BoundingBox2D
 
-from kosmos_ros.tiny_model import build_tiny_model
+from kosmos_ros.testing.tiny_model import build_tiny_model
 
 from helpers import wait_for  # noqa: I100
 from node_harness import CANCELED, NODE_TESTS, NodeHarness, Stream  # noqa: I100

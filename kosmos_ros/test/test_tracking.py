@@ -3,7 +3,7 @@
 """Tracks between model results, on generated scenes made of photographs with known boxes.
 
 Model results are the scenes' true boxes with noise on KOSMOS-2's 32x32 grid
-(``kosmos_ros.tracking_scenes``), at 1 Hz; frames at 30 Hz, 640x480. No DDS, no model. A
+(``kosmos_ros.testing.scenes``), at 1 Hz; frames at 30 Hz, 640x480. No DDS, no model. A
 robot's camera: a photograph panned a few pixels a frame (320x240 where it suffices) with one
 blurred or re-exposed frame, an exposure step, 5 grey frames, a resolution switch, and stamps
 28 hours ahead; the exact true box as the model's.
@@ -17,13 +17,13 @@ import pytest
 
 from kosmos_ros.datatypes import GroundedBox, GroundedPhrase, PixelBox
 from kosmos_ros.images import frame_from_array
-from kosmos_ros.samples import load_photo
+from kosmos_ros.testing.samples import load_photo
+from kosmos_ros.testing.scenes import Scene, standard_scenes
 from kosmos_ros.threads import opencv
 import kosmos_ros.tracking.association as association
 from kosmos_ros.tracking.tracker import (associate, FlowSettings, gray_for_tracking, iou_matrix,
                                          Track, Tracker, TrackerSettings, TrackingError,
                                          TrackState)
-from kosmos_ros.tracking_scenes import Scene, standard_scenes
 
 pytestmark = pytest.mark.fast  # in make test-fast: no DDS, no model
 

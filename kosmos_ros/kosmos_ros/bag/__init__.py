@@ -14,7 +14,7 @@ Behind ``ground_bag`` (no rclpy, nothing from :mod:`kosmos_ros.node`):
 :mod:`~kosmos_ros.bag.offline` (the run), :mod:`~kosmos_ros.bag.reading` (opening bags, their
 errors, image topics), :mod:`~kosmos_ros.bag.output` (the output bag and report),
 :mod:`~kosmos_ros.bag.records` (options, per-topic counts, the summary),
-:mod:`~kosmos_ros.bag.pairing` and :mod:`~kosmos_ros.bag.spatial` (depth topics, 3D),
+:mod:`~kosmos_ros.bag.pairing` and :mod:`~kosmos_ros.bag.depth_lifting` (depth topics, 3D),
 :mod:`~kosmos_ros.bag.report` (HTML), :mod:`~kosmos_ros.bag.safety` (outputs apart from the
 input, interrupts) and :mod:`~kosmos_ros.bag.typestore` (the ``rosbags`` typestore with the
 project's messages, and the backend of :mod:`kosmos_ros.messages` over it).

@@ -104,7 +104,7 @@ def model_options(args: argparse.Namespace) -> Any:
     ``--tiny-model`` gives the tiny random model's folder (built there once).
     """
     from kosmos_ros.model.loading import ModelOptions
-    from kosmos_ros.tiny_model import tiny_model_path
+    from kosmos_ros.testing.tiny_model import tiny_model_path
 
     if args.tiny_model:
         return ModelOptions(model=str(tiny_model_path()), local_files_only=True,

@@ -219,7 +219,7 @@ def tracking_options(args: argparse.Namespace) -> dict[str, Any]:
 def _load_engine(args: argparse.Namespace) -> Any:
     """Load the model the command line names; ModelLoadError."""
     from kosmos_ros.model.engine import EngineOptions, GroundingEngine
-    from kosmos_ros.tiny_model import TINY_LABEL
+    from kosmos_ros.testing.tiny_model import TINY_LABEL
 
     if args.tiny_model:
         print(f'ground_bag: using the {TINY_LABEL}', file=sys.stderr)
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, sigint: SigintGuard) -> int:
-    from kosmos_ros.tiny_model import TINY_LABEL
+    from kosmos_ros.testing.tiny_model import TINY_LABEL
 
     try:
         options = _options(args, TINY_LABEL if args.tiny_model else '')

@@ -6,7 +6,7 @@ Each selected image message is deserialized and admitted by the node's rule
 (:func:`kosmos_ros.admission.admit`: unsupported encodings refused before the throttle,
 unstamped frames take their bag time, ``rate_hz`` in message time), converted, grounded by
 the same :class:`~kosmos_ros.model.engine.GroundingEngine` as the node, lifted to 3D when its topic
-has depth (:mod:`kosmos_ros.bag.spatial`), and its results written whole into the output bag
+has depth (:mod:`kosmos_ros.bag.depth_lifting`), and its results written whole into the output bag
 (:mod:`kosmos_ros.bag.output`). Frames that cannot be used are counted skips with their
 reason. The output bag is closed whatever happens, so an interrupted run (Ctrl-C, pressed any
 number of times) leaves a valid bag holding the frames done so far
@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 from kosmos_ros.admission import admit, stamp_seconds
 from kosmos_ros.bag import BagError
+from kosmos_ros.bag.depth_lifting import Lifter, make_lifters, stamp_ns
 from kosmos_ros.bag.output import (add_connections, close_writer, open_report, open_writer, Output,
                                    write_report, write_results, write_tracks)
 from kosmos_ros.bag.pairing import DepthPairing, pair_depth_topics
@@ -41,7 +42,6 @@ from kosmos_ros.bag.reading import failure_reason, open_reader, select_image_top
 from kosmos_ros.bag.records import BagSummary, FrameOutcome, GroundBagOptions, TopicStats
 from kosmos_ros.bag.report import HtmlReport
 from kosmos_ros.bag.safety import check_outputs, SigintGuard
-from kosmos_ros.bag.spatial import Lifter, make_lifters, stamp_ns
 from kosmos_ros.bag.typestore import project_typestore
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import ImageError, KosmosError

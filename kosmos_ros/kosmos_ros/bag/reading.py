@@ -147,7 +147,8 @@ def select_image_topics(reader: Any, requested: Sequence[str] = (),
     """Pick the image topics to ground (or check the requested ones); raise BagError.
 
     Automatic selection leaves out the depth image topics: those in ``exclude`` and those
-    named as the depth pairing rule names them (:func:`~kosmos_ros.bag.spatial.is_depth_name`).
+    named as the depth pairing rule names them
+    (:func:`~kosmos_ros.bag.depth_lifting.is_depth_name`).
     """
     topics = reader.topics
     images = {name: info.msgtype for name, info in topics.items()

@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kosmos_ros.bag.depth_lifting import DepthStats
 from kosmos_ros.bag.pairing import DepthPairing
-from kosmos_ros.bag.spatial import DepthStats
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.depth import DepthSettings
 

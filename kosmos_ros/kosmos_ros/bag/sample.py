@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """``make_sample_bag``: a small rosbag2 camera stream made of real photographs.
 
-The photographs shipped with scikit-image (:mod:`kosmos_ros.samples`) become the frames of one
-camera: each is cropped to the stream's aspect ratio, panned slowly while it is shown (so no
+The photographs shipped with scikit-image (:mod:`kosmos_ros.testing.samples`) become the frames
+of one camera: each is cropped to the stream's aspect ratio, panned slowly while it is shown (so no
 two frames are identical) and resized to one common size. Every frame is written three
 times, as a real driver with ``image_transport`` would: ``sensor_msgs/Image`` on
 ``/camera/image_raw``, ``sensor_msgs/CompressedImage`` (JPEG) on
@@ -38,7 +38,7 @@ import numpy as np
 from kosmos_ros.bag import BagError
 from kosmos_ros.bag.cli import deprecated_alias
 from kosmos_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, project_typestore
-from kosmos_ros.samples import load_photo, PHOTO_NAMES
+from kosmos_ros.testing.samples import load_photo, PHOTO_NAMES
 
 DEFAULT_PATH = Path('data') / 'sample_bag'
 STORAGES = ('mcap', 'sqlite3')

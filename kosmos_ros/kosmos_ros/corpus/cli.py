@@ -140,7 +140,7 @@ def _spec(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace, options: Any) -> Any:
     from kosmos_ros.corpus.run import run_corpus
-    from kosmos_ros.tiny_model import TINY_LABEL
+    from kosmos_ros.testing.tiny_model import TINY_LABEL
 
     from kosmos_ros.corpus.progress import Progress
 
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace, options: Any) -> Any:
 
 
 def _label(args: argparse.Namespace) -> str:
-    from kosmos_ros.tiny_model import TINY_LABEL
+    from kosmos_ros.testing.tiny_model import TINY_LABEL
 
     return TINY_LABEL if args.tiny_model else ''
 

@@ -29,11 +29,11 @@ from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.depth import DepthSettings
 from kosmos_ros.errors import InferenceError, KosmosError
 from kosmos_ros.images import Frame
+from kosmos_ros.node.camera_depth import DepthSource
 from kosmos_ros.node.conversions import (apply_positions, detections_3d_msg, detections_msg,
                                          grounding_msg, markers_msg)
 from kosmos_ros.node.intake import CameraIntake
-from kosmos_ros.node.params import CameraConfig
-from kosmos_ros.node.spatial import DepthSource
+from kosmos_ros.node.parameter_table import CameraConfig
 
 LOG_PERIOD = 5.0  # seconds between two log lines of one camera's same kind of problem
 # Publishers made and destroyed by transitions get no QoS event handlers: rclpy's executor

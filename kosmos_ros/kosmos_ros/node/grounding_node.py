@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The managed node ``kosmos_grounding``: parameters, lifecycle and wiring.
 
-Lifecycle: configure reads and checks the parameters (:mod:`.parameters`), loads the model and
+Lifecycle: configure reads and checks the parameters (:mod:`.parameter_store`), loads the model and
 creates each camera's publishers (:mod:`.camera`) and the inference worker (:mod:`.worker`);
 activate subscribes to the cameras (on demand, a camera is subscribed only while queries use
 it: ``unsubscribe_idle_after``) and starts continuous grounding; deactivate stops both; cleanup
@@ -37,8 +37,8 @@ from kosmos_ros.node.diagnostics import diagnostics_msg, NodeStatus
 from kosmos_ros.node.follow import FollowServer
 from kosmos_ros.node.intake import intake_node
 from kosmos_ros.node.lifecycle import TransitionRunner
-from kosmos_ros.node.parameters import missing_prompt, ParameterStore
-from kosmos_ros.node.params import NodeParams
+from kosmos_ros.node.parameter_store import missing_prompt, ParameterStore
+from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
 from kosmos_ros.node.tracks import TrackingPump

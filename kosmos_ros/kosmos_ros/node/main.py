@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from kosmos_ros.node.params import CAMERA_SPECS, SPECS
+from kosmos_ros.node.parameter_table import CAMERA_SPECS, SPECS
 from kosmos_ros.threads import quiet_openmp
 
 

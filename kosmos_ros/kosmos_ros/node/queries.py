@@ -28,7 +28,7 @@ from kosmos_ros.errors import (InferenceCancelled, InferenceError, KosmosError,
                                OutOfMemoryError)
 from kosmos_ros.node.camera import Camera, request_messages, ResultMessages
 from kosmos_ros.node.conversions import duration_msg, regions_from_bboxes
-from kosmos_ros.node.params import NodeParams
+from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.scheduling import PendingRequests, QueryJob
 
 # Requests wait in DDS until an executor thread takes them. The services' default (keep last

@@ -31,7 +31,7 @@ from kosmos_ros.errors import KosmosError
 from kosmos_ros.images import frame_from_message
 from kosmos_ros.node.camera import Camera
 from kosmos_ros.node.conversions import track_states_msg, tracks_3d_msg, tracks_msg
-from kosmos_ros.node.params import NodeParams
+from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.tracking.stream import TrackStream
 
 WANTED_PERIOD = 0.2  # seconds between two looks at who subscribes, while tracking

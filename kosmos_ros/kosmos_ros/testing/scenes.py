@@ -26,7 +26,7 @@ import numpy as np
 from kosmos_ros.datatypes import GroundedBox, GroundedPhrase, GroundingResult, PixelBox, Task
 from kosmos_ros.model.boxes import (normalized_to_patch_indices, normalized_to_pixels,
                                     patch_indices_to_normalized, pixels_to_normalized)
-from kosmos_ros.samples import load_photo
+from kosmos_ros.testing.samples import load_photo
 from kosmos_ros.threads import opencv
 
 # Objects: photograph and the (x1, y1, x2, y2) region of it whose inscribed ellipse is cut out.

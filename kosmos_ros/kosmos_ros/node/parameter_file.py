@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Write config/grounding.yaml and the docs' parameter tables from the specs (``make params``).
 
-``python -m kosmos_ros.node.params_file --write kosmos_ros/config/grounding.yaml`` writes the
+``python -m kosmos_ros.node.parameter_file --write kosmos_ros/config/grounding.yaml`` writes the
 params file; ``--markdown docs/node.md`` rewrites the markdown tables between the page's
 ``<!-- parameters:begin -->`` and ``<!-- parameters:end -->`` markers and keeps the text around
 them. ``--check FILE`` tells whether the params file (and, with ``--markdown``, the page) is up
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kosmos_ros.node.params import CAMERA_SPECS, Spec, SPECS
+from kosmos_ros.node.parameter_table import CAMERA_SPECS, Spec, SPECS
 
 YAML_HEADER = '''\
 # Parameters of the kosmos_grounding node (kosmos_ros), each with its default.
 # [reload]: changes need a reload (cleanup, set, configure); others apply at runtime.
-# Written from kosmos_ros/node/params.py by: python -m kosmos_ros.node.params_file --write FILE
+# Written from kosmos_ros/node/parameter_table.py by:
+#   python -m kosmos_ros.node.parameter_file --write FILE
 # grounding.launch.py passes this file (params_file:=...); a launch argument given on the
 # command line (model:=..., rate_hz:=...) overrides the file, one that is not given does not.
 '''
@@ -54,8 +55,8 @@ def render_yaml() -> str:
 
 MARKDOWN_BEGIN = '<!-- parameters:begin -->'
 MARKDOWN_END = '<!-- parameters:end -->'
-MARKDOWN_NOTE = ('<!-- Written from the specs of kosmos_ros.node.params by make params '
-                 '(python -m kosmos_ros.node.params_file --markdown PAGE); edit the specs, '
+MARKDOWN_NOTE = ('<!-- Written from the specs of kosmos_ros.node.parameter_table by make params '
+                 '(python -m kosmos_ros.node.parameter_file --markdown PAGE); edit the specs, '
                  'not this table. -->')
 _MARKDOWN_HEADER = ('| parameter | default | range or choices | reload | description |\n'
                     '| --- | --- | --- | --- | --- |')
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     """Write or check the params file (``--write``/``--check``) and the docs' tables."""
     import argparse
     from pathlib import Path
-    parser = argparse.ArgumentParser(prog='python -m kosmos_ros.node.params_file',
+    parser = argparse.ArgumentParser(prog='python -m kosmos_ros.node.parameter_file',
                                      description=main.__doc__)
     group = parser.add_mutually_exclusive_group()
     group.add_argument('--write', metavar='FILE', type=Path, help='write the params file')

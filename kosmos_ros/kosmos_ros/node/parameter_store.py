@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The node's parameters on the ROS side: declared, read into a snapshot, checked on set.
 
-:class:`ParameterStore` declares every parameter of :mod:`.params` with its description and
-range, reads them into a :class:`~.params.NodeParams` snapshot at configure (with the camera
-topics resolved by the node's own remap rules) and checks every later set with the same rules.
+:class:`ParameterStore` declares every parameter of :mod:`.parameter_table` with its description
+and range, reads them into a :class:`~.parameter_table.NodeParams` snapshot at configure (with
+the camera topics resolved by the node's own remap rules) and checks every later set with the
+same rules.
 Start-up values (``-p``, params files) that rclpy would refuse with an exception at declaration
 (another type, out of range) are refused here instead: the default stands, one line names the
 parameter, and configure fails with that line until the parameter is set right.
@@ -24,8 +25,8 @@ from kosmos_ros.admission import compressed_topic
 from kosmos_ros.datatypes import Task
 from kosmos_ros.errors import PromptError, RegionError
 from kosmos_ros.node.lifecycle import RCLError
-from kosmos_ros.node.params import (CAMERA_SPECS, CameraConfig, check_together, check_value,
-                                    coerce_value, NodeParams, Spec, SPECS)
+from kosmos_ros.node.parameter_table import (CAMERA_SPECS, CameraConfig, check_together,
+                                             check_value, coerce_value, NodeParams, Spec, SPECS)
 
 # Checks a continuous task and prompt (with the model when loaded); raises with the reason.
 ContinuousCheck = Callable[[str, str, int], Any]
@@ -135,7 +136,7 @@ class ParameterStore:
 
     def check_set(self, params: list[Any], state: str, configured: bool,
                   check_continuous: ContinuousCheck) -> SetParametersResult:
-        """Check a set of parameters with the rules of :mod:`.params` (on-set callback)."""
+        """Check a set of parameters by the rules of :mod:`.parameter_table` (on-set callback)."""
         changes = {p.name: p.value for p in params}
         for name, value in changes.items():
             spec = spec_of(name)

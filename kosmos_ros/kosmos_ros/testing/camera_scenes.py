@@ -7,7 +7,7 @@ frame while it zooms, the object a fixed part of the photograph (the whole frame
 when a robot turns its head); :class:`Perturbed` spoils chosen frames of any scene as a real
 camera does (gaussian blur, exposure steps, full occlusion by grey frames;
 :class:`Perturbations`), and its model finds nothing on a grey frame. ``robot_scenes`` are the
-benchmark's. Model results are made as in ``tracking_scenes.py`` (noisy true boxes on
+benchmark's. Model results are made as in ``scenes.py`` (noisy true boxes on
 KOSMOS-2's 32x32 grid); frames are rendered on demand, never stored.
 """
 
@@ -21,9 +21,9 @@ from typing import Protocol
 import numpy as np
 
 from kosmos_ros.datatypes import GroundedPhrase, GroundingResult, PixelBox, Task
-from kosmos_ros.samples import load_photo
+from kosmos_ros.testing.samples import load_photo
+from kosmos_ros.testing.scenes import grid_box, Scene
 from kosmos_ros.threads import opencv
-from kosmos_ros.tracking_scenes import grid_box, Scene
 
 
 class SceneLike(Protocol):
@@ -56,7 +56,7 @@ class WindowScene:
 
     Attributes:
         name: the scene's name in tables.
-        photo: the photograph (``kosmos_ros.samples.load_photo``).
+        photo: the photograph (``kosmos_ros.testing.samples.load_photo``).
         phrase: what a model would call the object.
         speed: largest motion along x, pixels per frame.
         object_size: (width, height) of the object's box at zoom 1, frame pixels.

@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 from kosmos_ros.admission import image_topic
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.cli import add_model_arguments, deprecated_alias
 from kosmos_ros.bag.reading import open_reader, select_image_topics
 from kosmos_ros.bag.sample import make_sample_bag
 from kosmos_ros.bag.typestore import COMPRESSED_IMAGE
+from kosmos_ros.cli_options import add_grounding_arguments, deprecated_alias, grounding_options
 from kosmos_ros.testing.tiny_model import TINY_LABEL, tiny_model_path
 from kosmos_ros.threads import quiet_openmp
 
@@ -127,20 +127,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help='bag to replay; the sample bag is built here if missing')
     parser.add_argument('--topic', help='image topic of the bag (default: automatic)')
     parser.add_argument('--out', default='results/demo', help='folder for annotated frames')
-    parser.add_argument('--task', default='caption',
-                        help='caption, detailed_caption, find, question or raw')
-    parser.add_argument('--prompt', default='', help='phrase, question or raw prompt')
-    parser.add_argument('--rate-hz', type=float, default=1.0,
-                        help='groundings per second of bag time (the node rate_hz)')
-    deprecated_alias(parser, '--rate', replacement='--rate-hz', type=float)
-    parser.add_argument('--max-new-tokens', type=int, default=48)
     parser.add_argument('--speed', type=float, default=1.0,
                         help='bag playback speed factor (2.0 plays twice as fast)')
     deprecated_alias(parser, '--playback-rate', replacement='--speed', type=float)
     parser.add_argument('--settle', type=float, default=300.0,
                         help='seconds to wait for the last inference after the bag ends')
-    add_model_arguments(parser)
-    return parser.parse_args(argv)
+    add_grounding_arguments(parser, tracking=False, exclude=('min_score',),
+                            rate_hz=1.0)  # groundings per second of bag time (the node's)
+    args = parser.parse_args(argv)
+    try:
+        args.options = grounding_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,10 +261,13 @@ def _node_parameters(args: argparse.Namespace, stats: Any, camera: str, model: s
     from rclpy.parameter import Parameter
 
     compressed = stats.msgtype == COMPRESSED_IMAGE
-    params = dict(model=model, local_files_only=local_only, device=args.device,
-                  dtype=args.dtype, quantization=args.quantization, cameras=[camera],
-                  rate_hz=args.rate_hz, task=args.task, prompt=args.prompt,
-                  max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads,
+    o = args.options
+    params = dict(model=model, local_files_only=local_only, device=o.device, dtype=o.dtype,
+                  quantization=o.quantization, cameras=[camera], rate_hz=o.rate_hz,
+                  task=o.task, prompt=o.prompt, max_new_tokens=o.max_new_tokens,
+                  cpu_threads=o.cpu_threads, depth_tolerance=o.depth_tolerance,
+                  depth_min=o.depth_min, depth_max=o.depth_max,
+                  depth_inner_fraction=o.depth_inner_fraction,
                   image_qos_reliability='reliable',
                   image_qos_depth=10, max_frame_age=0.0, camera_timeout=0.0, autostart=False,
                   use_sim_time=True, unsubscribe_idle_after=0.0)  # subscribed before replay

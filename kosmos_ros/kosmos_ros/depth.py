@@ -12,7 +12,7 @@ For one box:
 
 - depth: the median over the valid pixels of the box's inner region (the central
   ``inner_fraction`` of its width and height), ignoring zeros, NaN, infinities and values outside
-  ``[min_depth, max_depth]``; fewer than ``min_valid_pixels`` valid pixels gives no 3D;
+  ``[depth_min, depth_max]``; fewer than ``min_valid_pixels`` valid pixels gives no 3D;
 - centre: the pinhole back-projection of the box centre at that depth,
   ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy`` in the camera's optical frame (x right, y down,
   z forward), where (u, v) is the box centre in ROS pixel-centre coordinates;
@@ -26,7 +26,7 @@ lifts every box of a result with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 import math
 from typing import Any
 
@@ -34,35 +34,39 @@ import numpy as np
 
 from kosmos_ros.datatypes import GroundingResult, PixelBox
 from kosmos_ros.errors import ImageError
+from kosmos_ros.options import check_together, check_value, OptionsError, SPECS as OPTION_SPECS
 
 
 @dataclass(frozen=True)
 class DepthSettings:
-    """How boxes are lifted: the node's ``depth_*`` parameters, ``ground_bag``'s ``--depth-*``.
+    """How boxes are lifted: the grounding options ``depth_*`` (:mod:`kosmos_ros.options`).
+
+    The node's parameters, ``ground_bag``'s and the corpus's ``--depth-*`` flags of the same
+    names; defaults and limits are the options' specs.
 
     Attributes:
-        tolerance: largest header stamp gap (s) between a colour image and its depth image.
-        min_depth: smallest valid depth (m).
-        max_depth: largest valid depth (m).
-        inner_fraction: the central part of a box's width and height whose median depth gives
-            its distance.
+        depth_tolerance: largest header stamp gap (s) between a colour image and its depth
+            image.
+        depth_min: smallest valid depth (m).
+        depth_max: largest valid depth (m).
+        depth_inner_fraction: the central part of a box's width and height whose median depth
+            gives its distance.
 
-    Raises ValueError naming the first invalid value.
+    Raises OptionsError (a ValueError) naming the first invalid value.
     """
 
-    tolerance: float = 0.05
-    min_depth: float = 0.1
-    max_depth: float = 10.0
-    inner_fraction: float = 0.5
+    depth_tolerance: float = OPTION_SPECS['depth_tolerance'].default
+    depth_min: float = OPTION_SPECS['depth_min'].default
+    depth_max: float = OPTION_SPECS['depth_max'].default
+    depth_inner_fraction: float = OPTION_SPECS['depth_inner_fraction'].default
 
     def __post_init__(self) -> None:
-        if not self.tolerance >= 0:
-            raise ValueError(f'depth tolerance must be 0 s or more; got {self.tolerance}')
-        if not 0 <= self.min_depth < self.max_depth:
-            raise ValueError(f'depth range must satisfy 0 <= min < max; got {self.min_depth} '
-                             f'to {self.max_depth} m')
-        if not 0 < self.inner_fraction <= 1:
-            raise ValueError(f'inner fraction must be in (0, 1]; got {self.inner_fraction}')
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        problems = [check_value(name, OPTION_SPECS[name], value)
+                    for name, value in values.items()] + [check_together(values)]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise OptionsError(problem)
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,8 @@ def lift_result(result: GroundingResult, depth: np.ndarray, intrinsics: Intrinsi
                 settings: DepthSettings) -> tuple[tuple[Lifted, ...], ...]:
     """Lift every box of every phrase of ``result`` (per phrase, per box)."""
     return tuple(tuple(lift_box(b.pixels, depth, intrinsics, result.image_size,
-                                settings.min_depth, settings.max_depth, settings.inner_fraction)
+                                settings.depth_min, settings.depth_max,
+                                settings.depth_inner_fraction)
                        for b in p.boxes) for p in result.phrases)
 
 

@@ -29,6 +29,7 @@ The rules, the same live and offline:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -47,6 +48,60 @@ DETECTION_3D_ARRAY = 'vision_msgs/msg/Detection3DArray'
 MARKER_ARRAY = 'visualization_msgs/msg/MarkerArray'
 IMAGE = 'sensor_msgs/msg/Image'
 MARKER = 'visualization_msgs/msg/Marker'
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output topic of a camera: ``NAME/<name>`` on the node, ``<base>/<name>`` in bags.
+
+    Attributes:
+        name: the topic's last name.
+        type_name: its message type (``pkg/msg/Name``).
+        builder: the function of this module that builds it.
+        per: what gives one message: ``result`` (a grounded frame), ``frame`` (a tracked
+            frame) or ``debug`` (the node's annotated image, newest result).
+        needs_depth: only for a camera (image topic) with depth.
+        lazy: the node publishes it only while someone subscribes.
+        offline: ``ground_bag`` (and the corpus) write it into the output bag; ``per ==
+            'frame'`` ones with ``--track``.
+        qos_depth: the node's publisher queue depth.
+    """
+
+    name: str
+    type_name: str
+    builder: str
+    per: str
+    needs_depth: bool = False
+    lazy: bool = False
+    offline: bool = True
+    qos_depth: int = 10
+
+
+# Every output, in the order they are documented. The node's cameras create their publishers
+# from it, ground_bag its connections, the typestore the types it loads; a test checks the
+# node reference's topic table against it.
+OUTPUTS = (
+    OutputSpec('detections', DETECTION_2D_ARRAY, 'detections_msg', 'result'),
+    OutputSpec('grounding', GROUNDING, 'grounding_msg', 'result'),
+    OutputSpec('debug_image', IMAGE, 'image_msg', 'debug', lazy=True, offline=False,
+               qos_depth=1),
+    OutputSpec('detections_3d', DETECTION_3D_ARRAY, 'detections_3d_msg', 'result',
+               needs_depth=True),
+    OutputSpec('markers', MARKER_ARRAY, 'markers_msg', 'result', needs_depth=True, lazy=True,
+               offline=False, qos_depth=1),
+    OutputSpec('tracks', DETECTION_2D_ARRAY, 'tracks_msg', 'frame', lazy=True),
+    OutputSpec('track_states', TRACK_ARRAY, 'track_states_msg', 'frame', lazy=True),
+    OutputSpec('tracks_3d', DETECTION_3D_ARRAY, 'tracks_3d_msg', 'frame', needs_depth=True,
+               lazy=True),
+)
+
+
+def outputs_for(depth: bool, per: tuple[str, ...] = ('result', 'frame', 'debug'),
+                offline: bool = False) -> tuple[OutputSpec, ...]:
+    """Return the outputs of a camera with or without depth (``offline``: a bag's only)."""
+    return tuple(o for o in OUTPUTS if o.per in per and (depth or not o.needs_depth)
+                 and (o.offline or not offline))
+
 
 NO_BOX_NOTE = 'the phrase has no box'
 NO_3D_NOTE = 'no 3D for the box'

@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """One flag, one meaning, in every tool; the old spellings still work, with a note."""
 
+import re
+
 import pytest
 
 from kosmos_ros.bag import ground_bag, player, sample
@@ -15,18 +17,64 @@ def test_ground_bag_flags(capsys):
                                             '/a', '--topic', '/b', '--depth-inner-fraction',
                                             '0.3'])
     assert (args.rate_hz, args.tiny_model, args.topic) == (2.0, True, ['/a', '/b'])
-    assert ground_bag._options(args, '').depth.inner_fraction == 0.3
+    assert ground_bag._options(args, '').depth.depth_inner_fraction == 0.3
     defaults = ground_bag._options(ground_bag._parser().parse_args(['bag']), '')
-    assert (defaults.rate_hz, defaults.depth.inner_fraction) == (0.0, 0.5)
+    assert (defaults.rate_hz, defaults.depth.depth_inner_fraction) == (0.0, 0.5)
     assert capsys.readouterr().err == ''
     old = ground_bag._parser().parse_args(['bag', '--rate', '5', '--tiny'])
     assert (old.rate_hz, old.tiny_model) == (5.0, True)
     assert capsys.readouterr().err.splitlines() == [
         'ground_bag: --rate is deprecated; use --rate-hz',
         'ground_bag: --tiny is deprecated; use --tiny-model']
-    with pytest.raises(ValueError, match='inner fraction must be in'):
+    with pytest.raises(ValueError, match='--depth-inner-fraction must be at least 0.05; got 0'):
         ground_bag._options(ground_bag._parser().parse_args(
             ['bag', '--depth-inner-fraction', '0']), '')
+
+
+@pytest.mark.parametrize('flags, reason', [
+    (['--min-score', '2'], '--min-score must be at most 1; got 2.0'),
+    (['--min-score', 'nan'], '--min-score must be a finite number'),
+    (['--max-new-tokens', '0'], '--max-new-tokens must be at least 1; got 0'),
+    (['--rate-hz', '-1'], '--rate-hz must be at least 0'),
+    (['--task', 'sing'], "--task: unknown task 'sing'"),
+    (['--depth-min', '5', '--depth-max', '2'], '--depth-min (5 m) must be below --depth-max'),
+    (['--track-max-age', '2'], '--track-max-age needs --track'),
+    (['--track', '--track-coast-time', '-1'], '--track-coast-time must be at least 0'),
+    (['--tiny-model', '--dtype', 'float16'], '--tiny-model takes no --dtype'),
+])
+def test_one_rule_per_option_in_every_tool(flags, reason):
+    """ground_bag, kosmos_corpus ground and the demo refuse a value by the same rule."""
+    from kosmos_ros.corpus.arguments import parser as corpus_parser
+    from kosmos_ros.corpus.cli import _corpus_options
+
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        ground_bag._options(ground_bag._parser().parse_args(['bag', *flags]), '')
+    args = corpus_parser().parse_args(['ground', 'bags', '-o', 'run', *flags])
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        _corpus_options(args, ('bags',), args.output, args.task, args.prompt, '')
+    demo_flags = [f for f in flags if not f.startswith('--track')]
+    if demo_flags == flags and '--min-score' not in flags:  # the demo has no tracking, score
+        with pytest.raises(SystemExit):
+            demo_parse(demo_flags)
+
+
+def test_the_node_and_the_tools_share_defaults_and_ranges():
+    from kosmos_ros.corpus.arguments import parser as corpus_parser
+    from kosmos_ros.model.engine import EngineOptions
+    from kosmos_ros.node.parameter_table import SPECS as NODE
+    from kosmos_ros.options import SPECS
+
+    for name, spec in SPECS.items():
+        if name in NODE:
+            node = NODE[name]
+            assert (node.low, node.high, node.choices) == (spec.low, spec.high, spec.choices), \
+                name
+    bag = ground_bag._parser().parse_args(['bag'])
+    corpus = corpus_parser().parse_args(['ground', 'bags', '-o', 'run'])
+    for args in (bag, corpus, demo_parse([])):
+        assert args.max_new_tokens == SPECS['max_new_tokens'].default == NODE[
+            'max_new_tokens'].default == EngineOptions().max_new_tokens
+        assert args.min_score == 0.0 if hasattr(args, 'min_score') else True
 
 
 def test_play_bag_flags(capsys):

@@ -239,7 +239,7 @@ def test_32fc1_scene_stale_and_invalid_depth(steered, tmp_path):
     # A wider range lifts the far frame; a tighter tolerance drops the 20 ms match.
     summary = gb.ground_bag(gb.GroundBagOptions(
         bag=bag.path, output=out, overwrite=True,
-        depth=DepthSettings(max_depth=30.0, tolerance=0.01)), steered, on_frame=None)
+        depth=DepthSettings(depth_max=30.0, depth_tolerance=0.01)), steered, on_frame=None)
     stats = summary.topics['/camera/image_raw'].depth
     assert stats.frames_3d == 1 and stats.without[
         'no depth image within 10 ms of the colour image'] == 2
@@ -322,7 +322,8 @@ def test_explicit_topics_and_the_command_line(steered, tiny_model_dir, tmp_path,
     assert code == 2 and '--depth-topic /nope is not in the bag' in capsys.readouterr().err
     code = gb.main([str(bag.path), '-o', str(tmp_path / 'cli3'), '--tiny-model',
                     '--depth-min', '5', '--depth-max', '1'])
-    assert code == 2 and 'depth range must satisfy' in capsys.readouterr().err
+    assert code == 2
+    assert '--depth-min (5 m) must be below --depth-max (1 m)' in capsys.readouterr().err
 
 
 def test_no_depth_option_and_errors_before_output(quick, tmp_path):
@@ -343,8 +344,8 @@ def test_no_depth_option_and_errors_before_output(quick, tmp_path):
     with pytest.raises(BagError, match='--camera-info-topic /nope is not in the bag; its '
                                        'sensor_msgs/msg/CameraInfo topics: /camera/camera_info'):
         run(camera_info_topics=('/nope',))
-    with pytest.raises(ValueError, match='depth tolerance must be 0 s or more'):
-        run(depth=DepthSettings(tolerance=-1.0))
+    with pytest.raises(ValueError, match='depth_tolerance must be at least 0; got -1'):
+        run(depth=DepthSettings(depth_tolerance=-1.0))
     with pytest.raises(BagError, match='depth is turned off, yet'):
         run(use_depth=False, depth_topics=('/camera/depth/image_raw',))
     assert not (tmp_path / 'x').exists()

@@ -278,13 +278,13 @@ def test_bad_tracking_options_are_refused_before_any_output(stream, quick, tmp_p
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize('flags,message', [
-    (['--track', '--track-rate-hz', '-1'], '--track-rate-hz must be 0 or more; got -1.0'),
-    (['--track', '--track-rate-hz', 'nan'], '--track-rate-hz must be 0 or more; got nan'),
-    (['--track', '--track-rate-hz', 'inf'], '--track-rate-hz must be 0 or more; got inf'),
-    (['--track', '--track-max-age', '0'], '--track-max-age must be more than 0; got 0.0'),
-    (['--track', '--track-max-age', '-2'], '--track-max-age must be more than 0; got -2.0'),
-    (['--track', '--track-max-age', 'inf'], '--track-max-age must be more than 0; got inf'),
+@pytest.mark.parametrize('flags,message', [  # the node's rules (kosmos_ros.options)
+    (['--track', '--track-rate-hz', '-1'], '--track-rate-hz must be at least 0; got -1.0'),
+    (['--track', '--track-rate-hz', 'nan'], '--track-rate-hz must be a finite number; got nan'),
+    (['--track', '--track-rate-hz', 'inf'], '--track-rate-hz must be a finite number; got inf'),
+    (['--track', '--track-max-age', '0'], '--track-max-age must be at least 0.05; got 0.0'),
+    (['--track', '--track-max-age', '-2'], '--track-max-age must be at least 0.05; got -2.0'),
+    (['--track', '--track-max-age', 'inf'], '--track-max-age must be a finite number; got inf'),
     (['--track-rate-hz', '5'], '--track-rate-hz needs --track'),
     (['--track-max-age', '2'], '--track-max-age needs --track'),
     (['--track-rate-hz', '0', '--track-max-age', '2'],

@@ -133,11 +133,11 @@ def test_stamp_matching():
 def test_depth_settings_are_checked():
     from kosmos_ros.depth import DepthSettings
     assert DepthSettings() == DepthSettings(0.05, 0.1, 10.0, 0.5)
-    with pytest.raises(ValueError, match='depth tolerance must be 0 s or more; got -1'):
-        DepthSettings(tolerance=-1.0)
-    with pytest.raises(ValueError, match='depth range must satisfy 0 <= min < max; got 5 to 1'):
-        DepthSettings(min_depth=5, max_depth=1)
-    with pytest.raises(ValueError, match=r'inner fraction must be in \(0, 1\]; got 0'):
-        DepthSettings(inner_fraction=0.0)
-    with pytest.raises(ValueError, match='depth tolerance'):
-        DepthSettings(tolerance=float('nan'))
+    with pytest.raises(ValueError, match='depth_tolerance must be at least 0; got -1'):
+        DepthSettings(depth_tolerance=-1.0)
+    with pytest.raises(ValueError, match=r'depth_min \(5 m\) must be below depth_max \(1 m\)'):
+        DepthSettings(depth_min=5, depth_max=1)
+    with pytest.raises(ValueError, match='depth_inner_fraction must be at least 0.05; got 0.0'):
+        DepthSettings(depth_inner_fraction=0.0)
+    with pytest.raises(ValueError, match='depth_tolerance must be a finite number; got nan'):
+        DepthSettings(depth_tolerance=float('nan'))

@@ -258,3 +258,17 @@ def test_changelog_follows_the_ros_convention():
     assert parse_package(str(package)).version in versions, versions
     text = (package / 'CHANGELOG.rst').read_text(encoding='utf-8')
     assert text.splitlines()[1] == 'Changelog for package kosmos_ros'
+
+
+def test_the_topic_table_lists_every_output_and_only_those():
+    """docs/node.md's `NAME/...` output rows are the outputs table, in its order and types."""
+    from kosmos_ros.bag.typestore import project_typestore
+    from kosmos_ros.messages import OUTPUTS
+
+    text = (ROOT / 'docs' / 'node.md').read_text(encoding='utf-8')
+    rows = re.findall(r'^\| `NAME/([a-z_0-9]+)` \| `([^`]+)`[^|]*\| out \|', text, re.M)
+    assert [name for name, _ in rows] == [o.name for o in OUTPUTS], 'run: update docs/node.md'
+    for (name, documented), out in zip(rows, OUTPUTS):
+        assert documented == out.type_name.replace('/msg/', '/'), name
+    store = project_typestore()
+    assert all(o.type_name in store.fielddefs for o in OUTPUTS if o.offline)

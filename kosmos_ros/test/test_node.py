@@ -477,7 +477,7 @@ def test_thresholds_regions_camera_and_answer(harness, photos):
     assert kept and min(kept) >= cut and len(kept) < len(scores)
     assert len(some.grounding.phrases) == len(every.grounding.phrases)  # nothing lost
     bad = h.call(image=img, min_score=1.5)
-    assert not bad.success and 'min_score must be between 0 and 1' in bad.message
+    assert not bad.success and 'min_score must be at most 1; got 1.5' in bad.message
     question = h.call(task=Ground.Request.QUESTION, prompt='What is [this]?',
                       regions=[region_box(150, 150, 200, 200)], image=img, camera='left')
     assert question.success, question.message

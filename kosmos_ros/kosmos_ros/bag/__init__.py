@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bags without a ROS install: sample data, offline grounding and replay.
 
-The command-line tools (console scripts; their shared flags: :mod:`kosmos_ros.bag.cli`):
+The command-line tools (console scripts; their shared flags: :mod:`kosmos_ros.cli_options`):
 
 - :mod:`kosmos_ros.bag.sample`: ``make_sample_bag``, a camera stream of real photographs;
 - :mod:`kosmos_ros.bag.ground_bag`: ``ground_bag``, offline grounding of a whole bag into an

@@ -175,11 +175,11 @@ class Lifter:
     """Lift the boxes of grounded frames of one image topic with its depth and camera_info."""
 
     def __init__(self, pairing: DepthPairing, depth: DepthStream, info: CameraInfoTrack,
-                 options: DepthSettings, stats: DepthStats | None = None):
+                 settings: DepthSettings, stats: DepthStats | None = None):
         self.pairing = pairing
         self.depth = depth
         self.info = info
-        self.options = options
+        self.settings = settings
         self.stats = stats if stats is not None else DepthStats()
         self.frame_warning = ''
         self._frames_checked = False
@@ -199,7 +199,7 @@ class Lifter:
     def lift(self, result: GroundingResult, stamp: int, frame_id: str = '') -> FrameLift:
         """Return the 3D of every box of ``result`` (a frame stamped ``stamp`` ns)."""
         self._check_frame(frame_id)
-        o = self.options
+        s = self.settings
         boxes = sum(len(p.boxes) for p in result.phrases)
         depth, intrinsics, note, counted = self._frame(boxes > 0, stamp)
         if depth is None:
@@ -207,7 +207,7 @@ class Lifter:
             self.stats.without[counted] += 1
             self.stats.boxes_without += boxes
             return FrameLift(lifted, note)
-        lifted = lift_result(result, depth, intrinsics, o)
+        lifted = lift_result(result, depth, intrinsics, s)
         good = sum(1 for p in lifted for b in p if b.box is not None)
         self.stats.boxes_3d += good
         self.stats.boxes_without += boxes - good
@@ -215,7 +215,7 @@ class Lifter:
             self.stats.frames_3d += 1
             return FrameLift(lifted)
         reason = (f'too few valid depth pixels in every box (zero, NaN or outside '
-                  f'{o.min_depth:g} to {o.max_depth:g} m)')
+                  f'{s.depth_min:g} to {s.depth_max:g} m)')
         self.stats.without[reason] += 1
         return FrameLift(lifted, reason)
 
@@ -229,12 +229,12 @@ class Lifter:
         in :attr:`stats`, which describes the grounded frames.
         """
         self._check_frame(frame_id)
-        o = self.options
+        s = self.settings
         depth, intrinsics, note, _ = self._frame(bool(boxes), stamp)
         if depth is None:
             return tuple(Lifted(None, note) for _ in boxes)
-        return tuple(lift_box(box, depth, intrinsics, image_size, o.min_depth, o.max_depth,
-                              o.inner_fraction) for box in boxes)
+        return tuple(lift_box(box, depth, intrinsics, image_size, s.depth_min, s.depth_max,
+                              s.depth_inner_fraction) for box in boxes)
 
     def _frame(self, has_boxes: bool, stamp: int) -> tuple[Any, Any, str, str]:
         """Return (depth in metres, intrinsics, '', ''), or (None, None, note, counted reason).
@@ -244,9 +244,9 @@ class Lifter:
         """
         if not has_boxes:
             return None, None, 'no box to lift', 'no box to lift'
-        index, reason = self.depth.closest(stamp, self.options.tolerance)
+        index, reason = self.depth.closest(stamp, self.settings.depth_tolerance)
         if index is None:
-            counted = (f'no depth image within {self.options.tolerance * 1e3:g} ms of the '
+            counted = (f'no depth image within {self.settings.depth_tolerance * 1e3:g} ms of the '
                        'colour image' if self.depth.stamps else reason)
             return None, None, reason, counted
         intrinsics, reason = self.info.at(stamp)
@@ -258,7 +258,7 @@ class Lifter:
             return None, None, f'depth image: {exc}', f'depth image: {exc}'
 
 
-def make_lifters(reader: Any, pairings: dict[str, DepthPairing], options: DepthSettings,
+def make_lifters(reader: Any, pairings: dict[str, DepthPairing], settings: DepthSettings,
                  stats: dict[str, DepthStats] | None = None) -> dict[str, Lifter]:
     """Index the depth and camera_info topics of the enabled pairings (one pass each).
 
@@ -275,6 +275,6 @@ def make_lifters(reader: Any, pairings: dict[str, DepthPairing], options: DepthS
         if pairing.info_topic not in tracks:
             tracks[pairing.info_topic] = CameraInfoTrack(reader, pairing.info_topic)
         lifters[topic] = Lifter(pairing, streams[pairing.depth_topic],
-                                tracks[pairing.info_topic], options,
+                                tracks[pairing.info_topic], settings,
                                 None if stats is None else stats.get(topic))
     return lifters

@@ -61,7 +61,35 @@ def pair_depth(reader: Any, stats: Sequence[TopicStats],
                              options.use_depth)
 
 
-def ground_bag(options: GroundBagOptions, engine: Any, *,
+@dataclass(frozen=True)
+class BagRunPlan:
+    """A bag run checked before any model loads: its image topics and their depth pairing."""
+
+    options: GroundBagOptions
+    stats: tuple[TopicStats, ...]
+    pairings: dict[str, DepthPairing]
+
+
+def plan_bag_run(options: GroundBagOptions) -> BagRunPlan:
+    """Check a bag run without the model; return its plan for :func:`ground_bag`.
+
+    The tracking options, the output paths (apart from the input), the bag (it opens), its
+    image topics and their depth pairing: BagError or TrackingError naming what cannot be
+    used, before the (slow) model load.
+    """
+    check_tracking(options)
+    check_outputs(options.bag, options.output, options.html, options.html_embed,
+                  options.overwrite)
+    reader = open_reader(options.bag)
+    try:
+        stats = select_image_topics(reader, options.topics, options.depth_topics)
+        pairings = pair_depth(reader, stats, options)
+    finally:
+        reader.close()
+    return BagRunPlan(options, tuple(stats), pairings)
+
+
+def ground_bag(options: GroundBagOptions | BagRunPlan, engine: Any, *,
                on_frame: Callable[[FrameOutcome], None] | None = None,
                progress: bool = False, guard: SigintGuard | None = None) -> BagSummary:
     """Ground the bag as ``options`` say with ``engine``; return the summary.
@@ -73,20 +101,21 @@ def ground_bag(options: GroundBagOptions, engine: Any, *,
     writing of a frame's results or the closing of the output. Raises BagError, PromptError or
     TrackingError before any output is written when the bag, an output path, the query or the
     tracking options cannot be used; BagError when the bag turns out damaged or the output
-    cannot be written, after closing the output bag with the results so far.
+    cannot be written, after closing the output bag with the results so far. Given a
+    :class:`BagRunPlan` (:func:`plan_bag_run`, checked before the model loaded), its topics
+    and pairing are used as they are; given options, they are planned here.
     """
+    plan = options if isinstance(options, BagRunPlan) else plan_bag_run(options)
+    options = plan.options
     query = Query(Task.parse(options.task), options.prompt,
                   max_new_tokens=options.max_new_tokens)
     engine.prepare(query, 640, 480)  # PromptError now rather than on every frame
-    check_tracking(options)
-    check_outputs(options.bag, options.output, options.html, options.html_embed,
-                  options.overwrite)
     with guard or SigintGuard() as sigint:
         reader = open_reader(options.bag)
         depth_reader = None
         try:
-            stats = select_image_topics(reader, options.topics, options.depth_topics)
-            pairings = pair_depth(reader, stats, options)
+            stats = [replace(s) for s in plan.stats]  # counted afresh by this run
+            pairings = plan.pairings
             for s in stats:
                 s.pairing = pairings[s.topic]
                 s.tracking = options.track

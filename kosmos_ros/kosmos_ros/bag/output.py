@@ -28,26 +28,25 @@ from kosmos_ros.bag.reading import failure_reason
 from kosmos_ros.bag.records import BagSummary, GroundBagOptions, TopicStats
 from kosmos_ros.bag.report import HtmlReport
 from kosmos_ros.bag.safety import check_outputs
-from kosmos_ros.bag.typestore import (DETECTION_2D_ARRAY, DETECTION_3D_ARRAY, GROUNDING,
-                                      RosbagsTypes, TRACK_ARRAY)
+from kosmos_ros.bag.typestore import RosbagsTypes
 from kosmos_ros.datatypes import GroundingResult
+from kosmos_ros.messages import outputs_for
 
 
 @dataclass
 class Output:
     """The open output bag: its writer and the connections the results and copies go to.
 
-    ``results`` maps an image topic to its (detections, grounding, detections_3d or None)
-    connections; ``tracks``, with ``--track``, an image topic to its (tracks, tracks_3d or None,
-    track_states) connections; ``copies`` an input (topic, type) to its copy, None when it
-    cannot be copied.
+    ``connections`` maps an image topic to its output connections by output name (the
+    offline ones of :data:`kosmos_ros.messages.OUTPUTS`: per grounded frame, and with
+    ``--track`` per tracked frame; the 3D ones when the topic has depth); ``copies`` an input
+    (topic, type) to its copy, None when it cannot be copied.
     """
 
     writer: Any
     types: RosbagsTypes
-    results: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     copies: dict[tuple[str, str], Any] = field(default_factory=dict)
-    tracks: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def store(self) -> Any:
@@ -87,18 +86,11 @@ def add_connections(writer: Any, options: GroundBagOptions, reader: Any, store: 
     if options.model_label:
         writer.set_custom_data('kosmos_ros.model_label', options.model_label)
     output = Output(writer, RosbagsTypes(store))
+    per = ('result', 'frame') if options.track else ('result',)
     for s in summary.topics.values():
-        output.results[s.topic] = (
-            writer.add_connection(f'{s.base}/detections', DETECTION_2D_ARRAY, typestore=store),
-            writer.add_connection(f'{s.base}/grounding', GROUNDING, typestore=store),
-            writer.add_connection(f'{s.base}/detections_3d', DETECTION_3D_ARRAY,
-                                  typestore=store) if s.topic in with_depth else None)
-        if options.track:
-            output.tracks[s.topic] = (
-                writer.add_connection(s.output('tracks'), DETECTION_2D_ARRAY, typestore=store),
-                writer.add_connection(s.output('tracks_3d'), DETECTION_3D_ARRAY,
-                                      typestore=store) if s.topic in with_depth else None,
-                writer.add_connection(s.output('track_states'), TRACK_ARRAY, typestore=store))
+        output.connections[s.topic] = {
+            out.name: writer.add_connection(s.output(out.name), out.type_name, typestore=store)
+            for out in outputs_for(s.topic in with_depth, per, offline=True)}
     if options.copy_input:
         for conn in reader.connections:
             if (conn.topic, conn.msgtype) not in output.copies:
@@ -131,16 +123,20 @@ def _copy_connection(writer: Any, reader: Any, conn: Any, store: Any) -> Any:
 def write_results(output: Output, stats: TopicStats, timestamp: int, header: Any,
                   result: GroundingResult, lifted: Any, min_score: float) -> None:
     """Write a grounded frame's detections, grounding and (with depth) 3D detections."""
-    det_conn, grd_conn, det3d_conn = output.results[stats.topic]
-    types, store, writer = output.types, output.store, output.writer
-    writer.write(det_conn, timestamp, store.serialize_cdr(
-        messages.detections_msg(types, result, header, min_score), DETECTION_2D_ARRAY))
-    writer.write(grd_conn, timestamp, store.serialize_cdr(
-        messages.grounding_msg(types, result, header, stats.camera, lifted), GROUNDING))
-    if det3d_conn is not None:
-        writer.write(det3d_conn, timestamp, store.serialize_cdr(
-            messages.detections_3d_msg(types, result, lifted, header, min_score),
-            DETECTION_3D_ARRAY))
+    types = output.types
+    _write(output, stats, timestamp, {
+        'detections': lambda: messages.detections_msg(types, result, header, min_score),
+        'grounding': lambda: messages.grounding_msg(types, result, header, stats.camera, lifted),
+        'detections_3d': lambda: messages.detections_3d_msg(types, result, lifted, header,
+                                                            min_score)})
+
+
+def _write(output: Output, stats: TopicStats, timestamp: int, built: dict[str, Any]) -> None:
+    """Write each output the topic has a connection for, from its builder in ``built``."""
+    for name, conn in output.connections[stats.topic].items():
+        if name in built:
+            output.writer.write(conn, timestamp,
+                                output.store.serialize_cdr(built[name](), conn.msgtype))
 
 
 def write_tracks(output: Output, stats: TopicStats, timestamp: int, header: Any,
@@ -150,15 +146,11 @@ def write_tracks(output: Output, stats: TopicStats, timestamp: int, header: Any,
 
     ``states`` holds every track, lost ones too; ``lifted`` one ``Lifted`` per track.
     """
-    tracks_conn, tracks_3d_conn, states_conn = output.tracks[stats.topic]
-    types, store, writer = output.types, output.store, output.writer
-    writer.write(tracks_conn, timestamp, store.serialize_cdr(
-        messages.tracks_msg(types, tracks, header), DETECTION_2D_ARRAY))
-    writer.write(states_conn, timestamp, store.serialize_cdr(
-        messages.track_states_msg(types, states, header, stamp), TRACK_ARRAY))
-    if tracks_3d_conn is not None:
-        writer.write(tracks_3d_conn, timestamp, store.serialize_cdr(
-            messages.tracks_3d_msg(types, tracks, lifted, header), DETECTION_3D_ARRAY))
+    types = output.types
+    _write(output, stats, timestamp, {
+        'tracks': lambda: messages.tracks_msg(types, tracks, header),
+        'track_states': lambda: messages.track_states_msg(types, states, header, stamp),
+        'tracks_3d': lambda: messages.tracks_3d_msg(types, tracks, lifted, header)})
     stats.tracks += 1
 
 

@@ -24,7 +24,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.cli import deprecated_alias
+from kosmos_ros.cli_options import deprecated_alias
 
 
 def message_class(msgtype: str) -> Any:

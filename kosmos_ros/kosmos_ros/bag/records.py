@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kosmos_ros.bag.depth_lifting import DepthStats
 from kosmos_ros.bag.pairing import DepthPairing
@@ -82,6 +83,20 @@ class GroundBagOptions:
     track_max_age: float = 3.0
     track_coast_time: float = 1.0
 
+    @classmethod
+    def from_grounding(cls, options: Any, bag: Path, output: Path,
+                       **bag_fields: Any) -> GroundBagOptions:
+        """Return the options of a bag run asked for by checked grounding ``options``.
+
+        ``options`` is a :class:`~kosmos_ros.options.GroundingOptions` (its check done);
+        ``bag_fields`` are the bag run's own (topics, output choices, depth topics, label).
+        """
+        return cls(bag=bag, output=output, task=Task.parse(options.task), prompt=options.prompt,
+                   max_new_tokens=options.max_new_tokens, rate_hz=options.rate_hz,
+                   min_score=options.min_score, depth=options.depth(), track=options.track,
+                   track_rate_hz=options.track_rate_hz, track_max_age=options.track_max_age,
+                   track_coast_time=options.track_coast_time, **bag_fields)
+
 
 @dataclass
 class TopicStats:
@@ -112,12 +127,11 @@ class TopicStats:
 
     @property
     def outputs(self) -> list[str]:
-        names = ['detections', 'grounding']
-        if self.has_depth:
-            names.append('detections_3d')
-        if self.tracking:
-            names += ['tracks', 'track_states'] + (['tracks_3d'] if self.has_depth else [])
-        return [f'{self.base}/{name}' for name in names]
+        """Return the output topics of this image topic (:data:`kosmos_ros.messages.OUTPUTS`)."""
+        from kosmos_ros.messages import outputs_for
+
+        per = ('result', 'frame') if self.tracking else ('result',)
+        return [self.output(out.name) for out in outputs_for(self.has_depth, per, offline=True)]
 
     def output(self, name: str) -> str:
         """Return the topic of the output ``name`` ('detections', 'tracks', ...)."""

@@ -36,8 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from kosmos_ros.bag import BagError
-from kosmos_ros.bag.cli import deprecated_alias
 from kosmos_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, project_typestore
+from kosmos_ros.cli_options import deprecated_alias
 from kosmos_ros.testing.samples import load_photo, PHOTO_NAMES
 
 DEFAULT_PATH = Path('data') / 'sample_bag'

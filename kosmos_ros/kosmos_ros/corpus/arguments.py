@@ -15,32 +15,25 @@ PROG = 'kosmos_corpus'
 
 
 def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> None:
-    from kosmos_ros.bag.cli import add_model_arguments  # numpy: after main() took the signals
-    from kosmos_ros.bag.ground_bag import add_depth_arguments, add_tracking_arguments
+    # numpy: imported after main() took the signals
+    from kosmos_ros.cli_options import add_depth_topic_arguments, add_grounding_arguments
 
-    parser.add_argument('inputs', nargs='*', metavar='BAG',
-                        help='bags (rosbag2 folder, .mcap, .db3, ROS 1 .bag), folders searched '
-                             'recursively, or globs (quote them: "bags/**/*.mcap")')
+    if not find:  # search takes them as its SOURCE arguments
+        parser.add_argument('inputs', nargs='*', metavar='BAG',
+                            help='bags (rosbag2 folder, .mcap, .db3, ROS 1 .bag), folders '
+                                 'searched recursively, or globs (quote them: '
+                                 '"bags/**/*.mcap")')
     parser.add_argument('--from-file', action='append', default=[], metavar='LIST',
                         help='a file listing bags, folders or globs, one per line (# comments)')
     if not find:
         parser.add_argument('-o', '--output', required=True, metavar='RUN',
                             help='run folder (created; an existing run with the same options '
                                  'is resumed)')
-        parser.add_argument('--task', default='caption',
-                            help='caption, detailed_caption, find, question or raw')
-        parser.add_argument('--prompt', default='', help='phrase, question or raw prompt')
-    parser.add_argument('--topic', action='append', default=[],
-                        help='image topic to ground in every bag (repeatable; default: '
-                             'automatic per bag)')
-    parser.add_argument('--max-new-tokens', type=int, default=64)
-    parser.add_argument('--rate-hz', type=float, default=0.0,
-                        help='frames per second of message time per topic (0: every frame)')
-    parser.add_argument('--min-score', type=float, default=0.0,
-                        help="leave boxes scoring below this out of the detections (the node's "
-                             'min_score)')
-    parser.add_argument('--copy-input', action='store_true',
-                        help='copy the input topics into each output bag')
+        parser.add_argument('--topic', action='append', default=[],
+                            help='image topic to ground in every bag (repeatable; default: '
+                                 'automatic per bag)')
+        parser.add_argument('--copy-input', action='store_true',
+                            help='copy the input topics into each output bag')
     _progress_arguments(parser)
     scale = parser.add_argument_group('scale-out (Ray)')
     scale.add_argument('--workers', default='auto',
@@ -61,10 +54,10 @@ def _ground_arguments(parser: argparse.ArgumentParser, find: bool = False) -> No
     scale.add_argument('--chunks-per-task', type=int, default=2,
                        help='chunks handed to a worker at once, from different bags '
                             '(default 2)')
-    add_depth_arguments(parser)
-    if not find:
-        add_tracking_arguments(parser)
-    add_model_arguments(parser)
+    add_depth_topic_arguments(parser)
+    # search --find: the task is find, the prompt its phrase; --min-score filters the hits.
+    add_grounding_arguments(parser, tracking=not find,
+                            exclude=('task', 'prompt', 'min_score') if find else ())
 
 
 def _progress_arguments(parser: Any) -> None:
@@ -81,9 +74,6 @@ def _progress_arguments(parser: Any) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Return the command line of ``kosmos_corpus`` (its three subcommands)."""
-    from kosmos_ros.bag.cli import add_model_arguments
-    from kosmos_ros.bag.ground_bag import add_depth_arguments
-
     parser = argparse.ArgumentParser(
         prog=PROG, description='Regression testing on a corpus of bags: ground every bag '
         "with ground_bag's engine and outputs into one run folder (output bags, a Parquet "
@@ -112,18 +102,7 @@ def parser() -> argparse.ArgumentParser:
                         help='ground SOURCE bags not yet in --run with the find task for '
                              'PHRASE, then search that run for it')
     search.add_argument('--run', metavar='RUN', help='the run folder of --find (resumable)')
-    find = search.add_argument_group('grounding with --find')
-    find.add_argument('--from-file', action='append', default=[], metavar='LIST')
-    find.add_argument('--max-new-tokens', type=int, default=64)
-    find.add_argument('--rate-hz', type=float, default=0.0)
-    _progress_arguments(find)
-    find.add_argument('--workers', default='auto')
-    find.add_argument('--ray-address', default=None)
-    find.add_argument('--chunk-frames', type=int, default=32)
-    find.add_argument('--batch-size', type=int, default=8)
-    find.add_argument('--chunks-per-task', type=int, default=2)
-    add_depth_arguments(search)
-    add_model_arguments(search)
+    _ground_arguments(search, find=True)
 
     compare = sub.add_parser('compare', help='compare two runs (exit 1 past a threshold)')
     compare.add_argument('run_a', metavar='RUN_A', help='the reference run (folder or Parquet)')

@@ -107,30 +107,23 @@ def _inputs(args: argparse.Namespace, given: list[str]) -> tuple[str, ...]:
 
 def _corpus_options(args: argparse.Namespace, inputs: tuple[str, ...], output: Path, task: str,
                     prompt: str, label: str) -> Any:
-    from kosmos_ros.bag.ground_bag import tracking_options
+    from kosmos_ros.cli_options import grounding_options
     from kosmos_ros.corpus.options import CorpusOptions
-    from kosmos_ros.depth import DepthSettings
 
-    if args.max_new_tokens < 1:
-        raise ValueError(f'--max-new-tokens must be at least 1; got {args.max_new_tokens}')
-    depth = DepthSettings(args.depth_tolerance, args.depth_min, args.depth_max,
-                          args.depth_inner_fraction)
-    options = CorpusOptions(
-        inputs=inputs, output=output, topics=tuple(getattr(args, 'topic', ())), task=task,
-        prompt=prompt,
-        max_new_tokens=args.max_new_tokens, rate_hz=args.rate_hz,
-        min_score=getattr(args, 'min_score', 0.0), copy_input=getattr(args, 'copy_input', False),
+    args.task, args.prompt = task, prompt  # search --find: the find task for its phrase
+    options = CorpusOptions.from_grounding(
+        grounding_options(args), inputs=inputs, output=output,
+        topics=tuple(getattr(args, 'topic', ())), copy_input=getattr(args, 'copy_input', False),
         depth_topics=tuple(args.depth_topic), camera_info_topics=tuple(args.camera_info_topic),
-        depth=depth, use_depth=not args.no_depth, chunk_frames=args.chunk_frames,
+        use_depth=not args.no_depth, chunk_frames=args.chunk_frames,
         batch_size=args.batch_size, workers=_workers(args.workers),
-        ray_address=args.ray_address, chunks_per_task=args.chunks_per_task, model_label=label,
-        **(tracking_options(args) if hasattr(args, 'track') else {}))
+        ray_address=args.ray_address, chunks_per_task=args.chunks_per_task, model_label=label)
     options.check()
     return options
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from kosmos_ros.bag.cli import model_options
+    from kosmos_ros.cli_options import model_options
     from kosmos_ros.corpus.options import WorkerSpec
     from kosmos_ros.model.engine import EngineOptions
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-import math
 from pathlib import Path
 from typing import Any
 
@@ -80,30 +79,49 @@ class CorpusOptions:
     track_max_age: float = 3.0
     track_coast_time: float = 1.0
 
+    @classmethod
+    def from_grounding(cls, options: Any, **corpus_fields: Any) -> CorpusOptions:
+        """Return a corpus run's options asked for by grounding ``options`` (checked)."""
+        return cls(task=options.task, prompt=options.prompt,
+                   max_new_tokens=options.max_new_tokens, rate_hz=options.rate_hz,
+                   min_score=options.min_score, depth=options.depth(), track=options.track,
+                   track_rate_hz=options.track_rate_hz, track_max_age=options.track_max_age,
+                   track_coast_time=options.track_coast_time, **corpus_fields)
+
+    def grounding(self) -> Any:
+        """Return the grounding options this run asks for (:class:`GroundingOptions`)."""
+        from kosmos_ros.options import GroundingOptions
+
+        d = self.depth
+        values = dict(task=self.task, prompt=self.prompt, rate_hz=self.rate_hz,
+                      min_score=self.min_score, depth_tolerance=d.depth_tolerance,
+                      depth_min=d.depth_min, depth_max=d.depth_max,
+                      depth_inner_fraction=d.depth_inner_fraction, track=self.track,
+                      track_rate_hz=self.track_rate_hz, track_max_age=self.track_max_age,
+                      track_coast_time=self.track_coast_time)
+        if self.max_new_tokens is not None:
+            values['max_new_tokens'] = self.max_new_tokens
+        return GroundingOptions(**values)
+
     def check(self) -> None:
-        """Raise CorpusError naming the first invalid option."""
-        Task.parse(self.task)  # PromptError for an unknown task
+        """Raise CorpusError naming the first invalid option.
+
+        The grounding options by their one set of rules (:meth:`GroundingOptions.check`), then
+        the corpus run's own.
+        """
+        from kosmos_ros.options import OptionsError
+
+        try:
+            self.grounding().check()
+        except OptionsError as exc:
+            raise CorpusError(str(exc)) from None
         if not self.inputs:
             raise CorpusError('no input: give bags, folders or globs')
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise CorpusError(f'max_new_tokens must be at least 1; got {self.max_new_tokens}')
-        if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
-            raise CorpusError(f'rate_hz must be 0 or more; got {self.rate_hz}')
-        if not 0.0 <= self.min_score <= 1.0:
-            raise CorpusError(f'min_score must be between 0 and 1; got {self.min_score}')
         for name in ('chunk_frames', 'batch_size', 'chunks_per_task'):
             if getattr(self, name) < 1:
                 raise CorpusError(f'{name} must be at least 1; got {getattr(self, name)}')
         if self.workers is not None and self.workers < 0:
             raise CorpusError(f'workers must be 0 (no Ray) or more; got {self.workers}')
-        if self.track:
-            from kosmos_ros.bag.offline import check_tracking
-            from kosmos_ros.tracking.tracker import TrackingError
-
-            try:
-                check_tracking(self.bag_options(Path(), Path()))
-            except TrackingError as exc:
-                raise CorpusError(str(exc)) from None
 
     def bag_options(self, bag: Path, output: Path) -> GroundBagOptions:
         """Return the ``ground_bag`` options of one bag of the corpus."""

@@ -28,64 +28,21 @@ import torch
 
 from kosmos_ros.datatypes import DECODERS, GroundingResult, PixelBox, Query, Task, Timings
 from kosmos_ros.errors import ImageError, InferenceError, OutOfMemoryError, PromptError
-from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_array
+from kosmos_ros.images import Frame, frame_from_array
 from kosmos_ros.model.decoding import (beam_decode, DecodedRow, DecodeRow, DecodeSettings,
                                        greedy_decode, InferenceCancelled)
+from kosmos_ros.model.engine_options import EngineOptions  # noqa: F401 (its home before)
 from kosmos_ros.model.loading import load_model, LoadedModel, ModelOptions
 from kosmos_ros.model.parsing import strip_tags
 from kosmos_ros.model.preprocess import Preprocessor
 from kosmos_ros.model.prompts import build_prompt
 from kosmos_ros.model.static_decode import StaticStep
 from kosmos_ros.model.tokens import TokenCodec
-from kosmos_ros.threads import DEFAULT_CPU_THREADS, use_cpu_threads
+from kosmos_ros.threads import use_cpu_threads
 
 __all__ = ['EncodedImage', 'EngineOptions', 'GroundingEngine', 'InferenceCancelled']
 
 StageCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Generation and safety limits of the engine.
-
-    Attributes:
-        max_new_tokens: default generation budget per query.
-        min_new_tokens: generate at least this many tokens (benchmarks fix the work with it).
-        num_beams: 1 for greedy decoding (batched); more for beam search (one query at a time).
-        no_repeat_ngram_size: forbid repeating n-grams of this size (0: off).
-        max_prompt_tokens: longest accepted prompt text, in tokens (image tokens excluded).
-        max_batch_size: most queries decoded together.
-        max_pixels: largest accepted frame, in pixels.
-        logits_processors: extra ``transformers`` logits processors applied at every step.
-        decoder: how tokens after the first are decoded: 'dynamic' (the model's forward pass
-            with transformers' cache), 'static' (preallocated cache, fixed shapes),
-            'cuda_graph' (static, captured as a CUDA graph; CUDA only) or 'auto'
-            (cuda_graph on CUDA, except static for 8-bit models, whose bitsandbytes kernels
-            cannot be captured; dynamic on the CPU).
-        fuse_qkv: in the static and CUDA-graph decoders, compute the query, key and value
-            projections as one matrix product (the model's three weights become views of one
-            tensor: no extra memory; the model then holds shared storage, which matters only
-            to code that saves it).
-        cpu_threads: torch intra-op threads of the thread that runs the engine, set once on
-            it (preprocessing and the CPU model); 0 leaves torch's setting. One is fastest
-            and steadiest when other processes share the cores (:mod:`kosmos_ros.threads`).
-        compile_step: ``torch.compile`` the decode step of the static and CUDA-graph decoders
-            (Inductor; Triton on CUDA). Each new batch size or length bucket compiles once,
-            tens of seconds, on first use.
-    """
-
-    max_new_tokens: int = 128
-    min_new_tokens: int = 0
-    num_beams: int = 1
-    no_repeat_ngram_size: int = 0
-    max_prompt_tokens: int = 256
-    max_batch_size: int = 8
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    logits_processors: tuple[Any, ...] = ()
-    decoder: str = 'auto'
-    fuse_qkv: bool = True
-    compile_step: bool = False
-    cpu_threads: int = DEFAULT_CPU_THREADS
 
 
 _STATIC_BUCKET = 128

@@ -18,20 +18,19 @@ import math
 import time
 from typing import Any
 
-from kosmos_ros_interfaces.msg import Grounding, TrackArray
+from kosmos_ros_interfaces.msg import Grounding
 from rclpy.event_handler import PublisherEventCallbacks
-from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
-from visualization_msgs.msg import MarkerArray
 
 from kosmos_ros.admission import stamp_seconds
 from kosmos_ros.datatypes import GroundingResult
 from kosmos_ros.depth import DepthSettings
 from kosmos_ros.errors import InferenceError, KosmosError
 from kosmos_ros.images import Frame
+from kosmos_ros.messages import outputs_for
 from kosmos_ros.node.camera_depth import DepthSource
 from kosmos_ros.node.conversions import (apply_positions, detections_3d_msg, detections_msg,
-                                         grounding_msg, markers_msg)
+                                         grounding_msg, markers_msg, TYPES)
 from kosmos_ros.node.intake import CameraIntake
 from kosmos_ros.node.parameter_table import CameraConfig
 
@@ -68,26 +67,11 @@ class Camera:
         self.intake: CameraIntake | None = None
         self.depth: DepthSource | None = None
         self._logged: dict[str, float] = {}
-        name = config.name
         self.outputs = {
-            'detections': node.create_lifecycle_publisher(
-                Detection2DArray, f'{name}/detections', 10, **NO_PUB_EVENTS),
-            'grounding': node.create_lifecycle_publisher(
-                Grounding, f'{name}/grounding', 10, **NO_PUB_EVENTS),
-            'debug_image': node.create_lifecycle_publisher(
-                Image, f'{name}/debug_image', 1, **NO_PUB_EVENTS),
-            'tracks': node.create_lifecycle_publisher(
-                Detection2DArray, f'{name}/tracks', 10, **NO_PUB_EVENTS),
-            'track_states': node.create_lifecycle_publisher(
-                TrackArray, f'{name}/track_states', 10, **NO_PUB_EVENTS),
-        }
-        if config.depth_topic:
-            self.outputs['detections_3d'] = node.create_lifecycle_publisher(
-                Detection3DArray, f'{name}/detections_3d', 10, **NO_PUB_EVENTS)
-            self.outputs['markers'] = node.create_lifecycle_publisher(
-                MarkerArray, f'{name}/markers', 1, **NO_PUB_EVENTS)
-            self.outputs['tracks_3d'] = node.create_lifecycle_publisher(
-                Detection3DArray, f'{name}/tracks_3d', 10, **NO_PUB_EVENTS)
+            out.name: node.create_lifecycle_publisher(
+                TYPES.message_class(out.type_name), f'{config.name}/{out.name}',
+                out.qos_depth, **NO_PUB_EVENTS)
+            for out in outputs_for(depth=bool(config.depth_topic))}
 
     def destroy(self) -> None:
         """Stop and destroy the output publishers (cleanup)."""
@@ -203,3 +187,24 @@ class Camera:
             log.warning(f'camera {self.name}: {error}')
         else:
             log.error(f'camera {self.name}: internal error: {kind}: {error}')
+
+
+def may_unsubscribe(unsubscribe_idle_after: float, rate_hz: float) -> bool:
+    """Whether idle cameras drop their subscriptions (on demand, unsubscribe_idle_after set)."""
+    return unsubscribe_idle_after > 0 and rate_hz <= 0
+
+
+def sync_subscriptions(cameras: dict[str, Camera], worker: Any, unsubscribe_idle_after: float,
+                       rate_hz: float) -> None:
+    """Drop the subscriptions of cameras no query used lately, or keep every one subscribed.
+
+    On the worker thread, between its takes (a frame the worker took before a release is
+    forgotten with it). Without the on-demand policy (continuous grounding, or
+    ``unsubscribe_idle_after`` 0) every camera is subscribed again.
+    """
+    lazy = may_unsubscribe(unsubscribe_idle_after, rate_hz)
+    for name, camera in list(cameras.items()):
+        if not lazy:
+            camera.acquire()
+        elif camera.release_if_idle(unsubscribe_idle_after, worker.waiting(name)):
+            worker.forget_frames(name)

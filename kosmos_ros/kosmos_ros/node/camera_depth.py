@@ -110,8 +110,8 @@ class DepthSource:
         depth, intrinsics, reason = self._depth_at(stamp, settings)
         if depth is None:
             return [Lifted(None, reason)] * len(boxes)
-        return [lift_box(box, depth, intrinsics, image_size, settings.min_depth,
-                         settings.max_depth, settings.inner_fraction) for box in boxes]
+        return [lift_box(box, depth, intrinsics, image_size, settings.depth_min,
+                         settings.depth_max, settings.depth_inner_fraction) for box in boxes]
 
     def _depth_at(self, stamp: float, settings: DepthSettings) -> tuple[Any, Any, str]:
         """Return the depth (metres) and intrinsics matching ``stamp``, or None and why not."""
@@ -120,7 +120,7 @@ class DepthSource:
             candidates, info = list(self._depth), self._info
         if info is None:
             return None, None, f'no camera_info received on {self.info_topic}'
-        msg, reason = closest_by_stamp(stamp, candidates, settings.tolerance)
+        msg, reason = closest_by_stamp(stamp, candidates, settings.depth_tolerance)
         if msg is None:
             return None, None, f'{reason} ({self.depth_topic})'
         try:

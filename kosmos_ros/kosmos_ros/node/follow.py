@@ -30,12 +30,12 @@ its client is gone (:class:`.follow_clients.ClientWatch`: ``follow_client_timeou
 sent while the node configures or activates waits for it to become active, up to
 ``follow_activation_timeout``; one sent while it is inactive otherwise ends at once with the
 reason; none is taken while the node leaves the active state. The goal callbacks are
-coroutines awaiting the end: no executor thread is held by a goal.
+coroutines awaiting the end: no executor thread is held by a goal. A goal's record, its checks
+and its choice of target are in :mod:`.follow_goals`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 import threading
 import time
@@ -46,48 +46,16 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.task import Future
 
-from kosmos_ros.datatypes import GroundingResult, PixelBox, Query, Task
-from kosmos_ros.errors import InferenceCancelled, KosmosError, RegionError
-from kosmos_ros.node.conversions import bbox_msg, duration_msg, region_from_bbox
+from kosmos_ros.datatypes import GroundingResult, Query, Task
+from kosmos_ros.errors import InferenceCancelled, KosmosError
+from kosmos_ros.node.conversions import bbox_msg, duration_msg
 from kosmos_ros.node.follow_clients import ClientWatch
+from kosmos_ros.node.follow_goals import (cancel_message, FollowGoal, goal_from_request, LOST,
+                                          lost_message, motion_state, retarget, SEARCHING)
 from kosmos_ros.node.queries import describe_error, QUERY_QOS
 from kosmos_ros.node.scheduling import QueryJob
-from kosmos_ros.tracking.association import iou_matrix
 
-SEARCHING, TRACKING, PREDICTED, LOST = 'searching', 'tracking', 'predicted', 'lost'
 WAIT_STEP = 0.1  # seconds between two looks at the node's state, for a goal waiting for it
-
-
-def motion_state(track: Any) -> str:
-    """Return a track's feedback state: tracking, predicted or lost."""
-    motion = getattr(track, 'motion', None)
-    if motion is None:
-        return TRACKING if track.followed else LOST
-    return {'tracked': TRACKING, 'predicted': PREDICTED}.get(str(motion), LOST)
-
-
-@dataclass
-class _Goal:
-    """One running follow goal (shared by the executor, tracking and worker threads)."""
-
-    handle: Any
-    camera: str
-    phrase: str  # as given (the FIND prompt)
-    read: str  # as the model spells it (read_phrase): what its results are compared with
-    region: PixelBox | None
-    period: float  # seconds between two model queries
-    min_score: float
-    future: Future
-    started: float  # node clock
-    track_id: int = -1
-    found_at: float | None = None  # node clock, first model result with the target
-    last_seen: float = 0.0  # node clock, last frame the target was tracked on
-    last_box: PixelBox | None = None
-    answered: bool = False  # a model result came back
-    in_flight: bool = False
-    last_query: float = -math.inf  # monotonic
-    ended: bool = False
-    success: bool = False  # cancelled while its target was followed
 
 
 class FollowServer:
@@ -110,7 +78,7 @@ class FollowServer:
         self._node, self._session, self._read_phrase = node, session, read_phrase
         self._now, self._pump, self._starting = now, pump, starting
         self._lock = threading.Lock()
-        self._goals: list[_Goal] = []
+        self._goals: list[FollowGoal] = []
         self._open = False  # goals are taken (the node is active and not leaving it)
         self._closing = False  # the node is shutting down: its action server may be gone
         self.clients = ClientWatch(node, '~/follow')
@@ -212,39 +180,11 @@ class FollowServer:
         timer = self._node.create_timer(seconds, fire)
         return future
 
-    def _admit(self, goal_handle: Any, future: Future) -> _Goal:
+    def _admit(self, goal_handle: Any, future: Future) -> FollowGoal:
         """Check a goal and register it; raise ValueError (or a KosmosError) with the reason."""
-        request = goal_handle.request
         session = self._session()
         p = session.params
-        phrase = str(request.phrase).strip()
-        if not phrase:
-            raise ValueError('phrase is empty: say what to follow')
-        read = self._read_phrase(phrase)
-        if not read:
-            raise ValueError(f'phrase {request.phrase!r} holds nothing the model can read')
-        names = list(session.cameras)
-        camera = request.camera or names[0]
-        if camera not in session.cameras:
-            raise ValueError(f'unknown camera {camera!r}; cameras: {", ".join(names)}')
-        rate = float(request.regrounding_hz) or float(p.follow_regrounding_hz)
-        if not (math.isfinite(rate) and 0.0 < rate <= 100.0):
-            raise ValueError(f'regrounding_hz must be between 0 and 100; got '
-                             f'{request.regrounding_hz}')
-        min_score = float(request.min_score) or float(p.min_score)
-        if not 0.0 <= min_score <= 1.0:  # NaN fails both
-            raise ValueError(f'min_score must be between 0 and 1; got {request.min_score}')
-        region = None
-        box = request.region
-        if box.size_x != 0.0 or box.size_y != 0.0:
-            x, y, w, h = box.center.position.x, box.center.position.y, box.size_x, box.size_y
-            if not all(map(math.isfinite, (x, y, w, h))) or w <= 0.0 or h <= 0.0:
-                raise RegionError(f'region must be finite with a positive size; got centre '
-                                  f'({x:g}, {y:g}), size {w:g} x {h:g}')
-            region = region_from_bbox(box)
-        now = self._now()
-        goal = _Goal(goal_handle, camera, phrase, read, region, 1.0 / rate, min_score, future,
-                     now, last_seen=now)
+        goal = goal_from_request(goal_handle, session, self._read_phrase, future, self._now())
         with self._lock:
             if not self._open:  # deactivate ran meanwhile: it ended the goals it saw
                 raise ValueError('the node is leaving the active state; send the goal again '
@@ -256,7 +196,7 @@ class FollowServer:
         self.clients.adopt(goal, float(p.follow_client_timeout))
         return goal
 
-    def _end(self, goal: _Goal, kind: str, message: str) -> None:
+    def _end(self, goal: FollowGoal, kind: str, message: str) -> None:
         """End ``goal`` once: ``cancel`` or ``abort``, with the message of its result."""
         with self._lock:
             if goal.ended:
@@ -292,7 +232,7 @@ class FollowServer:
                 continue
             timeout = float(session.params.lost_timeout)
             if goal.answered and now - goal.last_seen > timeout:
-                self._end(goal, 'abort', self._lost_message(goal, now, timeout))
+                self._end(goal, 'abort', lost_message(goal, now, timeout))
                 continue
             wait = max(timeout, float(session.params.frame_wait_timeout))
             if goal.last_query == -math.inf and now - goal.started > wait:
@@ -304,30 +244,17 @@ class FollowServer:
             if not goal.in_flight and time.monotonic() - goal.last_query >= goal.period:
                 self._query(goal, session)
 
-    def _cancel(self, goal: _Goal) -> None:
+    def _cancel(self, goal: FollowGoal) -> None:
         """End a cancelled goal; ``success`` says whether its target was followed then."""
         pump = self._pump()
         stream = pump.streams.get(goal.camera) if pump is not None else None
         track = stream.get(goal.track_id) if stream is not None and goal.track_id >= 0 \
             else None
         goal.success = track is not None and track.followed
-        if goal.success:
-            message = f'cancelled while following track {goal.track_id}'
-        elif goal.track_id >= 0:
-            message = f'cancelled after track {goal.track_id} was lost'
-        else:
-            message = 'cancelled while searching (no target found yet)'
+        message = cancel_message(goal)
         self._end(goal, 'cancel', message)
 
-    @staticmethod
-    def _lost_message(goal: _Goal, now: float, timeout: float) -> str:
-        if goal.track_id < 0:
-            return (f'not found: the model found no box of {goal.read!r} scoring at least '
-                    f'{goal.min_score:g} within {timeout:g} s (lost_timeout)')
-        return (f'lost: track {goal.track_id} ({goal.phrase!r}) not tracked for '
-                f'{now - goal.last_seen:.1f} s (lost_timeout {timeout:g} s)')
-
-    def _query(self, goal: _Goal, session: Any) -> None:
+    def _query(self, goal: FollowGoal, session: Any) -> None:
         """Send a FIND query for ``goal`` on its camera's newest frame (if there is one)."""
         msg, stamp = session.worker.latest(goal.camera)
         if msg is None:
@@ -345,7 +272,7 @@ class FollowServer:
         session.worker.submit(QueryJob(Query(Task.FIND, goal.phrase), goal.camera, msg, done,
                                        lambda: goal.ended))
 
-    def _on_result(self, goal: _Goal, stamp: float, result: GroundingResult) -> None:
+    def _on_result(self, goal: FollowGoal, stamp: float, result: GroundingResult) -> None:
         """Feed a query's result to the camera's tracks; choose the target if it has none.
 
         ``stamp`` is the queried frame's admitted stamp (the node clock's time for an unstamped
@@ -358,13 +285,7 @@ class FollowServer:
         tracks = stream.on_result(stamp, result, goal.min_score, goal.read)
         goal.answered = True
         current = stream.get(goal.track_id) if goal.track_id >= 0 else None
-        followed = [t for t in tracks if t.followed]
-        if followed and (current is None or not current.followed):
-            target = _choose(followed, goal.region if goal.track_id < 0 else goal.last_box)
-            goal.track_id, goal.last_box = target.track_id, target.box
-            goal.last_seen = self._now()
-            if goal.found_at is None:
-                goal.found_at = goal.last_seen
+        retarget(goal, tracks, current, self._now())
 
     def on_frame(self, camera: str, header: Any, stamp: float, stream: Any,
                  lifted: dict[int, Any]) -> None:
@@ -396,12 +317,3 @@ class FollowServer:
             except Exception:  # the goal ended meanwhile (its handle is terminal)
                 if not goal.ended:
                     raise
-
-
-def _choose(tracks: list[Any], near: PixelBox | None) -> Any:
-    """Return the track overlapping ``near`` most (if any does), else the best-scoring."""
-    if near is not None:
-        overlap = iou_matrix([near], [t.box for t in tracks])[0]
-        if overlap.max() > 0.0:
-            return tracks[int(overlap.argmax())]
-    return max(tracks, key=lambda t: t.score)

@@ -2,13 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """The managed node ``kosmos_grounding``: parameters, lifecycle and wiring.
 
-Lifecycle: configure reads and checks the parameters (:mod:`.parameter_store`), loads the model and
-creates each camera's publishers (:mod:`.camera`) and the inference worker (:mod:`.worker`);
-activate subscribes to the cameras (on demand, a camera is subscribed only while queries use
-it: ``unsubscribe_idle_after``) and starts continuous grounding; deactivate stops both; cleanup
-frees the model and its memory. A failed transition logs one line with its reason. Transitions
-run off the executor (:mod:`.lifecycle`). The service and the action ``~/ground`` (:mod:`.queries`)
-exist in every state; ``/diagnostics`` comes from :mod:`.diagnostics`.
+Lifecycle: configure reads and checks the parameters (:mod:`.parameter_store`), loads the
+model (:mod:`.engine_setup`) and creates each camera's publishers (:mod:`.camera`) and the
+inference worker (:mod:`.worker`); activate subscribes to the cameras (on demand, a camera is
+subscribed only while queries use it: ``unsubscribe_idle_after``) and starts continuous
+grounding; deactivate stops both; cleanup frees the model and its memory. A failed transition
+logs one line with its reason. Transitions run off the executor (:mod:`.lifecycle`). The
+service and the action ``~/ground`` (:mod:`.queries`) and the action ``~/follow``
+(:mod:`.follow`) exist in every state; ``/diagnostics`` comes from :mod:`.diagnostics`.
 
 Data path: a camera's frame stays in DDS until the worker takes it (:mod:`.intake`), passes the
 admission rule here (:meth:`GroundingNode._admit`), is grounded by the engine on the worker
@@ -25,19 +26,20 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from kosmos_ros.admission import admit, stamp_seconds
-from kosmos_ros.datatypes import GroundingResult, Query, Task
-from kosmos_ros.errors import ImageError, KosmosError, ModelLoadError, PromptError, RegionError
+from kosmos_ros.datatypes import GroundingResult, Query
+from kosmos_ros.errors import ImageError, KosmosError
 from kosmos_ros.images import Frame
 from kosmos_ros.memory import return_freed_memory
-from kosmos_ros.model.prompts import build_prompt
-from kosmos_ros.node.camera import Camera
+from kosmos_ros.node.camera import Camera, may_unsubscribe, sync_subscriptions
 from kosmos_ros.node.conversions import image_msg
 from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.node.diagnostics import diagnostics_msg, NodeStatus
+from kosmos_ros.node.engine_setup import (continuous_query, continuous_settings, engine_options,
+                                          ENGINE_PARAMETERS, load_engine)
 from kosmos_ros.node.follow import FollowServer
 from kosmos_ros.node.intake import intake_node
 from kosmos_ros.node.lifecycle import TransitionRunner
-from kosmos_ros.node.parameter_store import missing_prompt, ParameterStore
+from kosmos_ros.node.parameter_store import ParameterStore
 from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
@@ -48,8 +50,7 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
     from kosmos_ros.model.engine import GroundingEngine
 
 NODE_NAME = 'kosmos_grounding'
-_ENGINE_KEYS = {'max_new_tokens', 'num_beams', 'no_repeat_ngram_size', 'max_prompt_tokens',
-                'max_batch_size', 'max_image_pixels', 'cpu_threads'}
+# The parameters that set the engine's options: a live change gives it new ones.
 
 
 def _reason(exc: BaseException) -> str:
@@ -141,18 +142,7 @@ class GroundingNode(LifecycleNode):
                                    ).read_phrase(phrase)
 
     def _check_continuous(self, task: str, prompt: str, max_prompt_tokens: int) -> Query:
-        """Return the continuous query, or raise PromptError/ValueError with the reason.
-
-        With a model loaded, the engine's own checks run (token limit included), on a copy of
-        the engine so that its prompt cache stays the worker's alone.
-        """
-        query = Query(Task.parse(task), prompt)
-        if self._engine is None:
-            build_prompt(query, 640, 480)
-        else:
-            self._engine.with_options(max_prompt_tokens=int(max_prompt_tokens)).prepare(
-                query, 640, 480)
-        return query
+        return continuous_query(self._engine, task, prompt, max_prompt_tokens)
 
     def _apply_parameters(self, params: list[Any]) -> None:
         for p in params:
@@ -161,33 +151,17 @@ class GroundingNode(LifecycleNode):
         self._params = self._store.applied(params, self._params)
         if self._params is None or self._worker is None or self._engine is None:
             return
-        if _ENGINE_KEYS & {p.name for p in params}:
-            self._engine = self._engine.with_options(**self._engine_options())
+        if ENGINE_PARAMETERS & {p.name for p in params}:
+            self._engine = self._engine.with_options(
+                **engine_options(self._params, self._logits_processors))
             self._worker.set_engine(self._engine)
         self._worker.set_settings(self._continuous_settings())
 
-    def _engine_options(self) -> dict[str, Any]:
-        p = self._params
-        return dict(max_new_tokens=p.max_new_tokens, num_beams=p.num_beams,
-                    no_repeat_ngram_size=p.no_repeat_ngram_size,
-                    max_prompt_tokens=p.max_prompt_tokens, max_batch_size=p.max_batch_size,
-                    max_pixels=p.max_image_pixels, logits_processors=self._logits_processors,
-                    decoder=p.decoder, compile_step=p.compile_decoder,
-                    cpu_threads=p.cpu_threads)
-
     def _continuous_settings(self) -> ContinuousSettings:
-        p = self._params
-        self._continuous_problem = ''
-        try:
-            query = self._check_continuous(p.task, p.prompt, p.max_prompt_tokens)
-        except (PromptError, RegionError, ValueError) as exc:
-            query = None
-            if p.rate_hz > 0:
-                self._continuous_problem = (
-                    f'paused: continuous task {p.task} needs a prompt (set the prompt '
-                    'parameter)' if missing_prompt(p.task, p.prompt) else f'off: {exc}')
-                self.get_logger().warning(f'continuous grounding {self._continuous_problem}')
-        return ContinuousSettings(rate_hz=float(p.rate_hz), query=query)
+        settings, self._continuous_problem = continuous_settings(self._engine, self._params)
+        if self._continuous_problem:
+            self.get_logger().warning(f'continuous grounding {self._continuous_problem}')
+        return settings
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -210,24 +184,9 @@ class GroundingNode(LifecycleNode):
         return super().on_configure(state)
 
     def _configure(self) -> None:
-        # torch: here, not at start-up.
-        from kosmos_ros.model.engine import EngineOptions, GroundingEngine
-        from kosmos_ros.model.loading import ModelOptions
-
         self._params = p = self._store.snapshot()
-        options = ModelOptions(model=p.model, revision=p.revision or None,
-                               local_files_only=p.local_files_only, dtype=p.dtype,
-                               quantization=p.quantization, device=p.device,
-                               attn_implementation=p.attn_implementation)
-        log = self.get_logger()
-        log.info(f'loading {p.model} (device {p.device}, dtype {p.dtype}, quantization '
-                 f'{p.quantization})')
-        started = time.monotonic()
-        self._engine = GroundingEngine.load(options, EngineOptions(**self._engine_options()))
-        if self._closing:  # stopped during the load: touch nothing more
-            raise ModelLoadError('the node is shutting down')
-        log.info(f'loaded {self._engine.describe()} in {time.monotonic() - started:.1f} s')
-        self._warm_up(p)
+        self._engine = load_engine(p, self._logits_processors, self.get_logger(),
+                                   lambda: self._closing)
         self._cameras = {c.name: Camera(self, c) for c in p.camera_configs}
         heartbeat = min(max(float(p.camera_timeout) / 3, 0.5), 5.0) \
             if p.camera_timeout > 0 else 0.0
@@ -239,24 +198,6 @@ class GroundingNode(LifecycleNode):
                                        clock=self._now, heartbeat_s=heartbeat)
         self._tracking = TrackingPump(self._cameras, lambda: self._params, self._admit,
                                       lambda: self._state == 'active', self._follow)
-
-    def _warm_up(self, p: NodeParams) -> None:
-        """With compile_decoder, compile the decode step now rather than on the first query."""
-        if not p.compile_decoder:
-            return
-        if self._engine.decoder == 'dynamic':
-            self.get_logger().warning('compile_decoder has no effect with the dynamic decoder '
-                                      '(decoder: auto is dynamic on the CPU); set decoder to '
-                                      'static or cuda_graph to compile the decode step')
-            return
-        started = time.monotonic()
-        try:
-            self._engine.warm_up()
-        except KosmosError as exc:
-            raise KosmosError(f'compile_decoder: {exc} (set compile_decoder to false to '
-                              'decode without it)') from None
-        self.get_logger().info(f'compiled the {self._engine.decoder} decode step in '
-                               f'{time.monotonic() - started:.1f} s')
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -286,7 +227,7 @@ class GroundingNode(LifecycleNode):
         p = self._params
         if self._intake_node is None:
             self._intake_node = intake_node(self)
-        subscribe = not self._may_unsubscribe(p)
+        subscribe = not may_unsubscribe(p.unsubscribe_idle_after, p.rate_hz)
         for camera in self._cameras.values():
             camera.start(self._intake_node, p.image_qos_reliability, int(p.image_qos_depth),
                          subscribe)
@@ -305,11 +246,6 @@ class GroundingNode(LifecycleNode):
             return None if tracking is not None and tracking.owns(name) else camera.take(use)
         return take
 
-    @staticmethod
-    def _may_unsubscribe(params: NodeParams) -> bool:
-        """Whether idle cameras drop their subscriptions (on demand, unsubscribe_idle_after)."""
-        return params.unsubscribe_idle_after > 0 and params.rate_hz <= 0
-
     def _check_idle_cameras(self) -> None:
         """Drop the subscriptions of cameras no query used lately; restore them when needed.
 
@@ -320,13 +256,9 @@ class GroundingNode(LifecycleNode):
         worker, params = self._worker, self._params
         if self._state != 'active' or worker is None or params is None:
             return
-        lazy, after = self._may_unsubscribe(params), float(params.unsubscribe_idle_after)
         try:
-            for name, camera in list(self._cameras.items()):
-                if not lazy:  # continuous grounding, or unsubscribe_idle_after set to 0
-                    camera.acquire()
-                elif camera.release_if_idle(after, worker.waiting(name)):
-                    worker.forget_frames(name)
+            sync_subscriptions(self._cameras, worker, float(params.unsubscribe_idle_after),
+                               float(params.rate_hz))
         except Exception as exc:  # never end the worker thread over a subscription
             self.get_logger().error(f'image subscriptions: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)

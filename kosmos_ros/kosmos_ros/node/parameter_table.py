@@ -16,38 +16,20 @@ from ``-p`` and params files get the same checks as later sets (:func:`check_val
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-import math
+from dataclasses import dataclass
 import re
 from typing import Any
 
 from kosmos_ros.admission import compressed_topic
-from kosmos_ros.datatypes import ATTENTION, DECODERS, DEFAULT_MODEL, QUANTIZATIONS, Task
+from kosmos_ros.datatypes import ATTENTION, DECODERS
 from kosmos_ros.depth import DepthSettings
+from kosmos_ros.options import (check_together, check_value as check_option,  # noqa: F401
+                                grounding_spec, GroundingOptions, Spec, spec_field as _spec,
+                                SPECS as GROUNDING_SPECS, specs_of, TASK_NAMES)
 
-TASK_NAMES = tuple(t.name.lower() for t in Task)
-DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable', 'auto')
 _CAMERA_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One parameter: default, description, limits and whether it needs a reload."""
-
-    default: Any
-    description: str
-    reload: bool = False
-    choices: tuple[str, ...] = ()
-    low: float | None = None
-    high: float | None = None
-
-
-def _spec(default: Any, description: str, **limits: Any) -> Any:
-    """Return a dataclass field whose metadata is the parameter's :class:`Spec`."""
-    declared = list(default) if isinstance(default, tuple) else default  # ROS: string arrays
-    return field(default=default, metadata={'spec': Spec(declared, description, **limits)})
 
 
 @dataclass(frozen=True)
@@ -69,23 +51,13 @@ class CameraConfig:
 class NodeParams:
     """The node's parameters (a snapshot; :func:`dataclasses.replace` makes the next one)."""
 
-    model: str = _spec(
-        DEFAULT_MODEL, 'Hugging Face hub id or local folder of KOSMOS-2 (safetensors weights '
-        'only).', reload=True)
+    model: str = grounding_spec('model')
     revision: str = _spec(
         '', 'Hub revision (branch, tag or commit); empty for the default.', reload=True)
-    local_files_only: bool = _spec(
-        False, 'Load from the local folder or Hugging Face cache only; never touch the network.',
-        reload=True)
-    device: str = _spec(
-        'auto', "'auto' (first CUDA device, else CPU), 'cpu', 'cuda' or 'cuda:N'.", reload=True)
-    dtype: str = _spec(
-        'auto', 'Weights dtype; auto is float16 on CUDA and float32 on the CPU.', reload=True,
-        choices=DTYPE_NAMES)
-    quantization: str = _spec(
-        'none', 'Weight quantization: none; 8bit or 4bit (bitsandbytes, CUDA); int8 (torchao '
-        'weight-only, CUDA or CPU) or int4 (torchao weight-only, CUDA, bfloat16).', reload=True,
-        choices=QUANTIZATIONS)
+    local_files_only: bool = grounding_spec('local_files_only')
+    device: str = grounding_spec('device')
+    dtype: str = grounding_spec('dtype')
+    quantization: str = grounding_spec('quantization')
     attn_implementation: str = _spec(
         'sdpa', 'Attention kernels: sdpa or eager.', reload=True, choices=ATTENTION)
     decoder: str = _spec(
@@ -111,34 +83,30 @@ class NodeParams:
         1, 'Image subscription queue depth. Each take gets the oldest frame queued, so 1 (the '
         'newest frame only) keeps inference and tracking on the newest frame.',
         reload=True, low=1, high=100)
-    rate_hz: float = _spec(
-        1.0, 'Continuous grounding per camera, in inferences per second of message time '
-        '(header stamps); 0 means on-demand only.', low=0.0, high=100.0)
-    task: str = _spec(
-        'caption', 'Continuous task: caption, detailed_caption, find, question or raw.',
-        choices=TASK_NAMES)
-    prompt: str = _spec(
-        '', 'Continuous prompt: the phrase (find), the question (question) or the full prompt '
-        '(raw); unused by the caption tasks.')
-    max_new_tokens: int = _spec(
-        64, 'Tokens to generate at most per query (a request may ask for another budget, up to '
-        'max_request_tokens).', low=1, high=1024)
+    rate_hz: float = grounding_spec(
+        'rate_hz', 1.0, 'Continuous grounding per camera, in inferences per second of message '
+        'time (header stamps); 0 means on-demand only.')
+    task: str = grounding_spec(
+        'task', description='Continuous task: caption, detailed_caption, find, question or raw.')
+    prompt: str = grounding_spec(
+        'prompt', description='Continuous prompt: the phrase (find), the question (question) '
+        'or the full prompt (raw); unused by the caption tasks.')
+    max_new_tokens: int = grounding_spec(
+        'max_new_tokens', description='Tokens to generate at most per query (a request may ask '
+        'for another budget, up to max_request_tokens).')
     num_beams: int = _spec(
         1, 'Beam search width; 1 is greedy decoding, which batches.', low=1, high=8)
     no_repeat_ngram_size: int = _spec(
         0, 'Forbid repeating n-grams of this size; 0 is off.', low=0, high=16)
-    min_score: float = _spec(
-        0.0, 'Leave boxes scoring below this out of NAME/detections, NAME/detections_3d and '
-        'NAME/markers (NAME/grounding keeps every phrase with its score); requests may set '
-        'their own (min_score).', low=0.0, high=1.0)
+    min_score: float = grounding_spec(
+        'min_score', description='Leave boxes scoring below this out of NAME/detections, '
+        'NAME/detections_3d and NAME/markers (NAME/grounding keeps every phrase with its '
+        'score); requests may set their own (min_score).')
     max_prompt_tokens: int = _spec(
         256, 'Longest accepted prompt, in tokens.', low=1, high=1024)
     max_batch_size: int = _spec(
         8, 'Most queries and frames decoded together.', low=1, high=64)
-    cpu_threads: int = _spec(
-        1, 'Torch threads for model work on the CPU (preprocessing included). 1 is fastest '
-        'and steadiest when other processes share the cores; more only help a large model on '
-        'an otherwise idle CPU.', low=1, high=64)
+    cpu_threads: int = grounding_spec('cpu_threads')
     max_frame_age: float = _spec(
         2.0, 'Seconds (node clock minus frame stamp) after which a camera frame is too old to '
         'answer a query; 0 disables the check.', low=0.0, high=3600.0)
@@ -164,29 +132,21 @@ class NodeParams:
         'warning.', low=0.0, high=3600.0)
     max_image_pixels: int = _spec(
         50_000_000, 'Largest accepted image, in pixels.', low=1, high=1_000_000_000)
-    depth_tolerance: float = _spec(
-        0.05, 'Most seconds between a colour frame and the depth frame used to lift its boxes '
-        'to 3D.', low=0.0, high=5.0)
-    depth_min: float = _spec(
-        0.1, 'Depths below this many metres are invalid.', low=0.0, high=1000.0)
-    depth_max: float = _spec(
-        10.0, 'Depths above this many metres are invalid.', low=0.0, high=1000.0)
-    depth_inner_fraction: float = _spec(
-        0.5, "Part of a box's width and height, around its centre, whose median depth gives "
-        'its distance.', low=0.05, high=1.0)
-    track_rate_hz: float = _spec(
-        0.0, 'Most frames per second of message time each camera is tracked on (NAME/tracks, '
-        'NAME/tracks_3d and follow feedback); 0 tracks every frame. A camera is tracked only '
-        'while NAME/tracks or NAME/tracks_3d has a subscriber or a follow goal uses it.',
-        low=0.0, high=1000.0)
-    track_max_age: float = _spec(
-        3.0, 'Seconds (message time) a track lives after the last model result that confirmed '
-        'it.', low=0.05, high=3600.0)
-    track_coast_time: float = _spec(
-        1.0, 'Seconds (message time) a track coasts on its motion model (state predicted, on '
-        'NAME/tracks) when the optical flow fails (blur, an exposure step, occlusion), before '
-        'it is lost; the flow looks for it again on every frame meanwhile. 0: lost at once.',
-        low=0.0, high=60.0)
+    depth_tolerance: float = grounding_spec('depth_tolerance')
+    depth_min: float = grounding_spec('depth_min')
+    depth_max: float = grounding_spec('depth_max')
+    depth_inner_fraction: float = grounding_spec('depth_inner_fraction')
+    track_rate_hz: float = grounding_spec(
+        'track_rate_hz', description='Most frames per second of message time each camera is '
+        'tracked on (NAME/tracks, NAME/track_states, NAME/tracks_3d and follow feedback); 0 '
+        'tracks every frame. A camera is tracked only while one of those topics has a '
+        'subscriber or a follow goal uses it.')
+    track_max_age: float = grounding_spec('track_max_age')
+    track_coast_time: float = grounding_spec(
+        'track_coast_time', description='Seconds (message time) a track coasts on its motion '
+        'model (state predicted, on NAME/tracks) when the optical flow fails (blur, an '
+        'exposure step, occlusion), before it is lost; the flow looks for it again on every '
+        'frame meanwhile. 0: lost at once.')
     lost_timeout: float = _spec(
         5.0, 'A follow goal ends (aborted) once its target has not been tracked for this many '
         'seconds (node clock), or, not found yet, this long after the goal began.',
@@ -213,16 +173,18 @@ class NodeParams:
     # Not a parameter: the cameras resolved at configure (names, topics, transports).
     camera_configs: tuple[CameraConfig, ...] = ()
 
+    def grounding(self) -> GroundingOptions:
+        """Return the grounding options these parameters ask for (the tools' same record)."""
+        return GroundingOptions(**{name: getattr(self, name) for name in GROUNDING_SPECS
+                                   if hasattr(self, name)})
+
     def depth(self) -> DepthSettings:
-        """Return the depth settings (the same type the offline tool takes)."""
-        return DepthSettings(float(self.depth_tolerance), float(self.depth_min),
-                             float(self.depth_max), float(self.depth_inner_fraction))
+        """Return the depth settings (the same type the offline tools take)."""
+        return self.grounding().depth()
 
     def tracker(self) -> Any:
         """Return the tracks' settings (a :class:`kosmos_ros.tracking.track.TrackerSettings`)."""
-        from kosmos_ros.tracking.track import TrackerSettings  # OpenCV, scipy: only when tracking
-        return TrackerSettings(track_max_age=float(self.track_max_age),
-                               coast_seconds=float(self.track_coast_time))
+        return self.grounding().tracker()
 
 
 @dataclass(frozen=True)
@@ -242,44 +204,28 @@ class CameraParams:
         'depth_topic).', reload=True)
 
 
-def _specs(cls: type) -> dict[str, Spec]:
-    return {f.name: f.metadata['spec'] for f in fields(cls) if 'spec' in f.metadata}
-
-
-SPECS: dict[str, Spec] = _specs(NodeParams)
-CAMERA_SPECS: dict[str, Spec] = _specs(CameraParams)
+SPECS: dict[str, Spec] = specs_of(NodeParams)
+CAMERA_SPECS: dict[str, Spec] = specs_of(CameraParams)
 
 
 def check_value(name: str, spec: Spec, value: Any) -> str | None:
-    """Return why ``value`` is invalid for ``name``, or None when it is valid."""
-    if spec.choices and value not in spec.choices:
-        return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            return f'{name} must be a finite number; got {value}'
-        if spec.low is not None and value < spec.low:
-            return f'{name} must be at least {spec.low:g}; got {value}'
-        if spec.high is not None and value > spec.high:
-            return f'{name} must be at most {spec.high:g}; got {value}'
-    if name == 'cameras':
-        names = list(value)
-        if not names:
-            return 'cameras must name at least one camera'
-        if len(set(names)) != len(names):
-            return f'cameras must be unique; got {names}'
-        for cam in names:
-            if not isinstance(cam, str) or not _CAMERA_NAME.fullmatch(cam):
-                return (f'camera name {cam!r} must be ASCII letters, digits and underscores, '
-                        'not starting with a digit (it names parameters and topics)')
-    return None
+    """Return why ``value`` is invalid for the parameter ``name``, or None when it is valid.
 
-
-def check_together(values: dict[str, Any]) -> str | None:
-    """Return why a set of parameter values is inconsistent, or None."""
-    if 'depth_min' in values and 'depth_max' in values and \
-            not values['depth_min'] < values['depth_max']:
-        return (f'depth_min ({values["depth_min"]:g} m) must be below depth_max '
-                f'({values["depth_max"]:g} m)')
+    The grounding options' rules (:func:`kosmos_ros.options.check_value`), and the camera
+    names'.
+    """
+    problem = check_option(name, spec, value)
+    if problem or name != 'cameras':
+        return problem
+    names = list(value)
+    if not names:
+        return 'cameras must name at least one camera'
+    if len(set(names)) != len(names):
+        return f'cameras must be unique; got {names}'
+    for cam in names:
+        if not isinstance(cam, str) or not _CAMERA_NAME.fullmatch(cam):
+            return (f'camera name {cam!r} must be ASCII letters, digits and underscores, '
+                    'not starting with a digit (it names parameters and topics)')
     return None
 
 

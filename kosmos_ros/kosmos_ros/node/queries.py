@@ -30,6 +30,7 @@ from kosmos_ros.node.camera import Camera, request_messages, ResultMessages
 from kosmos_ros.node.conversions import duration_msg, regions_from_bboxes
 from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.scheduling import PendingRequests, QueryJob
+from kosmos_ros.options import requested_or
 
 # Requests wait in DDS until an executor thread takes them. The services' default (keep last
 # 10) drops requests when more callers than that arrive at once, and a dropped request is never
@@ -60,7 +61,7 @@ class Answer:
     def messages(self, requested_min_score: float) -> ResultMessages:
         """Return the result's messages; the request's min_score, else the node's."""
         p = self.params
-        min_score = float(requested_min_score) or float(p.min_score)
+        min_score = requested_or('min_score', float(requested_min_score), float(p.min_score))
         if self.camera is None:
             return request_messages(self.result, self.header, min_score)
         return self.camera.messages(self.result, self.header, min_score, p.depth())
@@ -183,15 +184,14 @@ class QueryServer:
 
         Raises ValueError with the reason. The frame is None when the camera has none yet.
         """
-        if not 0.0 <= float(request.min_score) <= 1.0:  # NaN fails both
-            raise ValueError(f'min_score must be between 0 and 1; got {request.min_score}')
+        requested_or('min_score', float(request.min_score), 0.0)  # OptionsError if invalid
         try:
             task = Task(int(request.task))
         except ValueError:
             raise ValueError(f'unknown task {request.task}; expected 0 (caption) to 4 (raw)') \
                 from None
         regions = regions_from_bboxes(request.regions)
-        budget = int(request.max_new_tokens) or None
+        budget = int(request.max_new_tokens) or None  # its own limit, max_request_tokens
         limit = int(session.params.max_request_tokens)
         if budget is not None and budget > limit:
             raise ValueError(f'max_new_tokens {budget} is more than a request may ask for '

@@ -8,21 +8,83 @@ callback crashed it) and the reliability ledger. Support modules beside the test
 DDS), ``hostile`` (bad inputs and injected faults) and ``ledger`` (the case table).
 """
 
+import atexit
 import os
+from pathlib import Path
 import random
+import shutil
+import tempfile
 from typing import Any, NamedTuple
 
 # Every DDS packet stays on loopback, each run in its own domain; nothing reaches a model hub.
 # The range alone keeps DDS on loopback on Jazzy and Kilted (checked on the wire by
 # test_environment.py::test_dds_stays_on_loopback); ROS_LOCALHOST_ONLY only adds warnings.
+# Under pytest-xdist (make test runs -n auto) each worker takes a domain of its own, 1-101.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 100)))
+WORKER = os.environ.get('PYTEST_XDIST_WORKER')  # gw0, gw1, ... (None without xdist)
+if WORKER:
+    os.environ['ROS_DOMAIN_ID'] = str(
+        1 + (int(os.environ['ROS_DOMAIN_ID']) + int(WORKER.removeprefix('gw'))) % 101)
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_VERBOSITY'] = 'error'
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
+# The tests leave the home folder alone. They run with a fresh, empty HOME (their node
+# processes too; xdist workers share the one of the run); at the end of the run,
+# pytest_sessionfinish fails it if anything was written there, and names what. What the
+# programs they start would keep in the home folder goes to the run's temp folder instead:
+# ROS log files (~/.ros/log), caches and settings (XDG: Chromium's, the demo's tiny model).
+if not WORKER:
+    run_folder = tempfile.mkdtemp(prefix='kosmos_ros_test_run_')
+    atexit.register(shutil.rmtree, run_folder, ignore_errors=True)
+    for variable, name in (('HOME', 'home'), ('ROS_LOG_DIR', 'ros_log'),
+                           ('XDG_CACHE_HOME', 'cache'), ('XDG_CONFIG_HOME', 'config'),
+                           ('KOSMOS_ROS_LEDGER_DIR', 'ledger')):
+        os.environ[variable] = os.path.join(run_folder, name)
+        os.mkdir(os.environ[variable])
+HOME = os.environ['HOME']
+LEDGER_DIR = os.environ['KOSMOS_ROS_LEDGER_DIR']  # the reliability cases of every process
+
 import pytest  # noqa: E402
+
+# Test modules that use no ROS at all (no rclpy, no ROS message package, no node process):
+# they pass or fail alike on every distro, so CI runs them once (on Jazzy), and Kilted runs
+# the others, marked ``distro`` (pytest -m distro). test_packaging.py checks this list.
+ROS_FREE = frozenset({
+    'test_admission', 'test_bag_depth', 'test_bag_safety', 'test_bag_tracks', 'test_corpus',
+    'test_corpus_cluster', 'test_corpus_folder', 'test_corpus_gate', 'test_corpus_leftovers',
+    'test_corpus_ray', 'test_corpus_report', 'test_depth', 'test_engine', 'test_images',
+    'test_lint', 'test_loading', 'test_parsing', 'test_prompts', 'test_report_html',
+    'test_tracking',
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of a module that uses ROS ``distro`` (see ROS_FREE)."""
+    for item in items:
+        if item.module.__name__ not in ROS_FREE:
+            item.add_marker(pytest.mark.distro)
+
+
+def written_to_home():
+    """Return the paths written into the tests' home folder (empty when it was left alone)."""
+    return sorted(str(p.relative_to(HOME)) for p in Path(HOME).rglob('*'))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test wrote into the home folder, naming what it wrote.
+
+    Checked once, by the process that made the folder (the xdist controller, when there is one).
+    """
+    written = [] if WORKER else written_to_home()
+    if written:
+        more = f' and {len(written) - 20} more' if len(written) > 20 else ''
+        shown = ', '.join(written[:20]) + more
+        session.config.get_terminal_writer().line(
+            f'FAILED: the tests wrote into the home folder ({HOME}): {shown}', red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope='session')
@@ -115,29 +177,41 @@ def executor_alive(request):
 
 
 @pytest.fixture(scope='session')
-def ledger_book(request):
-    """Collect the reliability cases of the session; print (and write) the table at its end.
+def ledger_book():
+    """Collect the reliability cases of this process; hand them to the run's table at its end.
 
-    ``KOSMOS_ROS_RELIABILITY_TABLE=path`` also writes the table to ``path``.
+    Each process (each xdist worker) writes its rows into LEDGER_DIR; pytest_terminal_summary
+    of the run's main process prints the table of them all.
     """
     from ledger import Ledger
     book = Ledger()
     yield book
+    if book.rows:
+        import json
+        (Path(LEDGER_DIR) / f'{WORKER or "main"}.json').write_text(json.dumps(book.rows))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the reliability table of the run (every process's cases), once.
+
+    ``KOSMOS_ROS_RELIABILITY_TABLE=path`` also writes it to ``path``.
+    """
+    import json
+    from ledger import Ledger
+    if WORKER:
+        return
+    book = Ledger()
+    for part in sorted(Path(LEDGER_DIR).glob('*.json')):
+        book.rows.extend(tuple(row) for row in json.loads(part.read_text()))
     if not book.rows:
         return
+    book.rows.sort(key=lambda row: row[0])  # grouped by test module, each in its own order
     text = book.render()
     path = os.environ.get('KOSMOS_ROS_RELIABILITY_TABLE')
     if path:
-        from pathlib import Path
         Path(path).write_text(text + '\n')
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.getplugin('terminalreporter'), plugins.getplugin('capturemanager')
-    if reporter is None or capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        for line in text.splitlines():
-            reporter.write_line(line)
+    for line in text.splitlines():
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

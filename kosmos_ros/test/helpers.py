@@ -99,6 +99,22 @@ def wait_for_state(client_node, node_name, label, timeout=60.0):
     return seen
 
 
+def optional_module(name, why):
+    """Import ``name``, or skip the test when it is not installed (``why`` says where it is).
+
+    Only a missing module skips: an error raised while importing an installed one (a broken
+    install, or this project's code it imports) fails the test instead of hiding as a skip.
+    """
+    import importlib
+    import pytest
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        pytest.skip(f'{name} is not installed: {why}')
+
+
 def small(photo, width=160, height=120):
     """Return ``photo`` resized to ``width`` x ``height`` (cheap frames for node tests)."""
     import cv2
@@ -139,3 +155,79 @@ def dump_dom(page, tmp_path):
     body = re.search(r'<body([^>]*)>', proc.stdout)
     assert body, proc.stdout[:2000]
     return proc.stdout, body.group(1)
+
+
+# -- peak memory and live streams ---------------------------------------------------------------
+
+CLEAR_REFS = Path('/proc/self/clear_refs')
+_peak_probe = []  # the answer of peak_memory_unmeasurable(), once per process
+
+
+def _status_mib(*fields):
+    """Return the named memory figures of this process (VmRSS, VmHWM), in MiB, in one read."""
+    values = {}
+    for line in Path('/proc/self/status').read_text().splitlines():
+        key, _, rest = line.partition(':')
+        if key in fields:
+            values[key] = int(rest.split()[0]) / 1024
+    return tuple(values[f] for f in fields)
+
+
+def peak_memory_unmeasurable():
+    """Return why this process's peak memory cannot be measured here, or None if it can.
+
+    The measure resets the peak (VmHWM) by writing 5 to /proc/self/clear_refs. It is tried
+    once: a 64 MiB allocation is touched and freed, the peak reset, and the peak must then have
+    dropped (a kernel may take the write and keep the peak).
+    """
+    if not _peak_probe:
+        try:
+            len(b'\x01' * (64 << 20))  # 64 MiB touched, then freed
+            CLEAR_REFS.write_text('5')
+            rss, hwm = _status_mib('VmRSS', 'VmHWM')
+            _peak_probe.append(None if hwm - rss < 32 else
+                               f'writing {CLEAR_REFS} left the peak at {hwm:.0f} MiB with '
+                               f'{rss:.0f} MiB resident: the kernel did not reset it')
+        except (OSError, KeyError, ValueError, IndexError) as exc:
+            _peak_probe.append(f'cannot reset the peak memory through {CLEAR_REFS}: {exc}')
+    return _peak_probe[0]
+
+
+class PeakRise:
+    """How far this process's peak resident memory rose inside a ``with`` block, in MiB.
+
+    ``growth`` is None when it cannot be measured here (see :func:`peak_memory_unmeasurable`,
+    whose reason is in ``why_not``): a caller must then fail or skip saying so, never pass.
+    """
+
+    def __enter__(self):
+        self.why_not = peak_memory_unmeasurable()
+        self.growth = None
+        if self.why_not is None:
+            CLEAR_REFS.write_text('5')
+            self.start = _status_mib('VmRSS')[0]
+        return self
+
+    def __exit__(self, *exc):
+        if self.why_not is None:
+            self.growth = _status_mib('VmHWM')[0] - self.start
+        return False
+
+    def below(self, limit_mib, what):
+        """Assert the rise stayed under ``limit_mib``; return False if it was not measured."""
+        if self.growth is None:
+            return False
+        assert self.growth < limit_mib, \
+            f'{what}: memory peaked {self.growth:.0f} MiB above its start'
+        return True
+
+
+def skip_unless_measured(measured, what):
+    """Skip, with the reason, a test whose memory checks could not all be made.
+
+    Call it last: everything else the test checks has passed by then, and says so.
+    """
+    import pytest
+    if not all(measured):
+        pytest.skip(f'{what}: peak memory not measured ({peak_memory_unmeasurable()}); '
+                    'everything else was checked')

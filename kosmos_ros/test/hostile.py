@@ -9,7 +9,6 @@ is raised from the text model's forward, as in test_engine.py; so are a crash an
 """
 
 import functools
-from pathlib import Path
 import struct
 import time
 import zlib
@@ -19,31 +18,6 @@ import numpy as np
 from sensor_msgs.msg import Image
 import torch
 from vision_msgs.msg import BoundingBox2D
-
-
-def status_mb(field):
-    """Return a memory figure of this process from /proc (VmRSS, VmHWM), in MiB."""
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-class PeakMemory:
-    """How far this process's peak RSS rose above its RSS at the start (Linux, MiB)."""
-
-    def __enter__(self):
-        try:  # reset VmHWM to the current RSS
-            Path('/proc/self/clear_refs').write_text('5')
-            self.resettable = True
-        except OSError:
-            self.resettable = False
-        self.start = status_mb('VmRSS')
-        return self
-
-    def __exit__(self, *exc):
-        self.growth = status_mb('VmHWM') - self.start if self.resettable else 0.0
-        return False
 
 
 class Fault:

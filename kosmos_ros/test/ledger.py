@@ -4,7 +4,7 @@
 
 The reliability suites (test_bad_inputs.py, test_faults.py, test_faults_lifecycle.py,
 test_security.py) record each case through the ``ledger`` fixture (conftest.py); the table and
-its counts are printed at the end of the session, and written to
+its counts are printed at the end of the run (every xdist worker's cases), and written to
 ``KOSMOS_ROS_RELIABILITY_TABLE`` when that is set.
 """
 

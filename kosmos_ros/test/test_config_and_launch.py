@@ -6,10 +6,11 @@ from pathlib import Path
 import threading
 import time
 
-import pytest
 import yaml
 
 from kosmos_ros.node.parameter_table import CAMERA_SPECS, SPECS
+
+from helpers import optional_module  # noqa: I100
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -48,8 +49,8 @@ def run_launch(arguments, probe, timeout=180.0):
     ``probe(node)`` gets an rclpy node of its own context; the launch is shut down when it
     returns. Return (what probe returned, the launch's exit status, the node's exit codes).
     """
-    launch = pytest.importorskip('launch')
-    pytest.importorskip('launch_ros')
+    launch = optional_module('launch', 'ros2 launch is not on PyPI; a ROS install has it')
+    optional_module('launch_ros', 'ros2 launch is not on PyPI; a ROS install has it')
     import rclpy
     from launch.actions import RegisterEventHandler
     from launch.event_handlers import OnProcessExit

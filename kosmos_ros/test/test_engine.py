@@ -69,6 +69,18 @@ def assert_same(result, expected):
 
 
 @pytest.fixture(scope='module')
+def engine(model_options):
+    """Load an engine of this module's own (not the session's, conftest.py).
+
+    The static decoder fuses the model's query, key and value weights in place (views of one
+    tensor): the values stay, but other modules' results on a shared model would then come
+    from a different memory layout, and could differ from a fresh model's in the last bits.
+    """
+    from kosmos_ros.model.engine import EngineOptions, GroundingEngine
+    return GroundingEngine.load(model_options, EngineOptions(max_new_tokens=24))
+
+
+@pytest.fixture(scope='module')
 def frames(photos):
     return {name: frame_from_array(image) for name, image in photos.items()}
 

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The grounding node over real DDS (loopback) with the tiny model."""
 
+import re
 import shutil
 import time
 
@@ -16,6 +17,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from vision_msgs.msg import BoundingBox2D
 
+from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.testing.tiny_model import build_tiny_model
 
 from helpers import wait_for  # noqa: I100
@@ -315,9 +317,12 @@ def test_idle_cameras_unsubscribe_and_queries_wait_for_the_next_frame(harness, p
         assert wait_for(lambda: subscribed() == 0, 5.0)
         # unsubscribe_idle_after 0 keeps the subscription without any query: two of the
         # node's own reports, a second apart, say subscribed, and it was never made again.
+        made = intake.subscribed_count + 1  # subscribed once more, by the worker thread
         h.node.set_parameters([Parameter('unsubscribe_idle_after', value=0.0)])
-        assert wait_for(lambda: subscribed() == 1, 5.0)
-        kept, made = time.monotonic(), intake.subscribed_count
+        # The count, not the graph alone: the graph can show the subscription before the
+        # worker thread has counted it.
+        assert wait_for(lambda: intake.subscribed_count == made and subscribed() == 1, 5.0)
+        kept = time.monotonic()
         assert wait_for(lambda: len(front_reports(h, kept)) >= 2, 10.0)
         assert all(value(s, 'subscribed') == 'yes' for s in front_reports(h, kept))
         assert subscribed() == 1 and intake.subscribed_count == made
@@ -410,22 +415,51 @@ def test_runtime_parameters(harness, photos):
     assert h.groundings('front')[0].task == Ground.Request.FIND
 
 
-def test_debug_image_only_with_a_subscriber(harness, photos):
+def test_debug_image_only_with_a_subscriber(harness, photos, monkeypatch):
+    """Nothing is drawn or published on NAME/debug_image until someone subscribes."""
+    import kosmos_ros.node.debug as debug_module
+
     h = harness
     node = h.node
+    publisher = node._cameras['front'].outputs['debug_image']
+    offered, drawn, published = [], [], []
+    offer, annotate, publish = DebugImages.offer, debug_module.annotate, publisher.publish
+
+    def counting_offer(self, camera, *args):
+        offered.append(camera)
+        return offer(self, camera, *args)
+
+    def counting_annotate(*args, **kwargs):
+        drawn.append(1)
+        return annotate(*args, **kwargs)
+
+    def counting_publish(msg):
+        published.append(msg.header)
+        return publish(msg)
+
+    monkeypatch.setattr(DebugImages, 'offer', counting_offer)
+    monkeypatch.setattr(debug_module, 'annotate', counting_annotate)
+    monkeypatch.setattr(publisher, 'publish', counting_publish)
     node.set_parameters([Parameter('rate_hz', value=10.0)])
+    # Three results without a subscriber: results come in order, so once the third is here
+    # the worker has passed the debug-image step of the first two.
+    assert publisher.get_subscription_count() == 0
+    for i in range(3):
+        msg = h.image(photos['coffee'], offset=i * 0.5)
+        h.pubs['front'].publish(msg)
+        assert wait_for(lambda: any(d.header == msg.header for d in h.detections['front']), 30)
+    assert (offered, drawn, published) == ([], [], []), 'debug image made without a subscriber'
     debug = []
-    h.pubs['front'].publish(h.image(photos['coffee'], offset=0.0))
-    assert wait_for(lambda: h.detections['front'], 30)
     sub = h.client.create_subscription(Image, 'front/debug_image', debug.append, 10)
-    assert wait_for(lambda: node._cameras['front'].outputs['debug_image'].get_subscription_count())
-    msg = h.image(photos['coffee'], offset=1.0)
+    assert wait_for(lambda: publisher.get_subscription_count())
+    msg = h.image(photos['coffee'], offset=2.0)
     h.pubs['front'].publish(msg)
     assert wait_for(lambda: debug, 30)
     assert debug[0].header == msg.header and debug[0].encoding == 'rgb8'
     assert (debug[0].width, debug[0].height) == (600, 400)
     annotated = np.frombuffer(bytes(debug[0].data), np.uint8).reshape(400, 600, 3)
     assert not np.array_equal(annotated, photos['coffee'])
+    assert offered and drawn and published[0] == msg.header  # the counters see the drawing
     h.client.destroy_subscription(sub)
 
 
@@ -437,8 +471,21 @@ def test_decoder_parameters_and_compiled_decoder(ros, tiny_model_dir, photos):
     try:
         expected = plain.call(task=Ground.Request.CAPTION, image=plain.image(photos['coffee']))
         assert expected.success and plain.node._engine.decoder == 'dynamic'
-        result = plain.node.set_parameters([Parameter('decoder', value='turbo')])[0]
-        assert not result.successful
+        node = plain.node
+        # Active: any decoder change waits for a reload, a valid one too.
+        result = node.set_parameters([Parameter('decoder', value='static')])[0]
+        assert not result.successful and 'decoder needs a reload' in result.reason, \
+            result.reason
+        # Unconfigured: the value itself is checked; an unknown decoder is refused for that.
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        result = node.set_parameters([Parameter('decoder', value='turbo')])[0]
+        assert not result.successful and 'needs a reload' not in result.reason
+        assert re.search(r"decoder must be one of .*dynamic.*static.*got 'turbo'",
+                         result.reason), result.reason
+        assert node.get_parameter('decoder').value == 'auto'
+        assert node.set_parameters([Parameter('decoder', value='static')])[0].successful
+        assert node.get_parameter('decoder').value == 'static'
     finally:
         plain.close()
     compiled = node_harness(ros, tiny_model_dir, decoder='static', compile_decoder=True)

@@ -103,14 +103,36 @@ def test_stale_or_invalid_depth_gives_no_3d_and_a_reason(rig, photos):
     assert 'image sent with the request' in explicit.grounding.phrases[0].position_note
 
 
-def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
+def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos, monkeypatch):
+    """3D detections on every result; markers built and published only for a subscriber."""
+    import kosmos_ros.node.camera as camera_module
+
     node = rig.node
-    node.set_parameters([Parameter('rate_hz', value=5.0)])
     publisher = node._cameras['front'].outputs['markers']
+    built, published = [], []
+    build, publish = camera_module.markers_msg, publisher.publish
+
+    def counting_build(*args, **kwargs):
+        built.append(1)
+        return build(*args, **kwargs)
+
+    def counting_publish(msg):
+        published.append(msg)
+        return publish(msg)
+
+    monkeypatch.setattr(camera_module, 'markers_msg', counting_build)
+    monkeypatch.setattr(publisher, 'publish', counting_publish)
+    node.set_parameters([Parameter('rate_hz', value=5.0)])
     assert publisher.get_subscription_count() == 0
     color, box = publish_scene(rig, photos['chelsea'])
     assert wait_for(lambda: rig.detections_3d['front'], 30)
     assert rig.detections_3d['front'][0].header == color.header
+    # A second result without a subscriber: results come in order, so once it is here the
+    # worker has passed the markers step of the first.
+    second, _ = publish_scene(rig, photos['chelsea'], offset=0.5)
+    assert wait_for(lambda: any(d.header == second.header for d in rig.detections_3d['front']),
+                    30)
+    assert (built, published) == ([], []), 'markers made without a subscriber'
     centres = [d.bbox.center.position for d in rig.detections_3d['front'][0].detections
                if d.results[0].hypothesis.class_id == 'a cat']
     assert (centres[0].x, centres[0].y, centres[0].z) == pytest.approx(
@@ -121,6 +143,7 @@ def test_continuous_3d_and_markers_only_with_a_subscriber(rig, photos):
     assert wait_for(lambda: rig.markers, 30)
     cubes = [m for m in rig.markers[-1].markers if m.type == m.CUBE]
     assert cubes and cubes[0].header == color.header
+    assert built and published  # the counters see the markers made for the subscriber
 
 
 def test_an_idle_camera_drops_depth_too_and_its_next_query_has_3d(

@@ -121,3 +121,50 @@ def test_command_line_help_imports_no_torch():
     assert result.returncode == 0, result.stderr
     assert 'max_request_tokens' in result.stdout
     assert result.stdout.strip().endswith('[]'), result.stdout[-200:]
+
+
+# ROS packages (and this project's ROS layer): a test module that imports one is no ROS-free.
+ROS_MODULE = re.compile(r'^(rclpy|rcl_interfaces|rosidl_\w+|launch|launch_ros'
+                        r'|ament_index_python|kosmos_ros_interfaces|\w+_msgs|\w+_srvs'
+                        r'|kosmos_ros\.node|kosmos_ros\.demo)(\.|$)')
+
+
+def test_ros_free_test_modules_use_no_ros():
+    """The modules CI runs on one distro only (conftest.ROS_FREE) import no ROS, at any depth.
+
+    Each module is imported in a fresh interpreter with every module it imports anywhere (in
+    functions too) and every project module it runs as a command (``'kosmos_ros.x.y'``);
+    then no ROS package may be loaded. A module that starts using ROS must leave the list.
+    """
+    sys.path.insert(0, str(PACKAGE / 'test'))
+    try:
+        from conftest import ROS_FREE
+    finally:
+        sys.path.pop(0)
+    tests = PACKAGE / 'test'
+    assert ROS_FREE <= {p.stem for p in tests.glob('test_*.py')}, 'a listed module is gone'
+    names = set(ROS_FREE)
+    for stem in ROS_FREE:
+        source = (tests / f'{stem}.py').read_text()
+        names.update(re.findall(r"'(kosmos_ros(?:\.[a-z_]+)+)'", source))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    script = ('import importlib, json, sys\n'
+              f'sys.path.insert(0, {str(tests)!r})\n'
+              f'for name in {sorted(names)!r}:\n'
+              '    try:\n'
+              '        importlib.import_module(name)\n'
+              '    except ModuleNotFoundError as exc:\n'  # a string that names no module
+              '        if not name.startswith(exc.name):\n'
+              '            raise\n'
+              'print(json.dumps(sorted(sys.modules)))\n')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=300, cwd=tests)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = [m for m in __import__('json').loads(proc.stdout.splitlines()[-1])
+              if ROS_MODULE.match(m)]
+    ros_named = sorted(n for n in names if ROS_MODULE.match(n))
+    assert not ros_named and not loaded, (ros_named, loaded[:20])

@@ -203,32 +203,62 @@ def test_trust_remote_code_is_never_enabled():
 
 def test_secrets_from_the_environment_are_not_logged(ros, tiny_model_dir, photos, monkeypatch,
                                                      capfd, caplog):
+    """Secrets in the environment reach no log line, stderr or /rosout, on every path.
+
+    The failing node loads a hub model id offline (HF_HUB_OFFLINE, set by conftest.py): that
+    path builds the Hub request headers, which read HF_TOKEN. A spy on the header builder
+    shows it ran and put the token in them; the token must still reach no log.
+    """
+    import huggingface_hub.file_download as hub_download
+    from rcl_interfaces.msg import Log
+
     secrets = {'HF_TOKEN': 'hf_FAKEsecretTOKEN0123456789', 'HUGGING_FACE_HUB_TOKEN':
                'hf_FAKEhubTOKEN9876543210', 'AWS_SECRET_ACCESS_KEY': 'FAKEawsSECRETkey/123',
                'KOSMOS_TEST_PASSWORD': 'FAKEpassw0rd!'}
     for key, value in secrets.items():
         monkeypatch.setenv(key, value)
+    headers = []  # every set of Hub request headers built while the test runs
+    build = hub_download.build_hf_headers
+
+    def spy(*args, **kwargs):
+        built = build(*args, **kwargs)
+        headers.append(dict(built))
+        return built
+
+    monkeypatch.setattr(hub_download, 'build_hf_headers', spy)
     caplog.set_level('DEBUG')
     rig = NodeHarness(ros, tiny_model_dir, **{**RELIABILITY, 'rate_hz': 2.0})
     failing = NodeHarness(ros, tiny_model_dir, configure=False, **{
         **RELIABILITY, 'model': 'someone/not-cached-model'})
+    rosout = []  # every node's lines, not only the two nodes' of the harness
+    failing.client.create_subscription(Log, '/rosout', rosout.append, 1000)
     try:
         photo = small(photos['coffee'])
-        assert rig.grounds('front', rig.image(photo, rig.next_stamp('front'), 'a'))
-        assert rig.call(task=Ground.Request.FIND, prompt='the cup', image=rig.image(photo))
+        first = rig.image(photo, rig.next_stamp('front'), 'a')
+        assert rig.grounds('front', first).header == first.header
+        answer = rig.call(task=Ground.Request.FIND, prompt='the cup', image=rig.image(photo))
+        assert answer.success, answer.message
         assert not rig.call(task=Ground.Request.FIND, prompt='', image=rig.image(photo)).success
-        rig.node.set_parameters_atomically([Parameter('task', value='question'),
-                                            Parameter('prompt', value='why ' * 300)])
+        assert not rig.node.set_parameters_atomically([
+            Parameter('task', value='question'),
+            Parameter('prompt', value='why ' * 300)]).successful
         rig.pubs['front'].publish(raw_msg(4, 4, '32FC1'))
         assert failing.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        # The hub path read the token: it went into the headers of the request it would send.
+        bearer = f'Bearer {secrets["HF_TOKEN"]}'
+        assert any(h.get('authorization') == bearer for h in headers), \
+            f'the hub load path never read HF_TOKEN ({len(headers)} header sets built)'
         assert wait_for(lambda: any('not-cached-model' in m.msg for m in failing.logs), 10)
         # The last line asked for: the refusal of the 32FC1 frame (no sleep and hope).
         assert wait_for(lambda: any("unsupported encoding '32FC1'" in m.msg
                                     for m in rig.logs), 10)
-        logs = [m.msg for m in rig.logs + failing.logs]
+        assert wait_for(lambda: any("unsupported encoding '32FC1'" in m.msg
+                                    for m in rosout), 10)
+        logs = [m.msg for m in rig.logs + failing.logs + rosout]
         out, err = capfd.readouterr()
         text = '\n'.join(logs + [out, err, caplog.text])
         assert str(tiny_model_dir) in text and 'loading' in text  # logging did happen
+        assert 'someone/not-cached-model' in text  # and the failed hub load was logged
         for key, value in secrets.items():
             assert value not in text, f'{key} leaked into the logs'
     finally:

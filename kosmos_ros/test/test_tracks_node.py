@@ -48,6 +48,11 @@ def streaming(ros, model_dir, steer, scene, **params):
         h.close()
 
 
+def seconds_of(header):
+    """Return a header's stamp in seconds."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
 def header_key(header):
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
@@ -65,7 +70,9 @@ def test_tracks_ride_every_frame_with_its_header_and_keep_their_ids(ros, tiny_mo
         assert wait_for(lambda: len(h.results['front']) >= 4, 30.0), 'no model results'
         since = time.monotonic()
         results_before = len(h.results['front'])
-        time.sleep(3.0)
+        # A window of four model results (events, not a span of seconds).
+        assert wait_for(lambda: len(h.results['front']) - results_before >= 4, 30.0), \
+            'model results stopped'
         stream.stop()
         window = [m for t, m in h.tracks['front'] if t >= since]
         sent = [k for k, t in stream.sent.items() if t >= since]
@@ -138,11 +145,11 @@ def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, st
         assert wait_for(lambda: not pump.owns('front'), 5.0), 'still tracking, nobody listens'
         tracked = pump.streams['front'].frames_tracked
         assert pump.streams['front'].tracks(include_lost=True) == []  # frames dropped
-        time.sleep(1.0)
-        assert pump.streams['front'].frames_tracked == tracked
-        # Continuous grounding went on throughout, on the frames tracking handed over.
+        # Continuous grounding goes on, on the frames tracking hands over: while two more
+        # model results come (the camera streams at 15 Hz), no frame is tracked.
         count = len(h.results['front'])
-        assert wait_for(lambda: len(h.results['front']) > count, 10.0)
+        assert wait_for(lambda: len(h.results['front']) >= count + 2, 20.0)
+        assert pump.streams['front'].frames_tracked == tracked
 
 
 def send_follow(h, timeout=15.0, **fields):
@@ -173,21 +180,33 @@ def test_follow_streams_the_target_at_camera_rate_and_ends_on_cancel(ros, tiny_m
         assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback), 20.0), \
             [f.state for _, f in feedback][-5:]
         since = time.monotonic()
-        time.sleep(2.0)
+
+        def ages():
+            return [f.since_confirmed.sec + f.since_confirmed.nanosec * 1e-9
+                    for t, f in feedback if t >= since]
+
+        def confirmations():  # the age since the model's last confirmation starts again
+            seen = ages()
+            return sum(1 for a, b in zip(seen, seen[1:]) if b < a)
+
+        # A window in which the model confirmed the target three times (events).
+        assert wait_for(lambda: confirmations() >= 3, 30.0), ages()[-20:]
         window = [f for t, f in feedback if t >= since]
         sent = [k for k, t in stream.sent.items() if t >= since]
         assert len(window) >= 0.6 * len(sent), (len(window), len(sent))
         assert all(header_key(f.header) in stream.sent for f in window)
         assert {f.state for f in window} == {'tracking'}
         assert len({f.track_id for f in window}) == 1 and window[0].track_id >= 1
-        ages = [f.since_confirmed.sec + f.since_confirmed.nanosec * 1e-9 for f in window]
-        assert max(ages) < 2.0 and min(ages) >= 0.0  # confirmed again about twice a second
+        assert min(ages()) >= 0.0
         assert window[-1].box.size_x > 0 and not window[-1].has_position  # no depth here
         handle.cancel_goal_async()
         status, result = result_of(handle)
         assert status == CANCELED and result.success, result.message
         assert result.track_id == window[0].track_id
-        assert result.followed.sec >= 2
+        # Followed (node clock) for at least the message time the window spans.
+        span = seconds_of(window[-1].header) - seconds_of(window[0].header)
+        followed = result.followed.sec + result.followed.nanosec * 1e-9
+        assert span > 0 and followed >= span, (followed, span)
 
 
 def test_follow_ends_when_the_target_is_lost(ros, tiny_model_dir, steer, scene):
@@ -319,7 +338,12 @@ def test_tracks_3d_and_follow_positions_with_depth(ros, tiny_model_dir, steer, s
 
 def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
         ros, tiny_model_dir, steer, scene, ledger):
-    """Fuzzed follow goals: each ends (refused with its reason, or runs until cancelled)."""
+    """Fuzzed follow goals: each ends as expected, with its reason; the node serves on.
+
+    Outcomes: ``refused`` (ends at once with the reason, no feedback), ``not found`` (a valid
+    goal whose phrase the steered model never boxes: it searches, then ends after
+    lost_timeout) or ``runs`` (a valid goal that tracks 'a cat' until cancelled).
+    """
     from vision_msgs.msg import BoundingBox2D
 
     def region(x=100.0, y=100.0, w=50.0, h=50.0, theta=0.0):
@@ -328,60 +352,90 @@ def test_hostile_follow_goals_end_with_a_reason_and_the_node_serves_on(
         return box
 
     nan, inf = float('nan'), float('inf')
-    cases = {
-        'empty phrase': dict(phrase=''),
-        'blank phrase': dict(phrase=' \t\n'),
-        '100,000-character phrase': dict(phrase='cup ' * 25_000),
-        'control tokens in the phrase': dict(phrase='<s></s><pad><mask> cup'),
-        'fullwidth look-alike brackets': dict(phrase='\uff1cs\uff1e cup \uff1c/s\uff1e'),
-        'NUL in the phrase (rclpy sends the text before it)': dict(phrase='a\x00cup'),
-        'unknown camera': dict(phrase='a cat', camera='nope'),
-        '10,000-character camera': dict(phrase='a cat', camera='c' * 10_000),
-        'regrounding_hz NaN': dict(phrase='a cat', regrounding_hz=nan),
-        'regrounding_hz inf': dict(phrase='a cat', regrounding_hz=inf),
-        'regrounding_hz negative': dict(phrase='a cat', regrounding_hz=-1.0),
-        'regrounding_hz 1e9': dict(phrase='a cat', regrounding_hz=1e9),
-        'min_score NaN': dict(phrase='a cat', min_score=nan),
-        'min_score 2': dict(phrase='a cat', min_score=2.0),
-        'rotated region': dict(phrase='a cat', region=region(theta=0.5)),
-        'region of NaN size': dict(phrase='a cat', region=region(w=nan)),
-        'region of negative size': dict(phrase='a cat', region=region(w=-10.0)),
-        'region at infinity': dict(phrase='a cat', region=region(x=inf)),
-        'region of 1e30 pixels': dict(phrase='a cat', region=region(w=1e30, h=1e30)),
+    refused, not_found, runs = 'refused', 'not found', 'runs'
+    finite = 'must be a finite number; got nan'
+    bad_region = 'region must be finite with a positive size'
+    cases = {  # case: (goal fields, outcome, what its result message says)
+        'empty phrase': (dict(phrase=''), refused, 'phrase is empty'),
+        'blank phrase': (dict(phrase=' \t\n'), refused, 'phrase is empty'),
+        '100,000-character phrase': (dict(phrase='cup ' * 25_000), refused, 'over the limit'),
+        'control tokens in the phrase': (dict(phrase='<s></s><pad><mask> cup'), not_found,
+                                         'not found: the model found no box of'),
+        'fullwidth look-alike brackets': (dict(phrase='\uff1cs\uff1e cup \uff1c/s\uff1e'),
+                                          not_found, 'not found: the model found no box of'),
+        'NUL in the phrase (rclpy sends the text before it)': (
+            dict(phrase='a\x00cup'), not_found, "not found: the model found no box of 'a' "),
+        'unknown camera': (dict(phrase='a cat', camera='nope'), refused,
+                           "unknown camera 'nope'; cameras: front"),
+        '10,000-character camera': (dict(phrase='a cat', camera='c' * 10_000), refused,
+                                    "unknown camera 'cccc"),
+        'regrounding_hz NaN': (dict(phrase='a cat', regrounding_hz=nan), refused,
+                               f'regrounding_hz {finite}'),
+        'regrounding_hz inf': (dict(phrase='a cat', regrounding_hz=inf), refused,
+                               'regrounding_hz must be a finite number; got inf'),
+        'regrounding_hz negative': (dict(phrase='a cat', regrounding_hz=-1.0), refused,
+                                    'regrounding_hz must be at least 0.01; got -1.0'),
+        'regrounding_hz 1e9': (dict(phrase='a cat', regrounding_hz=1e9), refused,
+                               'regrounding_hz must be at most 100; got 1000000000.0'),
+        'min_score NaN': (dict(phrase='a cat', min_score=nan), refused, f'min_score {finite}'),
+        'min_score 2': (dict(phrase='a cat', min_score=2.0), refused,
+                        'min_score must be at most 1; got 2.0'),
+        'rotated region': (dict(phrase='a cat', region=region(theta=0.5)), refused, 'rotated'),
+        'region of NaN size': (dict(phrase='a cat', region=region(w=nan)), refused, bad_region),
+        'region of negative size': (dict(phrase='a cat', region=region(w=-10.0)), refused,
+                                    bad_region),
+        'region at infinity': (dict(phrase='a cat', region=region(x=inf)), refused, bad_region),
+        'region of 1e30 pixels': (dict(phrase='a cat', region=region(w=1e30, h=1e30)), runs,
+                                  'cancelled while following track'),
     }
-    reasons = {'empty phrase': 'phrase is empty', '100,000-character phrase': 'over the limit',
-               'unknown camera': 'unknown camera', 'regrounding_hz NaN': 'regrounding_hz must',
-               'min_score NaN': 'min_score must', 'rotated region': 'rotated',
-               'region of NaN size': 'region must be finite with a positive size',
-               'region of negative size': 'region must be finite with a positive size',
-               'region at infinity': 'region must be finite with a positive size'}
     with streaming(ros, tiny_model_dir, steer, scene, max_follow_goals=8) as (h, stream):
-        for case, fields in cases.items():
-            handle, _ = send_follow(h, **fields)
-            future = handle.get_result_async()
-            if wait_for(future.done, 3.0):  # ended by itself: it must say why
-                status, result = future.result().status, future.result().result
-                assert status == ABORTED and result.message, (case, status)
-                assert reasons.get(case, '') in result.message, (case, result.message)
-                # 'not found': a valid goal whose phrase the model never found (lost_timeout)
-                ledger.add('action ~/follow', case, 'handled' if result.message.startswith(
-                    'not found') else 'refused', result.message)
+        for case, (fields, outcome, reason) in cases.items():
+            handle, feedback = send_follow(h, **fields)
+            if outcome == runs:  # taken as a valid goal: it tracks until cancelled
+                assert wait_for(lambda: any(f.state == 'tracking' for _, f in feedback),
+                                20.0), (case, [f.state for _, f in feedback][-5:])
+                assert not handle.get_result_async().done(), case
+                handle.cancel_goal_async()
+                status, result = result_of(handle, 20.0)
+                assert status == CANCELED and result.success, (case, status, result.message)
+                assert result.message.startswith(reason), (case, result.message)
+                ledger.add('action ~/follow', case, 'handled', 'ran until cancelled')
                 continue
-            assert case not in reasons, f'{case}: still running'
-            handle.cancel_goal_async()  # still running: it was taken as a valid goal
-            status, result = result_of(handle, 10.0)
-            assert status == CANCELED, (case, status, result.message)
-            ledger.add('action ~/follow', case, 'handled', 'ran until cancelled')
-        # A burst beyond max_follow_goals: eight run, the rest end at once; all cancel.
-        burst = [send_follow(h, phrase='a cat')[0] for _ in range(20)]
-        ended = [h_ for h_ in burst if wait_for(h_.get_result_async().done, 0.5)]
-        assert len(burst) - len(ended) <= 8
-        for handle in burst:
+            status, result = result_of(handle, 20.0)
+            assert status == ABORTED and not result.success, (case, status, result.message)
+            assert reason in result.message, (case, result.message)
+            if outcome == refused:
+                assert not feedback, (case, 'a refused goal sent feedback')
+                ledger.add('action ~/follow', case, 'refused', result.message)
+            else:  # searched, then gave up after lost_timeout: never a target
+                assert result.message.startswith('not found'), (case, result.message)
+                assert feedback and {f.state for _, f in feedback} == {'searching'}, case
+                assert result.track_id == -1, case
+                ledger.add('action ~/follow', case, 'handled', result.message)
+        assert wait_for(lambda: h.node._follow.running == 0, 10.0), h.node._follow.running
+        # A burst beyond max_follow_goals: exactly eight run, the other twelve end at once
+        # with the reason; then the eight are cancelled.
+        burst = [send_follow(h, phrase='a cat') for _ in range(20)]
+        results = [handle.get_result_async() for handle, _ in burst]
+        assert wait_for(lambda: sum(r.done() for r in results) >= 12, 30.0), \
+            sum(r.done() for r in results)
+        assert wait_for(lambda: h.node._follow.running == 8, 10.0), \
+            f'{h.node._follow.running} follow goals run, not max_follow_goals 8'
+        ended = [(b, r) for b, r in zip(burst, results) if r.done()]
+        going = [(b, r) for b, r in zip(burst, results) if not r.done()]
+        assert len(ended) == 12 and len(going) == 8, (len(ended), len(going))
+        for _, r in ended:
+            assert r.result().status == ABORTED, r.result().status
+            assert '8 follow goals are running (max_follow_goals 8)' in \
+                r.result().result.message, r.result().result.message
+        for (_, feedback), _ in going:  # running: their feedback streams
+            assert wait_for(lambda: feedback, 20.0), 'a running goal sent no feedback'
+        for (handle, _), _ in going:
             handle.cancel_goal_async()
-        assert all(result_of(handle, 15.0)[0] in (CANCELED, ABORTED) for handle in burst)
+        assert all(result_of(handle, 20.0)[0] == CANCELED for (handle, _), _ in going)
         ledger.add('action ~/follow', '20 goals at once, max_follow_goals 8', 'handled',
-                   f'{len(ended)} refused at once, the others cancelled')
-        assert wait_for(lambda: h.node._follow.running == 0, 5.0)
+                   '8 ran until cancelled, 12 refused at once with the reason')
+        assert wait_for(lambda: h.node._follow.running == 0, 10.0)
         response = h.call(task=0)  # the node still answers queries
         assert response.success, response.message
 
@@ -399,9 +453,12 @@ def test_a_hidden_target_is_predicted_then_found_again_under_its_id(ros, tiny_mo
         target = [f for _, f in feedback if f.state == 'tracking'][-1].track_id
         hidden = time.monotonic()
         stream.rgb = np.full_like(scene, 128)
-        time.sleep(0.4)
+        # Uncovered once the target coasts (an event, not a span of seconds).
+        assert wait_for(lambda: any(f.state == 'predicted' for t, f in feedback if t > hidden),
+                        10.0), [f.state for _, f in feedback][-20:]
+        uncovered = time.monotonic()
         stream.rgb = scene
-        assert wait_for(lambda: [f.state for t, f in feedback if t > hidden + 0.4][-3:]
+        assert wait_for(lambda: [f.state for t, f in feedback if t > uncovered][-3:]
                         == ['tracking'] * 3, 10.0), [f.state for _, f in feedback][-20:]
         after = [f for t, f in feedback if t > hidden]
         assert 'predicted' in {f.state for f in after}, [f.state for f in after]

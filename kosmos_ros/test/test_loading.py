@@ -16,6 +16,8 @@ from kosmos_ros.errors import ModelLoadError
 from kosmos_ros.model.engine import GroundingEngine
 from kosmos_ros.model.loading import load_model, ModelOptions, resolve_device, resolve_dtype
 
+from helpers import optional_module  # noqa: I100
+
 
 def copy_model(src, dst):
     shutil.copytree(src, dst)
@@ -164,7 +166,7 @@ def test_missing_torchao_is_named(tiny_model_dir, monkeypatch):
 def test_int8_weight_only_quantizes_the_text_decoder_and_answers_alike(tiny_model_dir,
                                                                        photos):
     """Int8 through torchao on the CPU: decoder weights in 8 bits, the vision encoder not."""
-    import torchao  # noqa: F401  (pinned in env/constraints-*.txt: missing is a failure)
+    optional_module('torchao', 'tools/bootstrap.py installs it where it can')
     from kosmos_ros.datatypes import Query, Task
     from kosmos_ros.images import frame_from_array
     from kosmos_ros.model.engine import EngineOptions

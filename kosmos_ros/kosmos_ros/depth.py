@@ -68,6 +68,11 @@ class DepthSettings:
         if problem:
             raise OptionsError(problem)
 
+    @classmethod
+    def of(cls, options: Any) -> DepthSettings:
+        """Return the depth settings of ``options`` (a GroundingOptions, or the node's)."""
+        return cls(*(float(getattr(options, f.name)) for f in fields(cls)))
+
 
 @dataclass(frozen=True)
 class Intrinsics:

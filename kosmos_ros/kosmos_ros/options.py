@@ -19,13 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 import math
-from typing import Any, TYPE_CHECKING
+from typing import Any
 
 from kosmos_ros.datatypes import DEFAULT_MODEL, QUANTIZATIONS, Task
 from kosmos_ros.errors import KosmosError
-
-if TYPE_CHECKING:
-    from kosmos_ros.depth import DepthSettings
 
 TASK_NAMES = tuple(t.name.lower() for t in Task)
 DTYPE_NAMES = ('auto', 'float32', 'float16', 'bfloat16')
@@ -171,13 +168,6 @@ class GroundingOptions:
     @property
     def query_task(self) -> Task:
         return Task.parse(self.task)
-
-    def depth(self) -> DepthSettings:
-        """Return the depth settings (:class:`~kosmos_ros.depth.DepthSettings`)."""
-        from kosmos_ros.depth import DepthSettings  # depth.py takes its specs from here
-
-        return DepthSettings(float(self.depth_tolerance), float(self.depth_min),
-                             float(self.depth_max), float(self.depth_inner_fraction))
 
     def tracker(self) -> Any:
         """Return the tracks' settings (:class:`kosmos_ros.tracking.track.TrackerSettings`)."""

@@ -93,7 +93,8 @@ class GroundBagOptions:
         """
         return cls(bag=bag, output=output, task=Task.parse(options.task), prompt=options.prompt,
                    max_new_tokens=options.max_new_tokens, rate_hz=options.rate_hz,
-                   min_score=options.min_score, depth=options.depth(), track=options.track,
+                   min_score=options.min_score, depth=DepthSettings.of(options),
+                   track=options.track,
                    track_rate_hz=options.track_rate_hz, track_max_age=options.track_max_age,
                    track_coast_time=options.track_coast_time, **bag_fields)
 

@@ -180,7 +180,7 @@ class NodeParams:
 
     def depth(self) -> DepthSettings:
         """Return the depth settings (the same type the offline tools take)."""
-        return self.grounding().depth()
+        return DepthSettings.of(self)
 
     def tracker(self) -> Any:
         """Return the tracks' settings (a :class:`kosmos_ros.tracking.track.TrackerSettings`)."""

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 import time
@@ -490,6 +491,36 @@ def test_player_errors(ros, bags, capsys):
     assert player_main([str(bags['mcap'].path.parent / 'nope')]) == 2
     assert player_main([str(bags['mcap'].path), '--remap', 'nonsense']) == 2
     assert 'play_bag: error: --remap takes FROM:=TO' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_play_bag_stops_on_a_signal_without_a_traceback(ros, bags, signum):
+    """Ctrl-C (the way to end --loop) or SIGTERM: the count printed, exit 130, no traceback."""
+    from rosgraph_msgs.msg import Clock
+
+    clock_topic = f'/play_bag_signal_{os.getpid()}_{signum}'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'kosmos_ros.bag.player', str(bags['mcap'].path), '--loop',
+         '--delay', '0', '--ros-args', '-r', f'/clock:={clock_topic}'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = rclpy.create_node(f'play_bag_signal_{signum}', context=ros.context)
+    ticks = []
+    node.create_subscription(Clock, clock_topic, ticks.append, 10)
+    ros.executor.add_node(node)
+    try:
+        assert wait_for(lambda: len(ticks) >= 5 or proc.poll() is not None, 60), \
+            'play_bag never published its clock'
+        proc.send_signal(signum)  # while it publishes
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, output
+        assert 'Traceback' not in output and 'RCLError' not in output, output
+        assert f'stopped by {signal.Signals(signum).name}' in output, output
+    finally:
+        ros.executor.remove_node(node)
+        node.destroy_node()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 # -- the demo ------------------------------------------------------------------------------------

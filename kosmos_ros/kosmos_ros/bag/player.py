@@ -253,7 +253,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run play_bag; exit 0, 2 on a bad bag or option, 130 when a signal ended it.
+
+    SIGINT (Ctrl-C, the way to end ``--loop``) and SIGTERM (systemd, ros2 launch) stop the
+    playback between two messages: the count of what was published is printed and the ROS
+    context is shut down after the last publish, not under it (rclpy's own handlers shut it
+    down at once, and the next publish raised).
+    """
+    import signal
+
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     args_in = list(sys.argv[1:] if argv is None else argv)
     # Our options end where --ros-args starts; rcl sees only its own part, so that our
@@ -262,8 +272,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, ros_args = args_in[:split], args_in[split:]
     args = _parser().parse_args(own)
 
-    rclpy.init(args=['play_bag', *ros_args])
+    rclpy.init(args=['play_bag', *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node('bag_player')
+    player: BagPlayer | None = None
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if player is None:  # not playing yet: end at once
+            raise KeyboardInterrupt
+        player.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         player = BagPlayer(node, args.bag, rate=args.speed, loop=args.loop,
@@ -271,18 +291,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                            clock=not args.no_clock, clock_hz=args.clock_hz)
         for topic, reason in player.skipped_topics.items():
             print(f'play_bag: not playing {topic}: {reason}', file=sys.stderr)
-        player.wait_for_subscribers(timeout=args.delay)
+        player.wait_for_subscribers(timeout=0.0 if received else args.delay)
         duration = (player.end_ns - player.start_ns) * 1e-9
         print(f'play_bag: playing {args.bag} ({duration:.1f} s of bag time, '
-              f'{len(player.publishers)} topics) at {args.speed:g}x')
+              f'{len(player.publishers)} topics) at {args.speed:g}x', flush=True)
         stats = player.play()
-        print(f'play_bag: published {stats.total} messages in {stats.wall_s:.1f} s')
+        ended = f', stopped by {signal.Signals(received[0]).name}' if received else ''
+        print(f'play_bag: published {stats.total} messages in {stats.wall_s:.1f} s{ended}')
+        code = 130 if received else 0
     except BagError as exc:
         print(f'play_bag: error: {exc}', file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         code = 130
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         node.destroy_node()
         rclpy.try_shutdown()
     return code

@@ -33,6 +33,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from kosmos_ros.node import intake as intake_module
+from kosmos_ros.node.diagnostics import subscription_reliability
 from kosmos_ros.node.grounding_node import GroundingNode
 from kosmos_ros.node.intake import CameraIntake, matching_reliability
 from kosmos_ros.node.parameter_table import SPECS
@@ -270,6 +271,9 @@ def test_auto_follows_the_publishers_that_come_and_go(graph):
         reliable = publishers.create_publisher(Image, 'cam/image_raw', QoSProfile(depth=10))
         assert settled(intake, 'reliable'), intake.reliability
         assert intake.qos_changes == 1 and receives(intake, reliable)
+        # What the camera's diagnostics say of it.
+        assert subscription_reliability(intake) == \
+            'reliable (auto, from the publishers; re-subscribed 1x)'
         sensor = publishers.create_publisher(Image, 'cam/image_raw', qos_profile_sensor_data)
         assert settled(intake, 'best_effort'), intake.reliability
         assert intake.qos_changes == 2
@@ -285,6 +289,7 @@ def test_auto_follows_the_publishers_that_come_and_go(graph):
         # Released and subscribed again: chosen from the publishers there are then.
         intake.release()
         assert intake.reliability is None
+        assert subscription_reliability(intake) == 'none (not subscribed)'
         publishers.create_publisher(Image, 'cam/image_raw', qos_profile_sensor_data)
         assert wait_for(lambda: helper.count_publishers(intake.topic) == 1, 10.0)
         assert intake.acquire() and intake.reliability == 'best_effort'
@@ -306,5 +311,7 @@ def test_an_explicit_reliability_is_kept_whatever_publishes(graph, reliability):
             intake.take()
             time.sleep(0.02)
         assert intake.reliability == reliability and intake.qos_changes == 0
+        assert subscription_reliability(intake) == \
+            f'{reliability.replace("_", " ")} (image_qos_reliability)'
     finally:
         intake.close()

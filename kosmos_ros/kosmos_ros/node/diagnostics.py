@@ -112,6 +112,7 @@ def camera_status(name: str, camera: str, status: NodeStatus, stats: dict[str, A
         'latency p50 ms': f'{_percentile(latencies, 50) * 1e3:.1f}',
         'latency p95 ms': f'{_percentile(latencies, 95) * 1e3:.1f}',
         'subscribed': 'no' if intake is not None and not intake.subscribed else 'yes',
+        'subscription reliability': subscription_reliability(intake),
         'frames published': 'unknown' if published is None else str(published),
         'frames taken': str(stats['frames_in']),
         'inferences': str(stats['inferences']),
@@ -122,6 +123,16 @@ def camera_status(name: str, camera: str, status: NodeStatus, stats: dict[str, A
         'last result age s': 'never' if last is None else f'{now - last:.2f}',
     })
     return out
+
+
+def subscription_reliability(intake: Any) -> str:
+    """Say which reliability the camera's subscription uses, and who chose it."""
+    if intake is None or intake.reliability is None:
+        return 'none (not subscribed)'
+    chosen = intake.reliability.replace('_', ' ')
+    if intake.wanted != 'auto':
+        return f'{chosen} (image_qos_reliability)'
+    return f'{chosen} (auto, from the publishers; re-subscribed {intake.qos_changes}x)'
 
 
 def diagnostics_msg(name: str, stamp: Any, status: NodeStatus) -> DiagnosticArray:

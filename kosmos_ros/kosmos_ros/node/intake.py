@@ -107,6 +107,11 @@ class CameraIntake:
     def subscribed(self) -> bool:
         return self.subscription is not None
 
+    @property
+    def wanted(self) -> str:
+        """The reliability asked for: reliable, best_effort or auto."""
+        return self._wanted
+
     def acquire(self) -> bool:
         """Mark the camera as used now; subscribe if needed. True if it subscribed just now."""
         with self._lock:

@@ -13,7 +13,7 @@ PYTHON ?= python3
 IN_ENV := tools/in-env
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$((n * 2 > 8 ? 8 : n * 2)))
 
-.PHONY: setup test test-fast run lint bench params lock clean
+.PHONY: setup test test-fast run lint bench params lock clean eval-article
 
 setup:
 	@$(PYTHON) tools/bootstrap.py
@@ -40,6 +40,32 @@ bench: setup
 params: setup
 	@$(IN_ENV) python -m kosmos_ros.node.parameter_file --write kosmos_ros/config/grounding.yaml \
 		--markdown docs/node.md
+
+# The KOSMOS-2 article's grounding benchmarks (docs/evaluation.md): Flickr30k Entities val and
+# test (recall@1) and RefCOCO, RefCOCO+, RefCOCOg (accuracy@0.5) with the released weights.
+# Nothing is downloaded: FLICKR30K_DIR is the Flickr30k Entities folder (Sentences/,
+# Annotations/, val.txt, test.txt; images in FLICKR30K_IMAGES, default its flickr30k-images/),
+# REFCOCO_DIR holds RefCOCO/, RefCOCOplus/, RefCOCOg/ (lmms-lab Parquet) or MDETR's
+# finetune_*.json (COCO_IMAGES: the COCO train2014 images); the weights come from the local
+# Hugging Face cache (EVAL_OFFLINE). EVAL_ARGS passes more flags (--device, --dtype, --limit).
+FLICKR30K_DIR ?=
+FLICKR30K_IMAGES ?=
+REFCOCO_DIR ?=
+COCO_IMAGES ?=
+EVAL_OUT ?= results/eval-article
+EVAL_OFFLINE ?= --local-files-only
+EVAL_ARGS ?=
+eval-article:
+	@if [ -z "$(FLICKR30K_DIR)" ] || [ -z "$(REFCOCO_DIR)" ]; then \
+		echo "make eval-article: set FLICKR30K_DIR (Flickr30k Entities) and REFCOCO_DIR" \
+			"(RefCOCO family, Parquet or JSON); nothing is downloaded (docs/evaluation.md)" >&2; \
+		exit 2; fi
+	@$(MAKE) --no-print-directory setup
+	@$(IN_ENV) python -m kosmos_ros.evaluation.cli article \
+		--flickr30k "$(FLICKR30K_DIR)" --refcoco "$(REFCOCO_DIR)" \
+		$(if $(FLICKR30K_IMAGES),--flickr30k-images "$(FLICKR30K_IMAGES)") \
+		$(if $(COCO_IMAGES),--coco-images "$(COCO_IMAGES)") \
+		-o "$(EVAL_OUT)" $(EVAL_OFFLINE) $(EVAL_ARGS)
 
 lock:
 	@rm -f env/constraints-$(DISTRO).txt

@@ -34,6 +34,7 @@ setup(
             'ground_bag = kosmos_ros.bag.ground_bag:entry',
             'play_bag = kosmos_ros.bag.player:main',
             'kosmos_corpus = kosmos_ros.corpus.cli:entry',
+            'kosmos_eval = kosmos_ros.evaluation.cli:entry',
         ],
     },
 )

@@ -55,17 +55,28 @@ import pytest  # noqa: E402
 ROS_FREE = frozenset({
     'test_admission', 'test_bag_depth', 'test_bag_safety', 'test_bag_tracks', 'test_corpus',
     'test_corpus_cluster', 'test_corpus_folder', 'test_corpus_gate', 'test_corpus_leftovers',
-    'test_corpus_ray', 'test_corpus_report', 'test_depth', 'test_engine', 'test_images',
+    'test_corpus_ray', 'test_corpus_report', 'test_depth', 'test_engine', 'test_eval',
+    'test_eval_benchmarks', 'test_eval_labels', 'test_eval_metrics', 'test_eval_report',
+    'test_images',
     'test_lint', 'test_loading', 'test_parsing', 'test_prompts', 'test_report_html',
     'test_tracking',
 })
 
 
+# The slowest modules (pytest --durations, summed by module), slowest first: make test runs
+# them first, so that under xdist (whole modules per worker) none starts last and runs alone.
+SLOWEST_FIRST = ('test_corpus', 'test_corpus_leftovers', 'test_corpus_cluster', 'test_node',
+                 'test_corpus_ray', 'test_tracks_node', 'test_faults', 'test_follow_goals',
+                 'test_bag_safety', 'test_packaging', 'test_engine', 'test_process')
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark every test of a module that uses ROS ``distro`` (see ROS_FREE)."""
+    """Mark every test of a module that uses ROS ``distro`` (see ROS_FREE); slowest first."""
     for item in items:
         if item.module.__name__ not in ROS_FREE:
             item.add_marker(pytest.mark.distro)
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable
 
 
 def written_to_home():

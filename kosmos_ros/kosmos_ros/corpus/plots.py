@@ -43,7 +43,7 @@ def _matplotlib() -> tuple[Any, Any, Any]:
     return matplotlib, Figure, FigureCanvasAgg
 
 
-def _render(draw: Any, width: float, height: float) -> bytes:
+def render(draw: Any, width: float, height: float) -> bytes:
     """Return the PNG of a figure of width x height inches that ``draw(figure)`` fills."""
     matplotlib, figure_class, canvas_class = _matplotlib()
     with matplotlib.rc_context(_RC):
@@ -79,7 +79,7 @@ def score_shifts(shifts: Sequence[float], tolerance: float) -> bytes | None:
                      f'more than {tolerance:g}')
         ax.legend(loc='upper right', frameon=False)
 
-    return _render(draw, WIDTH, 2.8)
+    return render(draw, WIDTH, 2.8)
 
 
 _KINDS = (('added', 'boxes added', '#2ca02c'), ('lost', 'boxes lost', '#d62728'),
@@ -114,7 +114,7 @@ def changes_by_bag(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> byte
         ax.set_title('Changes by bag' + note)
         ax.legend(loc='upper left', bbox_to_anchor=(1.0, 1.0), frameon=False)
 
-    return _render(draw, WIDTH, 1.2 + 0.3 * len(pairs))
+    return render(draw, WIDTH, 1.2 + 0.3 * len(pairs))
 
 
 def latencies(a: Sequence[float], b: Sequence[float], comparable: bool,
@@ -146,4 +146,4 @@ def latencies(a: Sequence[float], b: Sequence[float], comparable: bool,
             ax.set_title('NOT COMPARABLE: ' + _short(reason, 90), color='#c00000')
         ax.legend(loc='best', frameon=False)
 
-    return _render(draw, WIDTH, 2.8)
+    return render(draw, WIDTH, 2.8)

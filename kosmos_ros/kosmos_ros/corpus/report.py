@@ -122,10 +122,11 @@ class _Images:
         if data is None:
             return ''
         self.plots += 1
-        return f'<p>{_data_image("png", data, alt, "plot")}</p>'
+        return f'<p>{data_image("png", data, alt, "plot")}</p>'
 
 
-def _data_image(kind: str, data: bytes, alt: str, cls: str) -> str:
+def data_image(kind: str, data: bytes, alt: str, cls: str) -> str:
+    """Return an ``<img>`` of ``data`` (``kind``: png, jpeg, svg+xml) as a data URI."""
     return (f'<img class="{esc(cls)}" src="data:image/{kind};base64,'
             f'{base64.b64encode(data).decode("ascii")}" alt="{esc(alt)}">')
 
@@ -278,8 +279,8 @@ def _changes(c: Comparison, names: dict[str, str], parts: list[str]) -> tuple[in
         for run, cls in (('A', 'a'), ('B', 'b')):
             if rgb is not None:
                 jpeg = thumbnail(rgb, diff, run, c.settings.thumbnail_width)
-                image = _data_image('jpeg', jpeg, f'frame with the boxes of run {run}',
-                                    f'thumb {cls}')
+                image = data_image('jpeg', jpeg, f'frame with the boxes of run {run}',
+                                   f'thumb {cls}')
                 thumbnails += 1
             else:
                 image = f'<p class="missing">frame not available: {esc(reason)}</p>'

@@ -1,0 +1,198 @@
+# Copyright 2026 kosmos_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""``kosmos_eval``: how accurate the model is on labelled images, and which ``min_score`` to use.
+
+::
+
+    kosmos_eval coco LABELS.json -o OUT [--images DIR] [--phrases MAP.yaml]
+                [--target-precision P | --target-recall R] [ground_bag's grounding flags]
+    kosmos_eval report OUT/eval.json -o report.html
+    kosmos_eval flickr30k | refcoco | article ...   the article's benchmarks (benchmark_cli)
+
+Grounds every image of a COCO label file with the engine, options record and flags of
+``ground_bag`` (the FIND task; ``--min-score``, ``--max-new-tokens``, ``--model``,
+``--tiny-model``, ...), asking every category's phrase on every image, and writes
+``OUT/eval.json``, ``OUT/predictions.json`` and ``OUT/min_score.yaml`` (:mod:`.record`).
+
+Exit status: 0 done; 1 the model could not be loaded; 2 an error (bad options, a label file
+or phrase map that cannot be used, no usable image, an output that cannot be written); 130
+interrupted (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+import sys
+from typing import Any, Sequence
+
+from kosmos_ros.cli_options import add_grounding_arguments, grounding_options, model_options
+from kosmos_ros.errors import KosmosError, ModelLoadError
+from kosmos_ros.evaluation import EvaluationError
+from kosmos_ros.evaluation.labels import DEFAULT_MAX_LABELS_BYTES
+from kosmos_ros.threads import quiet_openmp
+
+PROG = 'kosmos_eval'
+DEFAULT_TARGET_PRECISION = 0.9
+# Grounding options a find evaluation sets itself, or that have no meaning for still images.
+NOT_FLAGS = ('task', 'prompt', 'rate_hz', 'depth_tolerance', 'depth_min', 'depth_max',
+             'depth_inner_fraction')
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number from 0 to 1; got {text!r}') \
+            from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'expected a number from 0 to 1; got {text}')
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number; got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected 1 or more; got {value}')
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of every evaluation: output, limit, progress, grounding and model."""
+    parser.add_argument('-o', '--output', required=True,
+                        help='folder for eval.json, predictions.json and min_score.yaml')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the evaluation already in the output folder')
+    parser.add_argument('--limit', type=_positive, default=None, metavar='N',
+                        help='evaluate the first N usable images only')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument('--target-precision', type=_fraction, default=None, metavar='P',
+                        help='calibrate min_score for this precision: the lowest score that '
+                             f'reaches it (default: {DEFAULT_TARGET_PRECISION})')
+    target.add_argument('--target-recall', type=_fraction, default=None, metavar='R',
+                        help='calibrate min_score for this recall instead: the highest score '
+                             'that reaches it')
+    add_grounding_arguments(parser, tracking=False, exclude=NOT_FLAGS)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the command line's parser: one subcommand per kind of labelled set."""
+    top = argparse.ArgumentParser(
+        prog=PROG, description='Ground a labelled image set with KOSMOS-2 (the find task, '
+        'every phrase on every image) and score it: precision, recall, AP@0.5 and '
+        'AP@[.5:.95] per phrase and overall, precision-recall curves, and the min_score that '
+        'reaches a target precision or recall, as a params file for the node.')
+    commands = top.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    coco = commands.add_parser(
+        'coco', help='a COCO-format label file and its images',
+        description='Evaluate on a COCO-format label file (images, annotations with [x, y, '
+        'width, height] boxes in pixels, categories) and its images (JPEG or PNG).')
+    coco.add_argument('labels', help='the COCO label file (JSON)')
+    coco.add_argument('--images', help="the folder the label file's file_name entries are in "
+                                       "(default: the label file's folder)")
+    coco.add_argument('--phrases',
+                      help='YAML or JSON file mapping category names (or ids) to the phrase '
+                           'to ask (default: each category name)')
+    coco.add_argument('--max-labels-bytes', type=_positive, default=DEFAULT_MAX_LABELS_BYTES,
+                      metavar='N', help='refuse a label file over N bytes, before reading it '
+                                        f'(default: {DEFAULT_MAX_LABELS_BYTES})')
+    add_run_arguments(coco)
+    from kosmos_ros.evaluation.benchmark_cli import add_benchmark_commands
+    add_benchmark_commands(commands)  # flickr30k, refcoco, article, report
+    return top
+
+
+def target_of(args: argparse.Namespace) -> Any:
+    """Return the calibration target the flags name (precision 0.9 by default)."""
+    from kosmos_ros.evaluation.calibration import Target
+
+    if args.target_recall is not None:
+        return Target('recall', args.target_recall)
+    precision = args.target_precision
+    return Target('precision', DEFAULT_TARGET_PRECISION if precision is None else precision)
+
+
+def load_engine(args: argparse.Namespace) -> tuple[Any, str]:
+    """Load the model the flags name; return the engine and its label; ModelLoadError."""
+    from kosmos_ros.model.engine import EngineOptions, GroundingEngine
+    from kosmos_ros.testing.tiny_model import TINY_LABEL
+
+    if args.tiny_model:
+        print(f'{PROG}: using the {TINY_LABEL}', file=sys.stderr)
+    engine = GroundingEngine.load(model_options(args), EngineOptions(
+        max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads))
+    label = engine.describe()
+    return engine, f'{TINY_LABEL}: {label}' if args.tiny_model else label
+
+
+def _coco(args: argparse.Namespace) -> int:
+    from kosmos_ros.evaluation.labels import read_labels, read_phrase_map
+    from kosmos_ros.evaluation.record import (check_apart_from_inputs, check_output, describe,
+                                              evaluate, write)
+    from kosmos_ros.evaluation.run import ground_labels, image_path
+
+    args.task, args.prompt = 'find', ''
+    options = grounding_options(args)  # every check before the (slow) model load
+    target = target_of(args)
+    output = Path(args.output)
+    check_output(output, args.overwrite)
+    phrases = read_phrase_map(Path(args.phrases)) if args.phrases else None
+    labels = read_labels(Path(args.labels), args.max_labels_bytes, phrases)
+    folder = Path(args.images) if args.images else Path(os.path.abspath(args.labels)).parent
+    if not folder.is_dir():
+        raise EvaluationError(f'{folder}: the images folder is not a folder')
+    inputs = [('the label file', Path(args.labels))] + (
+        [('the phrase map', Path(args.phrases))] if args.phrases else [])
+    inputs += [('the labelled image', path) for path in (
+        image_path(folder, image.file_name) for image in labels.images) if path is not None]
+    check_apart_from_inputs(output, inputs)
+    try:
+        engine, model = load_engine(args)
+    except ModelLoadError as exc:
+        print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
+        return 1
+    grounded = ground_labels(labels, folder, engine, max_new_tokens=options.max_new_tokens,
+                             limit=args.limit or 0, progress=not args.no_progress)
+    for note in grounded.notes:
+        print(f'{PROG}: skipped {note}', file=sys.stderr)
+    if not grounded.images:
+        raise EvaluationError(f'none of the {len(labels.images)} labelled images could be used '
+                              f'(skipped: {dict(grounded.skipped)})')
+    evaluation = evaluate(grounded, model, options.min_score, target)
+    paths = write(output, evaluation, args.overwrite)
+    print(describe(evaluation, grounded.elapsed_s, grounded.queries))
+    if evaluation.fragment is None:
+        print(f'{PROG}: no min_score reaches the target; {output}/min_score.yaml not written')
+    print('wrote ' + ', '.join(str(p) for p in paths))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status (1: no model, 2: an error, 130: Ctrl-C)."""
+    args = parser().parse_args(argv)
+    quiet_openmp()  # before torch loads (kosmos_ros.threads)
+    if args.command != 'coco':
+        from kosmos_ros.evaluation.benchmark_cli import run_command
+        return run_command(args)
+    try:
+        return _coco(args)
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted; nothing written', file=sys.stderr)
+        return 130
+    except (KosmosError, ValueError, OSError) as exc:
+        print(f'{PROG}: error: {exc}', file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    """Run :func:`main` as a command (console script, ``python -m``) and exit with its status."""
+    sys.exit(main())
+
+
+if __name__ == '__main__':
+    entry()

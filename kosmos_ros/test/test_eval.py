@@ -14,6 +14,9 @@ import io
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 
 import cv2
 import pytest
@@ -270,6 +273,43 @@ def test_outputs_never_replace_an_input(photos, tmp_path, capsys):
         assert 'Traceback' not in err and 'using the' not in err  # no model loaded
     assert {p: p.read_bytes() for p in (labels, phrases)} == before
     assert not (folder / 'eval.json').exists() and not (tmp_path / 'eval.json').exists()
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_interrupts_it_with_130_and_nothing_written(
+        tiny_model_dir, photos, tmp_path, signum):
+    """SIGINT or SIGTERM while it grounds: exit 130, one line, no traceback, nothing written.
+
+    Its SIGINT is ignored by the parent, as a background job's is: it still ends on it.
+    """
+    folder = tmp_path / 'set'
+    names = write_images(folder, photos) * 40  # long enough to be stopped while grounding
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({
+        'images': [{'id': i + 1, 'file_name': n} for i, n in enumerate(names)],
+        'annotations': [], 'categories': [{'id': 1, 'name': 'cat'}, {'id': 2, 'name': 'cup'}]}))
+    out = tmp_path / 'out'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'kosmos_ros.evaluation.cli', 'coco', str(labels), '--images',
+         str(folder), '-o', str(out), '--model', str(tiny_model_dir), '--local-files-only',
+         '--device', 'cpu', '--max-new-tokens', '8'],  # the progress bar shows it grounds
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        seen = ''
+        while 'images' not in seen or '%' not in seen:  # the bar: grounding has begun
+            char = proc.stderr.read(1)
+            assert char, f'it ended first: {seen[-2000:]}'
+            seen += char
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert 'kosmos_eval: interrupted; nothing written' in err and 'Traceback' not in err
+    assert not (out / 'eval.json').exists() and not (out / 'predictions.json').exists()
 
 
 def test_image_paths_stay_in_the_images_folder(tmp_path):

@@ -173,13 +173,24 @@ def _coco(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return its exit status (1: no model, 2: an error, 130: Ctrl-C)."""
+    """Run the command; return its exit status (1: no model, 2: an error, 130: interrupted).
+
+    SIGINT and SIGTERM both interrupt it (even where the shell that started it ignores
+    SIGINT, as it does for a background job): nothing is written, exit status 130.
+    """
+    import signal
+
     args = parser().parse_args(argv)
     quiet_openmp()  # before torch loads (kosmos_ros.threads)
-    if args.command != 'coco':
-        from kosmos_ros.evaluation.benchmark_cli import run_command
-        return run_command(args)
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.command != 'coco':
+            from kosmos_ros.evaluation.benchmark_cli import run_command
+            return run_command(args)
         return _coco(args)
     except KeyboardInterrupt:
         print(f'{PROG}: interrupted; nothing written', file=sys.stderr)
@@ -187,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KosmosError, ValueError, OSError) as exc:
         print(f'{PROG}: error: {exc}', file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def entry() -> None:

@@ -56,8 +56,8 @@ ROS_FREE = frozenset({
     'test_admission', 'test_bag_depth', 'test_bag_safety', 'test_bag_tracks', 'test_corpus',
     'test_corpus_cluster', 'test_corpus_folder', 'test_corpus_gate', 'test_corpus_leftovers',
     'test_corpus_ray', 'test_corpus_report', 'test_depth', 'test_engine', 'test_eval',
-    'test_eval_benchmarks', 'test_eval_labels', 'test_eval_metrics', 'test_eval_report',
-    'test_images',
+    'test_eval_bags', 'test_eval_benchmarks', 'test_eval_labels', 'test_eval_metrics',
+    'test_eval_report', 'test_images',
     'test_lint', 'test_loading', 'test_parsing', 'test_prompts', 'test_report_html',
     'test_tracking',
 })

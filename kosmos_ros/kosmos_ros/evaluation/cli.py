@@ -4,7 +4,7 @@
 
 ::
 
-    kosmos_eval coco LABELS.json -o OUT [--images DIR] [--phrases MAP.yaml]
+    kosmos_eval coco LABELS.json -o OUT [--images DIR] [--bag BAG ...] [--phrases MAP.yaml]
                 [--target-precision P | --target-recall R] [ground_bag's grounding flags]
     kosmos_eval report OUT/eval.json -o report.html
     kosmos_eval flickr30k | refcoco | article ...   the article's benchmarks (benchmark_cli)
@@ -13,6 +13,8 @@ Grounds every image of a COCO label file with the engine, options record and fla
 ``ground_bag`` (the FIND task; ``--min-score``, ``--max-new-tokens``, ``--model``,
 ``--tiny-model``, ...), asking every category's phrase on every image, and writes
 ``OUT/eval.json``, ``OUT/predictions.json`` and ``OUT/min_score.yaml`` (:mod:`.record`).
+Label entries naming a bag frame (topic and header stamp) are read from the ``--bag`` bags
+(:mod:`.bag_frames`), and the frames the worst lists show are written to ``OUT/frames/``.
 
 Exit status: 0 done; 1 the model could not be loaded; 2 an error (bad options, a label file
 or phrase map that cannot be used, no usable image, an output that cannot be written); 130
@@ -95,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     coco.add_argument('labels', help='the COCO label file (JSON)')
     coco.add_argument('--images', help="the folder the label file's file_name entries are in "
                                        "(default: the label file's folder)")
+    coco.add_argument('--bag', action='append', default=[], metavar='BAG',
+                      help='a bag (rosbag2 folder, .mcap, .db3 or ROS 1 .bag) holding the '
+                           'frames that label entries name by topic and stamp; repeat for '
+                           'several')
     coco.add_argument('--phrases',
                       help='YAML or JSON file mapping category names (or ids) to the phrase '
                            'to ask (default: each category name)')
@@ -130,10 +136,36 @@ def load_engine(args: argparse.Namespace) -> tuple[Any, str]:
     return engine, f'{TINY_LABEL}: {label}' if args.tiny_model else label
 
 
+def bag_inputs(bags: Sequence[str], frames: int) -> list[Path]:
+    """Return the ``--bag`` paths, each checked to open; EvaluationError when they do not fit.
+
+    Label entries naming bag frames (``frames`` of them) need a bag, and a bag needs them.
+    """
+    from kosmos_ros.evaluation.bag_frames import check_bags
+
+    if frames and not bags:
+        raise EvaluationError(f'{frames} labelled images are frames of bags (a topic and a '
+                              'stamp); give the bags that hold them with --bag')
+    if bags and not frames:
+        raise EvaluationError('--bag is given, but no label entry names a bag frame (a topic '
+                              'and a stamp)')
+    paths = list(dict.fromkeys(Path(bag) for bag in bags))
+    check_bags(paths)
+    return paths
+
+
+def _bag_places(bag: Path) -> list[tuple[str, Path]]:
+    from kosmos_ros.bag.safety import input_places
+
+    return [(place.role, place.path) for place in input_places(bag)]
+
+
 def _coco(args: argparse.Namespace) -> int:
     from kosmos_ros.evaluation.labels import read_labels, read_phrase_map
     from kosmos_ros.evaluation.record import (check_apart_from_inputs, check_output, describe,
                                               evaluate, write)
+    from kosmos_ros.evaluation.bag_frames import BagFrames, FRAMES_FOLDER, WorstFrames
+    from kosmos_ros.evaluation.record import MAX_WORST
     from kosmos_ros.evaluation.run import ground_labels, image_path
 
     args.task, args.prompt = 'find', ''
@@ -144,27 +176,36 @@ def _coco(args: argparse.Namespace) -> int:
     phrases = read_phrase_map(Path(args.phrases)) if args.phrases else None
     labels = read_labels(Path(args.labels), args.max_labels_bytes, phrases)
     folder = Path(args.images) if args.images else Path(os.path.abspath(args.labels)).parent
-    if not folder.is_dir():
+    files = [image for image in labels.images if not image.is_frame]
+    if files and not folder.is_dir():
         raise EvaluationError(f'{folder}: the images folder is not a folder')
     inputs = [('the label file', Path(args.labels))] + (
         [('the phrase map', Path(args.phrases))] if args.phrases else [])
     inputs += [('the labelled image', path) for path in (
-        image_path(folder, image.file_name) for image in labels.images) if path is not None]
-    check_apart_from_inputs(output, inputs)
+        image_path(folder, image.file_name) for image in files) if path is not None]
+    bags = bag_inputs(args.bag, len(labels.images) - len(files))
+    inputs += [(role, path) for bag in bags for role, path in _bag_places(bag)]
+    check_apart_from_inputs(output, inputs, [FRAMES_FOLDER] if bags else [])
     try:
         engine, model = load_engine(args)
     except ModelLoadError as exc:
         print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
         return 1
-    grounded = ground_labels(labels, folder, engine, max_new_tokens=options.max_new_tokens,
-                             limit=args.limit or 0, progress=not args.no_progress)
+    max_pixels = engine.options.max_pixels
+    sources = [BagFrames(bags, labels.images, output, max_pixels)] if bags else []
+    keeper = WorstFrames(labels.categories, options.min_score, MAX_WORST) if bags else None
+    grounded = ground_labels(labels, folder if files else None, engine,
+                             max_new_tokens=options.max_new_tokens, limit=args.limit or 0,
+                             progress=not args.no_progress, sources=sources, keeper=keeper)
     for note in grounded.notes:
         print(f'{PROG}: skipped {note}', file=sys.stderr)
     if not grounded.images:
         raise EvaluationError(f'none of the {len(labels.images)} labelled images could be used '
                               f'(skipped: {dict(grounded.skipped)})')
     evaluation = evaluate(grounded, model, options.min_score, target)
-    paths = write(output, evaluation, args.overwrite)
+    check_output(output, args.overwrite)
+    frames = keeper.write(evaluation.record['worst'], output) if keeper else []
+    paths = write(output, evaluation, args.overwrite) + frames
     print(describe(evaluation, grounded.elapsed_s, grounded.queries))
     if evaluation.fragment is None:
         print(f'{PROG}: no min_score reaches the target; {output}/min_score.yaml not written')

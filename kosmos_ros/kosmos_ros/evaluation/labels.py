@@ -17,8 +17,11 @@ asking the same phrase) or a counted skip with its reason (:data:`SKIP_REASONS`:
 of an unknown image or category, a crowd region, a box that is not four finite numbers or has
 no area, an image entry without an id or file name); a box partly outside its image is clipped
 to it and counted, one wholly outside is skipped (:func:`fit_boxes`, once the image's size is
-known). Nothing here follows a URL (``coco_url``, ``flickr_url``) or reads anything but JSON
-and YAML.
+known). An image entry with a ``topic`` and a header stamp (``stamp_ns``, or ``stamp`` as
+``{"sec", "nanosec"}``) names a frame of a bag instead of a file; a stamp that is not a whole
+number from 0, a topic without a stamp (or the reverse), both stamp forms at once and two
+entries naming the same frame are errors. Nothing here follows a URL (``coco_url``,
+``flickr_url``) or reads anything but JSON and YAML.
 """
 
 from __future__ import annotations
@@ -82,13 +85,24 @@ class LabelBox:
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """An image entry and its boxes; width and height as the file gives them (None: absent)."""
+    """An image entry and its boxes; width and height as the file gives them (None: absent).
+
+    A bag frame's entry names its ``topic`` and header stamp (``stamp_ns``); its
+    ``file_name`` is then a name to show, never opened.
+    """
 
     image_id: int
     file_name: str
     width: int | None
     height: int | None
     boxes: tuple[LabelBox, ...] = ()
+    topic: str | None = None
+    stamp_ns: int | None = None
+
+    @property
+    def is_frame(self) -> bool:
+        """Whether the entry names a bag frame (topic and stamp) rather than a file."""
+        return self.topic is not None
 
 
 @dataclass
@@ -222,13 +236,61 @@ def _size(value: Any) -> int | None:
     return None
 
 
+MAX_STAMP_NS = 2**63 - 1  # a signed 64-bit count of nanoseconds, as rosbag2 keeps time
+
+
+def _stamp_ns(entry: dict, where: str) -> int:
+    """Return a bag frame entry's stamp in ns (``stamp_ns``, or ``stamp``: sec and nanosec)."""
+    if 'stamp_ns' in entry and 'stamp' in entry:
+        raise LabelsError(f'{where} gives both "stamp_ns" and "stamp"; give one')
+    if 'stamp' in entry:
+        stamp = entry['stamp']
+        sec = stamp.get('sec') if isinstance(stamp, dict) else None
+        nanosec = stamp.get('nanosec') if isinstance(stamp, dict) else None
+        if not (_is_int(sec) and _is_int(nanosec) and sec >= 0 and 0 <= nanosec < 10**9):
+            raise LabelsError(f'{where}: "stamp" must be {{"sec": s, "nanosec": ns}} with whole '
+                              f'numbers, sec 0 or more and nanosec 0 to 999999999; got {stamp!r}')
+        value = sec * 10**9 + nanosec
+    else:
+        value = entry.get('stamp_ns')
+        if not _is_int(value):
+            raise LabelsError(f'{where}: "stamp_ns" must be a whole number of nanoseconds; '
+                              f'got {value!r}')
+    if not 0 <= value <= MAX_STAMP_NS:
+        raise LabelsError(f'{where}: the stamp {value} ns is negative or over {MAX_STAMP_NS}')
+    return value
+
+
+def _frame_of(entry: dict, path: Path, frames: dict[tuple[str, int], int]) -> tuple[str, int]:
+    """Return a bag frame entry's (topic, stamp_ns); LabelsError when it is not one whole."""
+    iid = entry['id']
+    where = f'{path}: image {iid}'
+    topic = entry.get('topic')
+    if not isinstance(topic, str) or not topic.strip():
+        raise LabelsError(f'{where} has a stamp but no "topic" naming its image topic')
+    if 'stamp_ns' not in entry and 'stamp' not in entry:
+        raise LabelsError(f'{where} names topic {topic!r} but no "stamp_ns" or "stamp"')
+    key = (topic.strip(), _stamp_ns(entry, where))
+    other = frames.setdefault(key, iid)
+    if other != iid:
+        raise LabelsError(f'{path}: images {other} and {iid} both name the frame of {key[0]} '
+                          f'at {key[1]} ns')
+    return key
+
+
 def _images(entries: list, path: Path, skipped: Counter) -> tuple[dict[int, dict], set[int]]:
     """Return the usable image entries by id, and the ids of entries skipped for their size."""
     images: dict[int, dict] = {}
     bad_size: set[int] = set()
+    frames: dict[tuple[str, int], int] = {}
     for entry in entries:
         iid = entry.get('id') if isinstance(entry, dict) else None
         name = entry.get('file_name') if isinstance(entry, dict) else None
+        frame = None
+        if _is_int(iid) and any(k in entry for k in ('topic', 'stamp_ns', 'stamp')):
+            frame = _frame_of(entry, path, frames)
+            if not isinstance(name, str) or not name.strip():
+                name = f'{frame[0]} at {frame[1]} ns'
         if not _is_int(iid) or not isinstance(name, str) or not name.strip():
             skipped[SKIP_IMAGE_ENTRY] += 1
             continue
@@ -241,7 +303,7 @@ def _images(entries: list, path: Path, skipped: Counter) -> tuple[dict[int, dict
             skipped[SKIP_IMAGE_SIZE] += 1
             continue
         images[iid] = {'file_name': name, 'width': _size(width), 'height': _size(height),
-                       'boxes': []}
+                       'boxes': [], 'frame': frame or (None, None)}
     return images, bad_size
 
 
@@ -298,8 +360,8 @@ def read_labels(path: Path, max_bytes: int = DEFAULT_MAX_LABELS_BYTES,
         images[entry['image_id']]['boxes'].append(LabelBox(entry['category_id'], box))
     return LabelSet(
         path,
-        tuple(LabelledImage(iid, e['file_name'], e['width'], e['height'], tuple(e['boxes']))
-              for iid, e in images.items()),
+        tuple(LabelledImage(iid, e['file_name'], e['width'], e['height'], tuple(e['boxes']),
+                            *e['frame']) for iid, e in images.items()),
         tuple(categories.values()), skipped)
 
 

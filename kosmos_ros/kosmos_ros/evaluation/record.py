@@ -81,19 +81,22 @@ def check_output(folder: Path, overwrite: bool) -> None:
         raise EvaluationError(f'{folder / EVAL_FILE} exists; give --overwrite to replace it')
 
 
-def check_apart_from_inputs(folder: Path, inputs: Sequence[tuple[str, Path]]) -> None:
+def check_apart_from_inputs(folder: Path, inputs: Sequence[tuple[str, Path]],
+                            extra: Sequence[str] = ()) -> None:
     """Refuse an output file that is an input (``(role, path)``), after links and ``..``.
 
-    eval.json, predictions.json and min_score.yaml must never replace the label file, the
-    phrase map or a labelled image (``-o`` the labels' own folder, a label file named
-    ``predictions.json``): the rule :mod:`kosmos_ros.bag.safety` keeps for every tool.
+    eval.json, predictions.json, min_score.yaml and the ``extra`` outputs (names in
+    ``folder``: the frames folder of bag frames) must never replace, hold or lie inside the
+    label file, the phrase map, a labelled image or a bag (``-o`` the labels' own folder, a
+    label file named ``predictions.json``): the rule :mod:`kosmos_ros.bag.safety` keeps for
+    every tool.
     """
     from kosmos_ros.bag import BagError
     from kosmos_ros.bag.safety import check_apart, Place
 
     places = [Place(role, Path(path)) for role, path in inputs]
     try:
-        for name in (EVAL_FILE, PREDICTIONS_FILE, PARAMS_FILE):
+        for name in (EVAL_FILE, PREDICTIONS_FILE, PARAMS_FILE, *extra):
             check_apart(Place('the output', Path(folder) / name), places,
                         '; outputs never replace what the command reads: choose another -o')
     except BagError as exc:

@@ -13,7 +13,8 @@ given as regions never are (:meth:`~kosmos_ros.datatypes.GroundingResult.detecti
 
 An image that cannot be used (outside the images folder, missing, unreadable, not JPEG or
 PNG, another size than its label entry says) is a counted skip with its reason, and its label
-boxes are counted as left out with it.
+boxes are counted as left out with it. Frames of bags come from another
+:class:`FrameSource` (:mod:`.bag_frames`); the result keeps the label file's order.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import stat
 import sys
 import time
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from kosmos_ros.datatypes import Query, Task
 from kosmos_ros.errors import ImageError, PromptError
 from kosmos_ros.evaluation import EvaluationError
-from kosmos_ros.evaluation.labels import Box, Category, fit_boxes, LabelBox, LabelSet
+from kosmos_ros.evaluation.labels import (Box, Category, fit_boxes, LabelBox, LabelledImage,
+                                          LabelSet)
 from kosmos_ros.images import DEFAULT_MAX_PIXELS, Frame, frame_from_compressed
 from kosmos_ros.tracking.association import phrase_key
 
@@ -125,41 +127,85 @@ def asked_phrases(engine: Any, categories: tuple[Category, ...]) -> dict[int, st
 
 
 @dataclass
-class _Skip:
+class Skip:
+    """Why an image is not grounded: a reason counted in ``skipped`` and its detail."""
+
     reason: str
     detail: str = ''
 
 
+class FrameSource(Protocol):
+    """Where the pixels of labelled images come from: files, or frames of bags.
+
+    Iterating yields each labelled image with its frame, or the :class:`Skip` that says why it
+    has none; an image given a second time (a frame found twice) replaces its earlier outcome.
+    ``skipped`` counts what was skipped that belongs to no labelled image.
+    """
+
+    skipped: Counter
+
+    def __iter__(self) -> Iterator[tuple[LabelledImage, tuple[Path, Frame] | Skip]]: ...
+
+
+class FrameKeeper(Protocol):
+    """Keeps what it needs of grounded frames that have no file (bag frames), bounded."""
+
+    def keep(self, image: EvaluatedImage, frame: Frame,
+             detections: list[Detection]) -> None: ...
+
+    def drop(self, image_id: int) -> None: ...
+
+
+@dataclass
+class FileImages:
+    """The labelled images that are files in ``folder`` (:class:`FrameSource`)."""
+
+    folder: Path
+    images: tuple[LabelledImage, ...]
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    skipped: Counter = field(default_factory=Counter)
+
+    def __iter__(self) -> Iterator[tuple[LabelledImage, tuple[Path, Frame] | Skip]]:
+        for image in self.images:
+            yield image, _open(self.folder, image, self.max_bytes, self.max_pixels)
+
+
 def _open(folder: Path, image: Any, max_bytes: int,
-          max_pixels: int) -> tuple[Path, Frame] | _Skip:
+          max_pixels: int) -> tuple[Path, Frame] | Skip:
     path = image_path(folder, image.file_name)
     if path is None:
-        return _Skip(SKIP_OUTSIDE_FOLDER)
+        return Skip(SKIP_OUTSIDE_FOLDER)
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            return _Skip(SKIP_UNREADABLE, 'not a regular file')
+            return Skip(SKIP_UNREADABLE, 'not a regular file')
         if info.st_size > max_bytes:
-            return _Skip(SKIP_TOO_LARGE, f'{info.st_size} bytes, over the limit of {max_bytes}')
+            return Skip(SKIP_TOO_LARGE, f'{info.st_size} bytes, over the limit of {max_bytes}')
         frame = load_image(path, max_pixels)
     except FileNotFoundError:
-        return _Skip(SKIP_MISSING)
+        return Skip(SKIP_MISSING)
     except OSError as exc:
-        return _Skip(SKIP_UNREADABLE, exc.strerror or str(exc))
+        return Skip(SKIP_UNREADABLE, exc.strerror or str(exc))
     except ImageError as exc:
-        return _Skip(SKIP_UNDECODED, str(exc))
+        return Skip(SKIP_UNDECODED, str(exc))
     if image.width not in (None, frame.width) or image.height not in (None, frame.height):
-        return _Skip(SKIP_SIZE_MISMATCH, f'the file is {frame.width}x{frame.height}, the '
-                                         f'label entry says {image.width}x{image.height}')
+        return Skip(SKIP_SIZE_MISMATCH, f'the file is {frame.width}x{frame.height}, the '
+                                        f'label entry says {image.width}x{image.height}')
     return path, frame
 
 
-def ground_labels(labels: LabelSet, folder: Path, engine: Any, *,
+def ground_labels(labels: LabelSet, folder: Path | None, engine: Any, *,
                   max_new_tokens: int | None = None, limit: int = 0, progress: bool = False,
                   max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-                  on_image: Callable[[int], None] | None = None) -> GroundedSet:
+                  on_image: Callable[[int], None] | None = None,
+                  sources: Sequence[FrameSource] = (),
+                  keeper: FrameKeeper | None = None) -> GroundedSet:
     """Ask every category's phrase on every labelled image; return the detections.
 
+    The images are the files in ``folder`` (None: none), then those ``sources`` give (frames
+    of bags); ``keeper`` is offered every grounded frame of a source. The result lists images
+    and detections in the label file's order, whatever order the sources read them in.
     ``limit`` grounds the first N usable images only (0: all). EvaluationError when a phrase
     cannot be asked (before any image is grounded); KeyboardInterrupt passes through.
     """
@@ -171,44 +217,89 @@ def ground_labels(labels: LabelSet, folder: Path, engine: Any, *,
                 Query(Task.FIND, c.phrase, max_new_tokens=max_new_tokens))
                for c in labels.categories]
     max_pixels = int(getattr(engine.options, 'max_pixels', DEFAULT_MAX_PIXELS))
+    if folder is not None:
+        files = tuple(i for i in labels.images if not i.is_frame)
+        sources = [FileImages(folder, files, max_image_bytes, max_pixels), *sources]
+    outcomes: dict[int, Skip | None] = {}  # None: grounded
     started = time.monotonic()
     total = min(limit, len(labels.images)) if limit else len(labels.images)
     bar = tqdm(total=total, unit=' images', desc='evaluating', disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     try:
-        for image in labels.images:
+        for source in sources:
             if limit and len(grounded.images) >= limit:
                 break
-            opened = _open(folder, image, max_image_bytes, max_pixels)
-            if isinstance(opened, _Skip):
-                _skip(grounded, image, opened)
-                continue
-            path, frame = opened
-            boxes = fit_boxes(image, frame.width, frame.height, grounded.skipped)
-            try:
-                results = engine.ground_many(frame, [q for _, _, q in queries])
-            except ImageError as exc:  # the engine's own pixel limit
-                _skip(grounded, image, _Skip(SKIP_UNDECODED, str(exc)))
-                continue
-            grounded.queries += len(queries)
-            for (category_id, key, _), result in zip(queries, results):
-                grounded.detections += [
-                    Detection(image.image_id, category_id, (box.pixels.x1, box.pixels.y1,
-                                                            box.pixels.x2, box.pixels.y2),
-                              float(box.score))
-                    for _, _, phrase, box in result.detections() if phrase_key(phrase.text) == key]
-            grounded.images.append(EvaluatedImage(image.image_id, path, frame.width,
-                                                  frame.height, boxes))
-            bar.update(1)
-            if on_image is not None:
-                on_image(image.image_id)
+            for image, opened in source:
+                if image.image_id in outcomes:  # found again: its first outcome is undone
+                    _undo(grounded, image, outcomes.pop(image.image_id), keeper)
+                if isinstance(opened, Skip):
+                    outcomes[image.image_id] = opened
+                    _skip(grounded, image, opened)
+                    continue
+                path, frame = opened
+                outcome = _ground(grounded, image, path, frame, engine, queries, keeper)
+                outcomes[image.image_id] = outcome
+                if outcome is None:
+                    bar.update(1)
+                    if on_image is not None:
+                        on_image(image.image_id)
+                if limit and len(grounded.images) >= limit:
+                    break
+            grounded.skipped.update(source.skipped)
     finally:
         bar.close()
         grounded.elapsed_s = time.monotonic() - started
+    order = {image.image_id: n for n, image in enumerate(labels.images)}
+    grounded.images.sort(key=lambda i: order[i.image_id])
+    grounded.detections.sort(key=lambda d: order[d.image_id])
+    grounded.skipped = +grounded.skipped  # reasons whose every count was undone
     return grounded
 
 
-def _skip(grounded: GroundedSet, image: Any, skip: _Skip) -> None:
+def _ground(grounded: GroundedSet, image: LabelledImage, path: Path, frame: Frame,
+            engine: Any, queries: list, keeper: FrameKeeper | None) -> Skip | None:
+    """Ground one image; None when done, or the Skip (counted) when the engine refused it."""
+    boxes = fit_boxes(image, frame.width, frame.height, grounded.skipped)
+    try:
+        results = engine.ground_many(frame, [q for _, _, q in queries])
+    except ImageError as exc:  # the engine's own pixel limit
+        skip = Skip(SKIP_UNDECODED, str(exc))
+        _skip(grounded, image, skip)
+        return skip
+    grounded.queries += len(queries)
+    found = [Detection(image.image_id, category_id,
+                       (box.pixels.x1, box.pixels.y1, box.pixels.x2, box.pixels.y2),
+                       float(box.score))
+             for (category_id, key, _), result in zip(queries, results)
+             for _, _, phrase, box in result.detections() if phrase_key(phrase.text) == key]
+    grounded.detections += found
+    evaluated = EvaluatedImage(image.image_id, path, frame.width, frame.height, boxes)
+    grounded.images.append(evaluated)
+    if keeper is not None and image.is_frame:
+        keeper.keep(evaluated, frame, found)
+    return None
+
+
+def _undo(grounded: GroundedSet, image: LabelledImage, outcome: Skip | None,
+          keeper: FrameKeeper | None) -> None:
+    """Undo an image's earlier outcome: its grounding, or its counted skip."""
+    if outcome is None:
+        evaluated, = (i for i in grounded.images if i.image_id == image.image_id)
+        fitted: Counter = Counter()
+        fit_boxes(image, evaluated.width, evaluated.height, fitted)
+        grounded.skipped.subtract(fitted)  # the boxes it clipped or left out
+        grounded.images.remove(evaluated)
+        grounded.detections = [d for d in grounded.detections if d.image_id != image.image_id]
+        grounded.queries -= len(grounded.labels.categories)
+        if keeper is not None:
+            keeper.drop(image.image_id)
+        return
+    grounded.skipped[outcome.reason] -= 1
+    if image.boxes:
+        grounded.skipped[SKIP_LABELS_OF_SKIPPED] -= len(image.boxes)
+
+
+def _skip(grounded: GroundedSet, image: Any, skip: Skip) -> None:
     grounded.skipped[skip.reason] += 1
     if image.boxes:
         grounded.skipped[SKIP_LABELS_OF_SKIPPED] += len(image.boxes)

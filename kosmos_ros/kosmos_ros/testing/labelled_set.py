@@ -8,6 +8,10 @@ with hand-placed boxes: a cup on the coffee photograph, a cat on the cat photogr
 on the astronaut, a rocket on the rocket and a motorcycle on both motorcycle photographs, each
 category asked on every image. The boxes are rough (placed once by eye, in fractions of the
 image), enough for a demonstration; they measure nothing about a model.
+
+``--sample-bag`` writes ``FOLDER/bag_labels.json`` instead: the same boxes on frames of the
+sample bag (``make_sample_bag``'s default stream), named by topic and header stamp, one frame
+per photograph, on the raw and the JPEG topic in turn (:func:`make_bag_labels`).
 """
 
 from __future__ import annotations
@@ -57,13 +61,47 @@ def make_labelled_set(folder: Path, images: int = 6, size: tuple[int, int] = (32
     return labels
 
 
+def make_bag_labels(folder: Path) -> Path:
+    """Write labels for frames of the default sample bag into ``folder``; return the file."""
+    from kosmos_ros.bag.sample import COMPRESSED_TOPIC, IMAGE_TOPIC, SampleSpec
+
+    spec = SampleSpec()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted({category for category, _ in BOXES.values()})
+    ids = {name: n + 1 for n, name in enumerate(names)}
+    period_ns = int(round(1e9 / spec.rate_hz))
+    entries, annotations = [], []
+    for slot, photo in enumerate(spec.photos):
+        middle = (slot * 2 + 1) * spec.frames // (2 * len(spec.photos))  # the photo's middle
+        entries.append({'id': slot + 1, 'topic': (IMAGE_TOPIC, COMPRESSED_TOPIC)[slot % 2],
+                        'stamp_ns': spec.start_ns + middle * period_ns,
+                        'width': spec.width, 'height': spec.height})
+        category, (x1, y1, x2, y2) = BOXES[photo]
+        w, h = spec.width, spec.height
+        annotations.append({'id': slot + 1, 'image_id': slot + 1, 'category_id': ids[category],
+                            'bbox': [round(x1 * w, 1), round(y1 * h, 1),
+                                     round((x2 - x1) * w, 1), round((y2 - y1) * h, 1)],
+                            'iscrowd': 0})
+    labels = folder / 'bag_labels.json'
+    labels.write_text(json.dumps({
+        'images': entries, 'annotations': annotations,
+        'categories': [{'id': i, 'name': name} for name, i in ids.items()]}, indent=1) + '\n')
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m kosmos_ros.testing.labelled_set',
                                      description=__doc__.splitlines()[0])
     parser.add_argument('folder', help='where to write the images and labels.json')
     parser.add_argument('--images', type=int, default=6, help='how many images (default: 6)')
     parser.add_argument('--size', default='320x240', help='WIDTHxHEIGHT (default: 320x240)')
+    parser.add_argument('--sample-bag', action='store_true',
+                        help='label frames of the sample bag (bag_labels.json) instead')
     args = parser.parse_args(argv)
+    if args.sample_bag:
+        print(f'wrote {make_bag_labels(Path(args.folder))}')
+        return 0
     try:
         width, height = (int(v) for v in args.size.lower().split('x'))
     except ValueError:

@@ -57,7 +57,7 @@ ROS_FREE = frozenset({
     'test_corpus_cluster', 'test_corpus_folder', 'test_corpus_gate', 'test_corpus_leftovers',
     'test_corpus_ray', 'test_corpus_report', 'test_depth', 'test_engine', 'test_eval',
     'test_eval_bags', 'test_eval_benchmarks', 'test_eval_labels', 'test_eval_metrics',
-    'test_eval_report', 'test_images',
+    'test_eval_report', 'test_eval_run_index', 'test_images',
     'test_lint', 'test_loading', 'test_parsing', 'test_prompts', 'test_report_html',
     'test_tracking',
 })

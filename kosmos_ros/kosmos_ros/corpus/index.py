@@ -114,7 +114,11 @@ def read_part(path: Path) -> Any:
 def check_part(table: Any) -> None:
     """Raise DamagedIndex unless ``table`` has exactly the index's columns and types."""
     if not table.schema.equals(schema()):
-        raise DamagedIndex('its columns are not those of a kosmos_ros index')
+        got = {field.name: field.type for field in table.schema}
+        wrong = [f'{f.name} is {got[f.name]}, not {f.type}' if f.name in got else
+                 f'{f.name} is missing' for f in schema() if got.get(f.name) != f.type]
+        detail = f': {"; ".join(wrong)}' if wrong else ''
+        raise DamagedIndex(f'its columns are not those of a kosmos_ros index{detail}')
 
 
 def read_table(path: Path) -> Any:

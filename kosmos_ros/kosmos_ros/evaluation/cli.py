@@ -5,6 +5,7 @@
 ::
 
     kosmos_eval coco LABELS.json -o OUT [--images DIR] [--bag BAG ...] [--phrases MAP.yaml]
+    kosmos_eval coco LABELS.json --run RUN_FOLDER -o OUT [--phrases MAP.yaml] [model flags]
                 [--target-precision P | --target-recall R] [ground_bag's grounding flags]
     kosmos_eval report OUT/eval.json -o report.html
     kosmos_eval flickr30k | refcoco | article ...   the article's benchmarks (benchmark_cli)
@@ -15,6 +16,8 @@ Grounds every image of a COCO label file with the engine, options record and fla
 ``OUT/eval.json``, ``OUT/predictions.json`` and ``OUT/min_score.yaml`` (:mod:`.record`).
 Label entries naming a bag frame (topic and header stamp) are read from the ``--bag`` bags
 (:mod:`.bag_frames`), and the frames the worst lists show are written to ``OUT/frames/``.
+With ``--run``, they are the boxes a ``kosmos_corpus`` run folder's index holds, scored as
+they are (:mod:`.run_index`): the model only reads the category phrases, never grounds.
 
 Exit status: 0 done; 1 the model could not be loaded; 2 an error (bad options, a label file
 or phrase map that cannot be used, no usable image, an output that cannot be written); 130
@@ -101,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                       help='a bag (rosbag2 folder, .mcap, .db3 or ROS 1 .bag) holding the '
                            'frames that label entries name by topic and stamp; repeat for '
                            'several')
+    coco.add_argument('--run', metavar='RUN_FOLDER',
+                      help='score the boxes of an existing kosmos_corpus run folder '
+                           '(its index.parquet) instead of grounding: label entries name its '
+                           'frames by topic and stamp (and "bag" where several bags hold one)')
     coco.add_argument('--phrases',
                       help='YAML or JSON file mapping category names (or ids) to the phrase '
                            'to ask (default: each category name)')
@@ -170,6 +177,8 @@ def _coco(args: argparse.Namespace) -> int:
 
     args.task, args.prompt = 'find', ''
     options = grounding_options(args)  # every check before the (slow) model load
+    if args.run is not None:
+        return _coco_run(args, options.min_score)
     target = target_of(args)
     output = Path(args.output)
     check_output(output, args.overwrite)
@@ -206,6 +215,52 @@ def _coco(args: argparse.Namespace) -> int:
     check_output(output, args.overwrite)
     frames = keeper.write(evaluation.record['worst'], output) if keeper else []
     paths = write(output, evaluation, args.overwrite) + frames
+    print(describe(evaluation, grounded.elapsed_s, grounded.queries))
+    if evaluation.fragment is None:
+        print(f'{PROG}: no min_score reaches the target; {output}/min_score.yaml not written')
+    print('wrote ' + ', '.join(str(p) for p in paths))
+    return 0
+
+
+def _coco_run(args: argparse.Namespace, min_score: float) -> int:
+    """``coco --run``: score a corpus run's boxes (its index) against the labels."""
+    from kosmos_ros.evaluation.labels import read_labels, read_phrase_map
+    from kosmos_ros.evaluation.record import (check_apart_from_inputs, check_output, describe,
+                                              evaluate, write)
+    from kosmos_ros.evaluation.run_index import (grounded_from_run, label_bags, read_run,
+                                                 source_of)
+
+    if args.bag or args.images:
+        raise EvaluationError('--run scores the boxes of a run: give neither --bag nor '
+                              '--images with it')
+    output = Path(args.output)
+    check_output(output, args.overwrite)
+    phrases = read_phrase_map(Path(args.phrases)) if args.phrases else None
+    labels = read_labels(Path(args.labels), args.max_labels_bytes, phrases)
+    if not any(image.is_frame for image in labels.images):
+        raise EvaluationError('--run: no label entry names a bag frame (a topic and a stamp)')
+    bags = label_bags(Path(args.labels), args.max_labels_bytes)
+    run = read_run(Path(args.run))
+    inputs = [('the label file', Path(args.labels)), ('the run folder', Path(args.run))] + (
+        [('the phrase map', Path(args.phrases))] if args.phrases else [])
+    check_apart_from_inputs(output, inputs)
+    try:
+        engine, _ = load_engine(args)  # reads the phrases as the model spells them
+    except ModelLoadError as exc:
+        print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
+        return 1
+    labels, source = source_of(run, labels, engine)
+    grounded = grounded_from_run(run, labels, engine, bags, args.limit or 0)
+    for note in grounded.notes:
+        print(f'{PROG}: skipped {note}', file=sys.stderr)
+    if not grounded.images:
+        raise EvaluationError(f'none of the {len(labels.images)} labelled images is a frame '
+                              f'the run grounded (skipped: {dict(grounded.skipped)})')
+    evaluation = evaluate(grounded, source['model'], min_score, target_of(args))
+    evaluation.record.update(task=run.task, source=source)
+    check_output(output, args.overwrite)
+    paths = write(output, evaluation, args.overwrite)
+    print(f'{PROG}: {source["statement"]} (run {source["run"]})')
     print(describe(evaluation, grounded.elapsed_s, grounded.queries))
     if evaluation.fragment is None:
         print(f'{PROG}: no min_score reaches the target; {output}/min_score.yaml not written')

@@ -19,8 +19,10 @@ setup:
 	@$(PYTHON) tools/bootstrap.py
 
 # Whole test modules go to one worker (--dist loadfile): a module shares its node and model.
+# Modules go out in collection order, the slowest first (test/conftest.py), not by test count.
 test: setup
-	@$(IN_ENV) python -m pytest kosmos_ros/test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@$(IN_ENV) python -m pytest kosmos_ros/test -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder $(PYTEST_ARGS)
 
 # Tests marked fast (pytest -m fast): they need neither DDS nor a model.
 test-fast: setup

@@ -407,8 +407,12 @@ class Live(NodeHarness):
         return received
 
     def close(self):
+        # Stopped here, their publishers destroyed with the client node once it has left the
+        # executor (super().close()): destroying a publisher while the executor holds its QoS
+        # event handler in a wait set raised InvalidHandle out of the executor.
         for player in self.players:
-            player.destroy()
+            player.stop()
+            player.join(5.0)
         super().close()
 
 

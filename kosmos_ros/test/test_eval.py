@@ -65,10 +65,15 @@ class PhraseSteer(LogitsProcessor):
         return scores
 
 
-@pytest.fixture(scope='module')
-def steered(engine):
+def phrase_steered(engine):
+    """Return ``engine`` steered to give each phrase of TARGETS its boxes."""
     return engine.with_options(logits_processors=(PhraseSteer(engine.tokenizer, TARGETS),),
                                max_new_tokens=16)
+
+
+@pytest.fixture(scope='module')
+def steered(engine):
+    return phrase_steered(engine)
 
 
 @pytest.fixture(scope='module')

@@ -28,7 +28,7 @@ from kosmos_ros.evaluation.labels import LabelsError, read_labels
 from kosmos_ros.evaluation.record import evaluate
 from kosmos_ros.evaluation.run import ground_labels, SKIP_LABELS_OF_SKIPPED
 
-from test_eval import PhraseSteer, SIZE, TARGETS, xywh  # noqa: I100
+from test_eval import phrase_steered, SIZE, xywh  # noqa: I100
 
 RAW, JPEG, TEXT = '/cam/image_raw', '/cam/image_raw/compressed', '/cam/notes'
 T0 = 1_700_000_000_000_000_000
@@ -100,8 +100,7 @@ def frame_entry(topic, stamp, **more):
 
 @pytest.fixture(scope='module')
 def steered(engine):
-    return engine.with_options(logits_processors=(PhraseSteer(engine.tokenizer, TARGETS),),
-                               max_new_tokens=16)
+    return phrase_steered(engine)
 
 
 @pytest.fixture(scope='module')

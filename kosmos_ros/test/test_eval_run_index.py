@@ -7,6 +7,7 @@ and stamp as the first) are grounded by ``kosmos_corpus`` in this process with t
 model steered per phrase; the run's figures must equal those of ``--bag`` on the same frames.
 """
 
+from dataclasses import replace
 import json
 import shutil
 
@@ -25,7 +26,7 @@ from kosmos_ros.evaluation.labels import read_labels
 from kosmos_ros.evaluation.record import evaluate
 from kosmos_ros.evaluation.run import ground_labels, SKIP_LABELS_OF_SKIPPED
 
-from test_eval import PhraseSteer, SIZE, TARGETS  # noqa: I100
+from test_eval import phrase_steered, SIZE  # noqa: I100
 from test_eval_bags import frame_entry, FRAMES, RAW, T0, write_bag
 
 GROUNDED = [FRAMES[n][:2] for n in (0, 2, 3)]  # the raw frames; the run skips the JPEG topic
@@ -50,8 +51,7 @@ def write_labels(path, entries, boxes, names=('cat',)):
 
 @pytest.fixture(scope='module')
 def by_phrase(engine):
-    return engine.with_options(logits_processors=(PhraseSteer(engine.tokenizer, TARGETS),),
-                               max_new_tokens=16)
+    return phrase_steered(engine)
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +112,7 @@ def test_run_scores_as_grounding_the_same_bag(find_run, recorded, bags, by_phras
     run = R.read_run(find_run)
     scored, source = R.source_of(run, labels, by_phrase)
     assert source['task'] == 'find' and "only category 1 ('cat')" in source['statement']
-    from_run = R.grounded_from_run(run, scored, by_phrase, R.label_bags(labels.path, 10**6))
+    from_run = R.grounded_from_run(run, scored, by_phrase)
     from_bag = ground_labels(labels, None, by_phrase, sources=[
         BagFrames([bags / 'cam'], labels.images, tmp_path / 'out')])
     assert [i.image_id for i in from_run.images] == [1, 2, 3] and not from_run.skipped
@@ -122,7 +122,8 @@ def test_run_scores_as_grounding_the_same_bag(find_run, recorded, bags, by_phras
     _close(_figures(a), _figures(b))
     assert a['phrases']['cat']['labels'] == 3 and a['overall']['detections'] == 3
 
-    without = R.grounded_from_run(run, scored, by_phrase)  # the first frame is in both bags
+    unnamed = replace(scored, images=tuple(replace(i, bag=None) for i in scored.images))
+    without = R.grounded_from_run(run, unnamed, by_phrase)  # the first frame is in both bags
     assert without.skipped == {R.SKIP_SEVERAL_BAGS: 1, SKIP_LABELS_OF_SKIPPED: 1}
 
 
@@ -201,7 +202,7 @@ def test_damaged_rows_are_counted_skips(find_run, recorded, by_phrase, tmp_path)
     labels = read_labels(write_labels(tmp_path / 'l.json', [
         frame_entry(*FRAMES[0][:2], bag=recorded['cam']), frame_entry(*FRAMES[2][:2]),
         frame_entry(*FRAMES[3][:2])], {2: [('cat', BOX)]}))
-    grounded = R.grounded_from_run(run, labels, by_phrase, R.label_bags(labels.path, 10**6))
+    grounded = R.grounded_from_run(run, labels, by_phrase)
     assert [i.image_id for i in grounded.images] == [1]
     assert grounded.skipped == {R.SKIP_DAMAGED_FRAME: 2, R.SKIP_DAMAGED_ROW: 2,
                                 SKIP_LABELS_OF_SKIPPED: 1}

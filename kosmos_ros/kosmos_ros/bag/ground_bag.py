@@ -59,7 +59,7 @@ from kosmos_ros.bag.reading import open_reader, output_base, select_image_topics
 from kosmos_ros.bag.records import BagSummary, FrameOutcome, GroundBagOptions, TopicStats
 from kosmos_ros.bag.safety import SigintGuard
 from kosmos_ros.cli_options import (add_depth_topic_arguments, add_grounding_arguments,
-                                    grounding_options, model_options)
+                                    exit_with, grounding_options, model_options)
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.threads import quiet_openmp
 
@@ -167,18 +167,8 @@ def _command(args: argparse.Namespace, sigint: SigintGuard) -> int:
 
 
 def entry() -> None:
-    """Run :func:`main` as a command (console script, ``python -m``) and exit with its status.
-
-    After an interrupt (130), everything is written and closed when ``main`` returns; the
-    process then ends at once, as interpreter shutdown could turn that interrupt, handled, into
-    an exit by SIGINT (seen here: exit -2 instead of 130 in about one run in three).
-    """
-    status = main()
-    if status == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    sys.exit(status)
+    """Run :func:`main` as a command and exit with its status (:func:`exit_with`)."""
+    exit_with(main)
 
 
 if __name__ == '__main__':

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 import sys
 from typing import Any, Sequence
 
+from kosmos_ros.cli_options import exit_with
 from kosmos_ros.corpus.arguments import parser, PROG
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.threads import quiet_openmp
@@ -263,18 +263,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    """Run :func:`main` as a command (console script, ``python -m``) and exit with its status.
-
-    After an interrupt (130), everything is written and closed when ``main`` returns; the
-    process then ends at once, as interpreter shutdown could turn that interrupt, handled, into
-    an exit by SIGINT (seen here: exit -2 instead of 130 in about one run in three).
-    """
-    status = main()
-    if status == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-    sys.exit(status)
+    """Run :func:`main` as a command and exit with its status (:func:`exit_with`)."""
+    exit_with(main)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,8 @@ from pathlib import Path
 import sys
 from typing import Any, Sequence
 
-from kosmos_ros.cli_options import add_grounding_arguments, grounding_options, model_options
+from kosmos_ros.cli_options import (add_grounding_arguments, exit_with, grounding_options,
+                                    model_options)
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.evaluation import EvaluationError
 from kosmos_ros.evaluation.labels import DEFAULT_MAX_LABELS_BYTES
@@ -227,8 +228,7 @@ def _coco_run(args: argparse.Namespace, min_score: float) -> int:
     from kosmos_ros.evaluation.labels import read_labels, read_phrase_map
     from kosmos_ros.evaluation.record import (check_apart_from_inputs, check_output, describe,
                                               evaluate, write)
-    from kosmos_ros.evaluation.run_index import (grounded_from_run, label_bags, read_run,
-                                                 source_of)
+    from kosmos_ros.evaluation.run_index import grounded_from_run, read_run, source_of
 
     if args.bag or args.images:
         raise EvaluationError('--run scores the boxes of a run: give neither --bag nor '
@@ -239,7 +239,6 @@ def _coco_run(args: argparse.Namespace, min_score: float) -> int:
     labels = read_labels(Path(args.labels), args.max_labels_bytes, phrases)
     if not any(image.is_frame for image in labels.images):
         raise EvaluationError('--run: no label entry names a bag frame (a topic and a stamp)')
-    bags = label_bags(Path(args.labels), args.max_labels_bytes)
     run = read_run(Path(args.run))
     inputs = [('the label file', Path(args.labels)), ('the run folder', Path(args.run))] + (
         [('the phrase map', Path(args.phrases))] if args.phrases else [])
@@ -250,7 +249,7 @@ def _coco_run(args: argparse.Namespace, min_score: float) -> int:
         print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
         return 1
     labels, source = source_of(run, labels, engine)
-    grounded = grounded_from_run(run, labels, engine, bags, args.limit or 0)
+    grounded = grounded_from_run(run, labels, engine, args.limit or 0)
     for note in grounded.notes:
         print(f'{PROG}: skipped {note}', file=sys.stderr)
     if not grounded.images:
@@ -300,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Run :func:`main` as a command (console script, ``python -m``) and exit with its status."""
-    sys.exit(main())
+    """Run :func:`main` as a command and exit with its status (:func:`exit_with`)."""
+    exit_with(main)
 
 
 if __name__ == '__main__':

@@ -87,8 +87,8 @@ class LabelBox:
 class LabelledImage:
     """An image entry and its boxes; width and height as the file gives them (None: absent).
 
-    A bag frame's entry names its ``topic`` and header stamp (``stamp_ns``); its
-    ``file_name`` is then a name to show, never opened.
+    A bag frame's entry names its ``topic``, header stamp (``stamp_ns``) and maybe ``bag`` (path
+    or SHA-256, as a corpus run recorded it); its ``file_name`` is a name to show, never opened.
     """
 
     image_id: int
@@ -98,6 +98,7 @@ class LabelledImage:
     boxes: tuple[LabelBox, ...] = ()
     topic: str | None = None
     stamp_ns: int | None = None
+    bag: str | None = None
 
     @property
     def is_frame(self) -> bool:
@@ -261,21 +262,22 @@ def _stamp_ns(entry: dict, where: str) -> int:
     return value
 
 
-def _frame_of(entry: dict, path: Path, frames: dict[tuple[str, int], int]) -> tuple[str, int]:
-    """Return a bag frame entry's (topic, stamp_ns); LabelsError when it is not one whole."""
-    iid = entry['id']
+def _frame_of(entry: dict, path: Path, frames: dict[tuple[str, int], int]) -> tuple:
+    """Return a bag frame entry's (topic, stamp_ns, bag); LabelsError when not one whole."""
+    iid, topic, bag = entry['id'], entry.get('topic'), entry.get('bag')
     where = f'{path}: image {iid}'
-    topic = entry.get('topic')
     if not isinstance(topic, str) or not topic.strip():
         raise LabelsError(f'{where} has a stamp but no "topic" naming its image topic')
     if 'stamp_ns' not in entry and 'stamp' not in entry:
         raise LabelsError(f'{where} names topic {topic!r} but no "stamp_ns" or "stamp"')
+    if bag is not None and (not isinstance(bag, str) or not bag):
+        raise LabelsError(f'{where}: "bag" is not a bag path or SHA-256 (text)')
     key = (topic.strip(), _stamp_ns(entry, where))
     other = frames.setdefault(key, iid)
     if other != iid:
         raise LabelsError(f'{path}: images {other} and {iid} both name the frame of {key[0]} '
                           f'at {key[1]} ns')
-    return key
+    return key + (bag,)
 
 
 def _images(entries: list, path: Path, skipped: Counter) -> tuple[dict[int, dict], set[int]]:
@@ -303,7 +305,7 @@ def _images(entries: list, path: Path, skipped: Counter) -> tuple[dict[int, dict
             skipped[SKIP_IMAGE_SIZE] += 1
             continue
         images[iid] = {'file_name': name, 'width': _size(width), 'height': _size(height),
-                       'boxes': [], 'frame': frame or (None, None)}
+                       'boxes': [], 'frame': frame or (None, None, None)}
     return images, bad_size
 
 

@@ -168,17 +168,16 @@ def stamp_seconds(stamp_ns: int) -> float:
 
 
 def grounded_from_run(run: RunIndex, labels: LabelSet, engine: Any,
-                      bags: dict[int, str] | None = None, limit: int = 0) -> GroundedSet:
+                      limit: int = 0) -> GroundedSet:
     """Build, from the run's index rows, the grounded set a grounding of ``labels`` gives.
 
-    ``bags`` maps image ids to the ``"bag"`` their label entry names. Images and detections
+    A label entry's ``"bag"`` picks among the bags holding its frame. Images and detections
     keep the label file's order; ``limit`` uses the first N usable images only (0: all).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     started = time.monotonic()
-    bags = bags or {}
     keys = asked_phrases(engine, labels.categories)
     category_of = {key: category_id for category_id, key in keys.items()}
     grounded = GroundedSet(labels, skipped=Counter(labels.skipped))
@@ -196,7 +195,7 @@ def grounded_from_run(run: RunIndex, labels: LabelSet, engine: Any,
             _skip(grounded, image, SKIP_FILE, '')
             continue
         found = frames.get((image.topic, stamp_seconds(image.stamp_ns)), {})
-        named = bags.get(image.image_id)
+        named = image.bag
         if named is not None:
             found = {k: rows for k, rows in found.items()
                      if named in (k[0], rows[0]['bag'])}
@@ -261,24 +260,3 @@ def _skip(grounded: GroundedSet, image: LabelledImage, reason: str, detail: str)
     if len(grounded.notes) < MAX_NOTES:
         grounded.notes.append(f'image {image.image_id} ({image.file_name}): {reason}'
                               + (f': {detail}' if detail else ''))
-
-
-def label_bags(path: Path, max_bytes: int) -> dict[int, str]:
-    """Return the ``"bag"`` each image entry of a label file names; EvaluationError if not text.
-
-    The label file is read again here (its checks are :func:`~.labels.read_labels`'), under
-    the same size limit.
-    """
-    from kosmos_ros.evaluation.labels import _read_json
-
-    document = _read_json(Path(path), max_bytes)
-    entries = document.get('images', []) if isinstance(document, dict) else []
-    out: dict[int, str] = {}
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and 'bag' in entry:
-            if not isinstance(entry['bag'], str) or not entry['bag']:
-                raise EvaluationError(f'{path}: image {entry.get("id")!r}: "bag" is not a bag '
-                                      'path or SHA-256 (text)')
-            if isinstance(entry.get('id'), int):
-                out[entry['id']] = entry['bag']
-    return out

@@ -33,6 +33,28 @@ BOXES = {
 }
 
 
+# Category name -> COCO category id.
+CATEGORY_IDS = {name: n + 1 for n, name in enumerate(sorted({c for c, _ in BOXES.values()}))}
+
+
+def _annotation(image_id: int, photo: str, width: int, height: int) -> dict:
+    """Return the COCO annotation of ``photo``'s box on an image of width x height."""
+    category, (x1, y1, x2, y2) = BOXES[photo]
+    return {'id': image_id, 'image_id': image_id, 'category_id': CATEGORY_IDS[category],
+            'bbox': [round(x1 * width, 1), round(y1 * height, 1),
+                     round((x2 - x1) * width, 1), round((y2 - y1) * height, 1)],
+            'iscrowd': 0}
+
+
+def _write_labels(path: Path, entries: list[dict], annotations: list[dict]) -> Path:
+    """Write a COCO label file of these entries, annotations and every category; return it."""
+    path.write_text(json.dumps({
+        'images': entries, 'annotations': annotations,
+        'categories': [{'id': i, 'name': name} for name, i in CATEGORY_IDS.items()]},
+        indent=1) + '\n')
+    return path
+
+
 def make_labelled_set(folder: Path, images: int = 6, size: tuple[int, int] = (320, 240)) -> Path:
     """Write ``images`` JPEG files and their COCO label file into ``folder``; return the latter."""
     import cv2
@@ -40,8 +62,6 @@ def make_labelled_set(folder: Path, images: int = 6, size: tuple[int, int] = (32
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     width, height = size
-    names = sorted({category for category, _ in BOXES.values()})
-    ids = {name: n + 1 for n, name in enumerate(names)}
     entries, annotations = [], []
     for n in range(images):
         photo = PHOTO_NAMES[n % len(PHOTO_NAMES)]
@@ -49,16 +69,8 @@ def make_labelled_set(folder: Path, images: int = 6, size: tuple[int, int] = (32
         cv2.imwrite(str(folder / file_name),
                     cv2.cvtColor(cv2.resize(load_photo(photo), size), cv2.COLOR_RGB2BGR))
         entries.append({'id': n + 1, 'file_name': file_name, 'width': width, 'height': height})
-        category, (x1, y1, x2, y2) = BOXES[photo]
-        annotations.append({'id': n + 1, 'image_id': n + 1, 'category_id': ids[category],
-                            'bbox': [round(x1 * width, 1), round(y1 * height, 1),
-                                     round((x2 - x1) * width, 1), round((y2 - y1) * height, 1)],
-                            'iscrowd': 0})
-    labels = folder / 'labels.json'
-    labels.write_text(json.dumps({
-        'images': entries, 'annotations': annotations,
-        'categories': [{'id': i, 'name': name} for name, i in ids.items()]}, indent=1) + '\n')
-    return labels
+        annotations.append(_annotation(n + 1, photo, width, height))
+    return _write_labels(folder / 'labels.json', entries, annotations)
 
 
 def make_bag_labels(folder: Path) -> Path:
@@ -68,8 +80,6 @@ def make_bag_labels(folder: Path) -> Path:
     spec = SampleSpec()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = sorted({category for category, _ in BOXES.values()})
-    ids = {name: n + 1 for n, name in enumerate(names)}
     period_ns = int(round(1e9 / spec.rate_hz))
     entries, annotations = [], []
     for slot, photo in enumerate(spec.photos):
@@ -77,17 +87,8 @@ def make_bag_labels(folder: Path) -> Path:
         entries.append({'id': slot + 1, 'topic': (IMAGE_TOPIC, COMPRESSED_TOPIC)[slot % 2],
                         'stamp_ns': spec.start_ns + middle * period_ns,
                         'width': spec.width, 'height': spec.height})
-        category, (x1, y1, x2, y2) = BOXES[photo]
-        w, h = spec.width, spec.height
-        annotations.append({'id': slot + 1, 'image_id': slot + 1, 'category_id': ids[category],
-                            'bbox': [round(x1 * w, 1), round(y1 * h, 1),
-                                     round((x2 - x1) * w, 1), round((y2 - y1) * h, 1)],
-                            'iscrowd': 0})
-    labels = folder / 'bag_labels.json'
-    labels.write_text(json.dumps({
-        'images': entries, 'annotations': annotations,
-        'categories': [{'id': i, 'name': name} for name, i in ids.items()]}, indent=1) + '\n')
-    return labels
+        annotations.append(_annotation(slot + 1, photo, spec.width, spec.height))
+    return _write_labels(folder / 'bag_labels.json', entries, annotations)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -215,9 +215,28 @@ def python_for(user):
     return None
 
 
-def probe_as(user, exe, paths, folders, ports, timeout=90):
+def site_for(user, scratch):
+    """Return a folder of this environment's packages (Ray, psutil) that ``user`` can read.
+
+    This environment's own, unless it lies in a folder ``user`` may not enter (a checkout in a
+    0700 folder, as ``mktemp -d`` makes): then a copy of hard links to the same files (0644)
+    in ``scratch``, as another user would have Ray installed for itself.
+    """
     site = sysconfig.get_paths()['purelib']
+    probe = os.path.join(site, 'psutil', '__init__.py')
+    if subprocess.run(['runuser', '-u', user, '--', 'test', '-r', probe]).returncode == 0:
+        return site
+    copy = scratch / 'site-packages'
+    done = subprocess.run(['cp', '-al', site, str(copy)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f'{user} cannot read this environment ({site}) and it cannot be linked '
+                    f'for it: {done.stderr.strip()[:200]}')
+    return str(copy)
+
+
+def probe_as(user, exe, paths, folders, ports, timeout=90):
     scratch = Path(tempfile.mkdtemp(prefix='kosmos_test_other_'))  # the other user's own
+    site = site_for(user, scratch)
     shutil.chown(scratch, user)
     env = {'PATH': '/usr/bin:/bin', 'HOME': str(scratch), 'TMPDIR': str(scratch),
            'PYTHONPATH': site, 'PYTHONDONTWRITEBYTECODE': '1', 'RAY_USAGE_STATS_ENABLED': '0',

@@ -182,6 +182,7 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
 
     from kosmos_ros.bag.player import BagPlayer
     from kosmos_ros.node.grounding_node import GroundingNode
+    from kosmos_ros.node.spinning import spin
 
     camera = stats.camera if stats.camera.isidentifier() else 'camera'
     out = Path(args.out)
@@ -193,12 +194,14 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
     executor = MultiThreadedExecutor(num_threads=4)
     node = listener = player = None
     received: list[Any] = []
+    halt = threading.Event()
     try:
         node = GroundingNode(parameter_overrides=overrides)
         listener = rclpy.create_node('kosmos_demo')
         executor.add_node(node)
         executor.add_node(listener)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        threading.Thread(target=spin, args=(executor, halt.is_set, node.on_executor_error),
+                         daemon=True).start()
         say(f'starting the grounding node on {stats.topic} ({args.task} at {args.rate_hz:g} Hz '
             f'of bag time); loading {model}')
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -226,6 +229,7 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
         if node is not None:
             node.stop_worker()
         executor.shutdown(timeout_sec=5.0)
+        halt.set()
         for item in (node, listener):
             if item is not None:
                 item.destroy_node()

@@ -134,43 +134,49 @@ def photos():
     return {name: load_photo(name) for name in PHOTO_NAMES}
 
 
+@pytest.fixture
+def scene(photos):
+    """Return the cat photograph at 320x240: what the tracking and follow tests stream."""
+    from helpers import small
+    return small(photos['chelsea'], 320, 240)
+
+
 class Ros(NamedTuple):
-    """The ``ros`` fixture: an rclpy context, its executor, and what stopped the executor."""
+    """The ``ros`` fixture: an rclpy context, its executor, and what callbacks raised."""
 
     context: Any
     executor: Any
-    crashed: list  # the exception a callback raised out of the executor, if any
+    errors: list  # the exceptions callbacks raised out of the executor, in order
 
 
 @pytest.fixture(scope='module')
 def ros():
     """Start an rclpy context with a multi-threaded executor spinning in the background.
 
-    A callback that raises stops the executor, and every later test of the module would hang
-    waiting for answers: the exception is kept in ``crashed`` and :func:`executor_alive` fails
-    the test during which it happened.
+    It spins as the node's own executor does (:func:`kosmos_ros.node.spinning.spin`): an
+    exception a callback raises is kept in ``errors`` and spinning goes on;
+    :func:`executor_alive` fails the test during which it happened (a test that provokes one
+    takes it out of ``errors``).
     """
     import threading
 
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
+    from kosmos_ros.node.spinning import spin
+
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
-    crashed = []
-
-    def spin():
-        try:
-            executor.spin()
-        except BaseException as exc:  # a callback raised
-            crashed.append(exc)
-            raise
-
-    thread = threading.Thread(target=spin, name='executor', daemon=True)
+    errors = []
+    halt = threading.Event()
+    thread = threading.Thread(target=spin, args=(executor, halt.is_set, errors.append),
+                              name='executor', daemon=True)
     thread.start()
-    yield Ros(context, executor, crashed)
+    yield Ros(context, executor, errors)
     executor.shutdown(timeout_sec=5.0)
+    halt.set()
+    thread.join(5.0)
     rclpy.try_shutdown(context=context)
 
 
@@ -180,11 +186,19 @@ def executor_alive(request):
     if 'ros' not in request.fixturenames:
         yield
         return
-    crashed = request.getfixturevalue('ros').crashed
-    if crashed:
-        pytest.fail(f'the executor stopped spinning in an earlier test: {crashed[0]!r}')
+    errors = request.getfixturevalue('ros').errors
+    if errors:  # raised after the test before this one ended (it failed for earlier ones)
+        late = errors[:]
+        errors.clear()
+        pytest.fail('a callback raised out of the executor after the previous test: '
+                    + _traceback(late[0]))
     yield
-    assert not crashed, f'the executor stopped spinning: {crashed[0]!r}'
+    assert not errors, 'a callback raised out of the executor: ' + _traceback(errors[0])
+
+
+def _traceback(exc):
+    import traceback
+    return ''.join(traceback.format_exception(exc))
 
 
 @pytest.fixture(scope='session')

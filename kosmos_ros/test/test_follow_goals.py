@@ -19,7 +19,7 @@ import time
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from helpers import small, wait_for  # noqa: I100
+from helpers import wait_for  # noqa: I100
 from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100
 from test_tracks_node import FRAME_HZ, harness, result_of, send_follow  # noqa: I100
 
@@ -71,11 +71,6 @@ def short_lease(tmp_path_factory):
     path.write_text(LEASE)
     return dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(path),
                 FASTRTPS_DEFAULT_PROFILES_FILE=str(path))  # Fast DDS 3 and 2
-
-
-@pytest.fixture
-def scene(photos):
-    return small(photos['chelsea'], 320, 240)
 
 
 def planner(h, how, env=None):

@@ -19,15 +19,10 @@ from vision_msgs.msg import Detection2DArray
 
 from kosmos_ros.model.boxes import normalized_to_pixels, patch_indices_to_normalized
 
-from helpers import small, wait_for  # noqa: I100
+from helpers import wait_for  # noqa: I100
 from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100
 
 FRAME_HZ = 15.0
-
-
-@pytest.fixture
-def scene(photos):
-    return small(photos['chelsea'], 320, 240)
 
 
 def harness(ros, model_dir, steer, **params):

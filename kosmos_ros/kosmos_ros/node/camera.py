@@ -31,6 +31,7 @@ from kosmos_ros.messages import outputs_for
 from kosmos_ros.node.camera_depth import DepthSource
 from kosmos_ros.node.conversions import (apply_positions, detections_3d_msg, detections_msg,
                                          grounding_msg, markers_msg, TYPES)
+from kosmos_ros.node.dds_writes import Writes
 from kosmos_ros.node.intake import CameraIntake
 from kosmos_ros.node.parameter_table import CameraConfig
 
@@ -61,9 +62,12 @@ def request_messages(result: GroundingResult, header: Any,
 class Camera:
     """A camera NAME: subscriptions, depth, output publishers and its log throttle."""
 
-    def __init__(self, node: Any, config: CameraConfig):
-        """Create the camera's output publishers on ``node`` (a lifecycle node)."""
-        self.name, self.config, self._node = config.name, config, node
+    def __init__(self, node: Any, config: CameraConfig, writes: Writes):
+        """Create the camera's output publishers on ``node`` (a lifecycle node).
+
+        Every message goes out through ``writes`` (:mod:`.dds_writes`).
+        """
+        self.name, self.config, self._node, self.writes = config.name, config, node, writes
         self.intake: CameraIntake | None = None
         self.depth: DepthSource | None = None
         self._logged: dict[str, float] = {}
@@ -161,15 +165,20 @@ class Camera:
         if not outputs:
             return
         out = self.messages(result, header, min_score, depth)
-        outputs['detections'].publish(out.detections)
-        outputs['grounding'].publish(out.grounding)
+        self.send('detections', out.detections)
+        self.send('grounding', out.grounding)
         if out.detections_3d is not None and 'detections_3d' in outputs:
-            outputs['detections_3d'].publish(out.detections_3d)
+            self.send('detections_3d', out.detections_3d)
             if outputs['markers'].get_subscription_count() > 0:
-                outputs['markers'].publish(markers_msg(out.detections_3d))
+                self.send('markers', markers_msg(out.detections_3d))
         debug = outputs['debug_image']
         if debug_images is not None and debug.get_subscription_count() > 0:
-            debug_images.offer(self.name, debug.publish, frame, result, header)
+            debug_images.offer(self.name, lambda msg: self.send('debug_image', msg), frame,
+                               result, header)
+
+    def send(self, output: str, msg: Any) -> bool:
+        """Publish ``msg`` on the output topic ``output``; False when DDS refused it."""
+        return self.writes.publish(self.outputs[output], msg, f'camera {self.name}: {output}')
 
     def report(self, error: Exception) -> None:
         """Log a problem with this camera's frames: one line per kind per LOG_PERIOD.

@@ -49,6 +49,7 @@ from rclpy.task import Future
 from kosmos_ros.datatypes import GroundingResult, Query, Task
 from kosmos_ros.errors import InferenceCancelled, KosmosError
 from kosmos_ros.node.conversions import bbox_msg, duration_msg
+from kosmos_ros.node.dds_writes import Writes
 from kosmos_ros.node.follow_clients import ClientWatch
 from kosmos_ros.node.follow_goals import (cancel_message, FollowGoal, goal_from_request, LOST,
                                           lost_message, motion_state, retarget, SEARCHING)
@@ -61,13 +62,14 @@ WAIT_STEP = 0.1  # seconds between two looks at the node's state, for a goal wai
 class FollowServer:
     """Serves ``~/follow`` for a node; the tracking thread drives the running goals."""
 
-    def __init__(self, node: Any, session: Callable[[], Any], read_phrase: Callable[[str], str],
-                 now: Callable[[], float], pump: Callable[[], Any],
-                 starting: Callable[[], bool]):
+    def __init__(self, node: Any, writes: Writes, session: Callable[[], Any],
+                 read_phrase: Callable[[str], str], now: Callable[[], float],
+                 pump: Callable[[], Any], starting: Callable[[], bool]):
         """Create the action server.
 
         Args:
             node: the grounding node.
+            writes: publishes the feedback and ends the goals (:mod:`.dds_writes`).
             session: returns the active :class:`.queries.Session`, or raises ValueError why not.
             read_phrase: returns a phrase as the model spells it; raises PromptError/ValueError
                 for a phrase FIND cannot take.
@@ -75,7 +77,8 @@ class FollowServer:
             pump: returns the node's :class:`.tracks.TrackingPump` (None when not configured).
             starting: whether the node is on its way to active (configuring, activating).
         """
-        self._node, self._session, self._read_phrase = node, session, read_phrase
+        self._node, self._writes = node, writes
+        self._session, self._read_phrase = session, read_phrase
         self._now, self._pump, self._starting = now, pump, starting
         self._lock = threading.Lock()
         self._goals: list[FollowGoal] = []
@@ -85,6 +88,7 @@ class FollowServer:
         self.action = ActionServer(
             node, Follow, '~/follow', execute_callback=self._execute,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
+            handle_accepted_callback=writes.accepted(lambda: self.action, '~/follow status'),
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(), goal_service_qos_profile=QUERY_QOS,
             result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
@@ -122,7 +126,7 @@ class FollowServer:
         try:
             goal = self._admit(goal_handle, future)
         except (ValueError, KosmosError) as exc:
-            goal_handle.abort()
+            self._writes.end(self.action, goal_handle, 'abort', '~/follow status')
             message = str(exc) if waited is None else (
                 f'{exc} (waited {waited:.1f} s for the node to become active; '
                 'follow_activation_timeout)')
@@ -138,10 +142,8 @@ class FollowServer:
         result.followed = duration_msg(
             0.0 if goal.found_at is None else max(0.0, self._now() - goal.found_at))
         try:
-            if kind == 'cancel':
-                goal_handle.canceled()
-            else:
-                goal_handle.abort()
+            self._writes.end(self.action, goal_handle, 'canceled' if kind == 'cancel'
+                             else 'abort', '~/follow status')
         except Exception as exc:  # the server is going away (shutdown): nobody to tell
             if not self._closing:
                 raise
@@ -313,7 +315,7 @@ class FollowServer:
                 elif goal.last_box is not None:
                     feedback.box = bbox_msg(goal.last_box)
             try:
-                goal.handle.publish_feedback(feedback)
+                self._writes.feedback(goal.handle, feedback, '~/follow feedback')
             except Exception:  # the goal ended meanwhile (its handle is terminal)
                 if not goal.ended:
                     raise

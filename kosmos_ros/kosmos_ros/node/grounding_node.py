@@ -19,6 +19,7 @@ thread and published by its camera (:meth:`.camera.Camera.publish`).
 from __future__ import annotations
 
 import time
+import traceback
 from typing import Any, TYPE_CHECKING
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -32,6 +33,7 @@ from kosmos_ros.images import Frame
 from kosmos_ros.memory import return_freed_memory
 from kosmos_ros.node.camera import Camera, may_unsubscribe, sync_subscriptions
 from kosmos_ros.node.conversions import image_msg
+from kosmos_ros.node.dds_writes import Writes
 from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.node.diagnostics import diagnostics_msg, NodeStatus
 from kosmos_ros.node.engine_setup import (continuous_query, continuous_settings, engine_options,
@@ -50,6 +52,8 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
     from kosmos_ros.model.engine import GroundingEngine
 
 NODE_NAME = 'kosmos_grounding'
+# Seconds between looks for goals accepted but never started (:meth:`.dds_writes.Writes.sweep`).
+SWEEP_PERIOD = 1.0
 # The parameters that set the engine's options: a live change gives it new ones.
 
 
@@ -82,13 +86,17 @@ class GroundingNode(LifecycleNode):
         self._store = ParameterStore(self)
         self.add_on_set_parameters_callback(self._check_set)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._queries = QueryServer(self, self._session, self._on_query_result)
-        self._follow = FollowServer(self, self._session, self._read_phrase, self._now,
-                                    lambda: self._tracking, self._starting)
+        self.writes = Writes(self.get_logger())
+        self.executor_errors = 0
+        self._queries = QueryServer(self, self.writes, self._session, self._on_query_result)
+        self._follow = FollowServer(self, self.writes, self._session, self._read_phrase,
+                                    self._now, lambda: self._tracking, self._starting)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
                                              self._publish_diagnostics,
                                              callback_group=MutuallyExclusiveCallbackGroup())
+        self._sweep_timer = self.create_timer(SWEEP_PERIOD, self._sweep_goals,
+                                              callback_group=MutuallyExclusiveCallbackGroup())
         self._transitions = TransitionRunner(self)
 
     def autostart(self) -> None:
@@ -187,7 +195,7 @@ class GroundingNode(LifecycleNode):
         self._params = p = self._store.snapshot()
         self._engine = load_engine(p, self._logits_processors, self.get_logger(),
                                    lambda: self._closing)
-        self._cameras = {c.name: Camera(self, c) for c in p.camera_configs}
+        self._cameras = {c.name: Camera(self, c, self.writes) for c in p.camera_configs}
         heartbeat = min(max(float(p.camera_timeout) / 3, 0.5), 5.0) \
             if p.camera_timeout > 0 else 0.0
         self._debug = DebugImages(image_msg, lambda camera, exc: self._camera_problem(
@@ -385,6 +393,8 @@ class GroundingNode(LifecycleNode):
                       'requests pending': queries.pending.count,
                       'busy refusals': queries.busy_refused,
                       'follow goals running': self._follow.running,
+                      'DDS writes refused': self.writes.refused,
+                      'executor errors': self.executor_errors,
                       'cameras tracked': len(self._tracking.tracked)
                       if self._tracking is not None else 0})
         array = diagnostics_msg(self.get_fully_qualified_name(),
@@ -393,4 +403,17 @@ class GroundingNode(LifecycleNode):
             if item.level == DiagnosticStatus.WARN:
                 self.get_logger().warning(f'camera {item.hardware_id}: {item.message}',
                                           throttle_duration_sec=max(status.camera_timeout, 1.0))
-        self._diagnostics.publish(array)
+        self.writes.publish(self._diagnostics, array, '/diagnostics')
+
+    def _sweep_goals(self) -> None:
+        if self._closing:  # the action servers may be destroyed under the sweep
+            return
+        self.writes.sweep(self._queries.action, '~/ground')
+        self.writes.sweep(self._follow.action, '~/follow')
+
+    def on_executor_error(self, exc: Exception) -> None:
+        """Report an exception a callback raised out of the executor (:mod:`.spinning`)."""
+        self.executor_errors += 1
+        self.get_logger().error(
+            f'a callback raised {type(exc).__name__} ({self.executor_errors} so far); the node '
+            f'goes on serving: {exc}\n' + ''.join(traceback.format_exception(exc)).rstrip())

@@ -33,9 +33,9 @@ from rclpy.task import Future
 
 try:  # where rclpy keeps the exception type of the C extension
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-    RCLError = _rclpy.RCLError
+    RCLError, InvalidHandle = _rclpy.RCLError, _rclpy.InvalidHandle
 except (ImportError, AttributeError):  # pragma: no cover - older layouts
-    RCLError = RuntimeError
+    RCLError = InvalidHandle = RuntimeError
 
 # The public trigger of each primary transition.
 _TRIGGERS = {

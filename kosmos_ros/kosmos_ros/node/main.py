@@ -55,17 +55,20 @@ def main(args: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from kosmos_ros.node.grounding_node import GroundingNode
+    from kosmos_ros.node.spinning import spin
 
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     node = GroundingNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name='kosmos_executor', daemon=True)
+    halt = threading.Event()
+    spinner = threading.Thread(target=spin, args=(executor, halt.is_set, node.on_executor_error),
+                               name='kosmos_executor', daemon=True)
     spinner.start()
     node.autostart()
     status = 0
     while not stop.wait(0.25):
-        if not spinner.is_alive():  # the executor ended on its own (an error, shut down)
+        if not spinner.is_alive():  # the executor ended on its own (its context shut down)
             status = 0 if not rclpy.ok() else 1
             break
     # From here on further signals are ignored: Python's exit restores the default handlers
@@ -74,6 +77,7 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signum, signal.SIG_IGN)
     node.close()  # pending requests are answered as cancelled...
     executor.shutdown(timeout_sec=5.0)  # ...while the executor finishes what it runs
+    halt.set()
     spinner.join(timeout=5.0)  # nothing may run on the node once it is destroyed
     loading = node.transition_running  # e.g. a model load, in native code
     node.destroy_node()

@@ -28,6 +28,7 @@ from kosmos_ros.errors import (InferenceCancelled, InferenceError, KosmosError,
                                OutOfMemoryError)
 from kosmos_ros.node.camera import Camera, request_messages, ResultMessages
 from kosmos_ros.node.conversions import duration_msg, regions_from_bboxes
+from kosmos_ros.node.dds_writes import Writes
 from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.scheduling import PendingRequests, QueryJob
 from kosmos_ros.options import requested_or
@@ -83,14 +84,16 @@ def describe_error(error: Exception) -> str:
 class QueryServer:
     """Serves ``~/ground`` (service and action) for a node."""
 
-    def __init__(self, node: Any, session: Callable[[], Session],
+    def __init__(self, node: Any, writes: Writes, session: Callable[[], Session],
                  on_result: Callable[[str, float, GroundingResult], None] = lambda *a: None):
         """``session()`` returns the active :class:`Session` or raises ValueError why not.
 
         ``on_result(camera, stamp, result)`` sees every result on a camera's frame (tracks),
-        with the frame's admitted stamp.
+        with the frame's admitted stamp. ``writes`` publishes the action's feedback and ends
+        its goals (:mod:`.dds_writes`).
         """
         self._node, self._session, self._on_result = node, session, on_result
+        self._writes = writes
         self.pending = PendingRequests()
         self.busy_refused = 0
         self.stale_refused = 0
@@ -100,6 +103,7 @@ class QueryServer:
         self.action = ActionServer(
             node, GroundAction, '~/ground', execute_callback=self._on_action,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
+            handle_accepted_callback=writes.accepted(lambda: self.action, '~/ground status'),
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT, callback_group=group,
             goal_service_qos_profile=QUERY_QOS, result_service_qos_profile=QUERY_QOS,
             cancel_service_qos_profile=QUERY_QOS)
@@ -116,20 +120,18 @@ class QueryServer:
         def stage(name: str) -> None:
             feedback = GroundAction.Feedback(stage=name)
             feedback.elapsed = duration_msg(time.monotonic() - accepted)
-            goal_handle.publish_feedback(feedback)
+            self._writes.feedback(goal_handle, feedback, '~/ground feedback')
 
         stage('queued')
         answer = await self.answer(goal_handle.request, stage,
                                    lambda: goal_handle.is_cancel_requested)
         out = GroundAction.Result()
         if goal_handle.is_cancel_requested:
-            goal_handle.canceled()
+            self._writes.end(self.action, goal_handle, 'canceled', '~/ground status')
             return _fill(out, Answer(None, answer.error or 'cancelled'), 0.0)
         _fill(out, answer, goal_handle.request.min_score)
-        if out.success:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
+        self._writes.end(self.action, goal_handle, 'succeed' if out.success else 'abort',
+                         '~/ground status')
         return out
 
     # -- answering ---------------------------------------------------------------------------

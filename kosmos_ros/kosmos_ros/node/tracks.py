@@ -193,9 +193,9 @@ class TrackingPump:
         tracks_read, tracks_3d_read, followed, states_read = self._readers.get(
             name, (False, False, False, False))
         if tracks_read and 'tracks' in outputs:
-            outputs['tracks'].publish(tracks_msg(tracks, header))
+            camera.send('tracks', tracks_msg(tracks, header))
         if states_read and 'track_states' in outputs:
-            outputs['track_states'].publish(track_states_msg(
+            camera.send('track_states', track_states_msg(
                 stream.tracks(include_lost=True), header, stamp))
         lifted = None
         if camera.depth is not None and (followed or tracks_3d_read):
@@ -203,7 +203,7 @@ class TrackingPump:
                                              (frame.width, frame.height),
                                              p.depth())
             if 'tracks_3d' in outputs:
-                outputs['tracks_3d'].publish(tracks_3d_msg(tracks, lifted, header))
+                camera.send('tracks_3d', tracks_3d_msg(tracks, lifted, header))
         self._follow.on_frame(name, header, stamp, stream,
                               dict(zip((t.track_id for t in tracks), lifted or ())))
         return True

@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
         listener = rclpy.create_node('kosmos_demo')
         executor.add_node(node)
         executor.add_node(listener)
-        threading.Thread(target=spin, args=(executor, halt.is_set, node.on_executor_error),
+        threading.Thread(target=spin, args=(executor, halt.is_set, node.callback_errors.report),
                          daemon=True).start()
         say(f'starting the grounding node on {stats.topic} ({args.task} at {args.rate_hz:g} Hz '
             f'of bag time); loading {model}')
@@ -228,8 +228,8 @@ def _run(args: argparse.Namespace, say: Printer, bag: Path, stats: Any, model: s
             player.destroy()
         if node is not None:
             node.stop_worker()
+        halt.set()  # before the shutdown: once shut down, spin_once still hands out work
         executor.shutdown(timeout_sec=5.0)
-        halt.set()
         for item in (node, listener):
             if item is not None:
                 item.destroy_node()

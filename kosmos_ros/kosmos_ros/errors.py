@@ -33,3 +33,10 @@ class OutOfMemoryError(InferenceError):
 
 class InferenceCancelled(KosmosError):
     """The caller asked to stop (e.g. an action goal was cancelled)."""
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why: the message of a project error, else also the exception type."""
+    text = ' '.join(str(exc).split()) or '(no message)'
+    return text if isinstance(exc, (KosmosError, ValueError)) else \
+        f'{type(exc).__name__}: {text}'

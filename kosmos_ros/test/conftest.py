@@ -174,9 +174,9 @@ def ros():
                               name='executor', daemon=True)
     thread.start()
     yield Ros(context, executor, errors)
-    executor.shutdown(timeout_sec=5.0)
-    halt.set()
+    halt.set()  # before the shutdown: once shut down, spin_once still hands out work
     thread.join(5.0)
+    executor.shutdown(timeout_sec=5.0)
     rclpy.try_shutdown(context=context)
 
 

@@ -66,7 +66,7 @@ def send_ground(h, photo):
 
 
 def refused_lines(h):
-    return [m.msg for m in h.logs if 'DDS refused a write' in m.msg]
+    return [m.msg for m in h.logs if 'a write failed' in m.msg]
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_refused_feedback_and_topic_messages_are_dropped_and_counted(
         rig, monkeypatch, ledger, ros):
     server = rig.node._queries.action
     Refused(monkeypatch, _rclpy.ActionServer, 'publish_feedback', server._handle, {1, 2})
-    diagnostics = rig.node._diagnostics.handle
+    diagnostics = rig.node._diagnostics.publisher.handle
     Refused(monkeypatch, _rclpy.Publisher, 'publish', diagnostics, {1, 2})
     status, result = result_of(send_ground(rig, rig.photo), 60.0)
     assert status == SUCCEEDED and result.success, result.message

@@ -100,7 +100,10 @@ class Writes:
             if goal_handle.is_active:  # the state did not change: not a lost write
                 raise
             self._report(what, exc)
-            server.notify_goal_done()  # what rclpy does after a status published
+            try:
+                server.notify_goal_done()  # what rclpy does after a status published
+            except RCLError:  # the server itself is gone (the node shuts down)
+                pass
 
     def sweep(self, server: Any, what: str) -> int:
         """Start the goals of ``server`` left waiting since the last sweep; return how many.
@@ -163,5 +166,5 @@ class Writes:
             if now - self._logged.get(what, -LOG_PERIOD) < LOG_PERIOD:
                 return
             self._logged[what] = now
-        self._logger.warning(f'{what}: DDS refused a write ({count} so far; the message is '
+        self._logger.warning(f'{what}: a write failed ({count} so far; the message is '
                              f'dropped, the node goes on): {exc}')

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import time
-from typing import Any
+from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 RATE_WINDOW = 10.0  # seconds over which inferences are counted
 
@@ -145,3 +146,31 @@ def diagnostics_msg(name: str, stamp: Any, status: NodeStatus) -> DiagnosticArra
         for camera, stats in status.worker.snapshot().items():
             array.status.append(camera_status(name, camera, status, stats, now))
     return array
+
+
+class DiagnosticsPublisher:
+    """Publishes ``/diagnostics`` for ``node`` every ``period`` seconds (through ``writes``).
+
+    ``status()`` returns the node's :class:`NodeStatus`; each camera reported as a warning is
+    also logged, at most once per its ``camera_timeout`` (at least 1 s).
+    """
+
+    def __init__(self, node: Any, period: float, status: Callable[[], NodeStatus],
+                 writes: Any):
+        self._node, self._status, self._writes = node, status, writes
+        self.publisher = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.timer = node.create_timer(period, self._publish,
+                                       callback_group=MutuallyExclusiveCallbackGroup())
+
+    def set_period(self, period: float) -> None:
+        self.timer.timer_period_ns = int(period * 1e9)
+
+    def _publish(self) -> None:
+        node, status = self._node, self._status()
+        array = diagnostics_msg(node.get_fully_qualified_name(), node.get_clock().now().to_msg(),
+                                status)
+        for item in array.status[1:]:
+            if item.level == DiagnosticStatus.WARN:
+                node.get_logger().warning(f'camera {item.hardware_id}: {item.message}',
+                                          throttle_duration_sec=max(status.camera_timeout, 1.0))
+        self._writes.publish(self.publisher, array, '/diagnostics')

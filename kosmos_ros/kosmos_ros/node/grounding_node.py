@@ -19,23 +19,21 @@ thread and published by its camera (:meth:`.camera.Camera.publish`).
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Any, TYPE_CHECKING
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from kosmos_ros.admission import admit, stamp_seconds
 from kosmos_ros.datatypes import GroundingResult, Query
-from kosmos_ros.errors import ImageError, KosmosError
+from kosmos_ros.errors import ImageError, reason
 from kosmos_ros.images import Frame
 from kosmos_ros.memory import return_freed_memory
 from kosmos_ros.node.camera import Camera, may_unsubscribe, sync_subscriptions
 from kosmos_ros.node.conversions import image_msg
 from kosmos_ros.node.dds_writes import Writes
 from kosmos_ros.node.debug import DebugImages
-from kosmos_ros.node.diagnostics import diagnostics_msg, NodeStatus
+from kosmos_ros.node.diagnostics import DiagnosticsPublisher, NodeStatus
 from kosmos_ros.node.engine_setup import (continuous_query, continuous_settings, engine_options,
                                           ENGINE_PARAMETERS, load_engine)
 from kosmos_ros.node.follow import FollowServer
@@ -45,6 +43,7 @@ from kosmos_ros.node.parameter_store import ParameterStore
 from kosmos_ros.node.parameter_table import NodeParams
 from kosmos_ros.node.queries import QueryServer, Session
 from kosmos_ros.node.scheduling import ContinuousSettings
+from kosmos_ros.node.spinning import CallbackErrors
 from kosmos_ros.node.tracks import TrackingPump
 from kosmos_ros.node.worker import InferenceWorker
 
@@ -54,14 +53,6 @@ if TYPE_CHECKING:  # the engine (and torch) load at configure, not with the node
 NODE_NAME = 'kosmos_grounding'
 # Seconds between looks for goals accepted but never started (:meth:`.dds_writes.Writes.sweep`).
 SWEEP_PERIOD = 1.0
-# The parameters that set the engine's options: a live change gives it new ones.
-
-
-def _reason(exc: BaseException) -> str:
-    """One line saying why: the message of a project error, else also the exception type."""
-    text = ' '.join(str(exc).split()) or '(no message)'
-    return text if isinstance(exc, (KosmosError, ValueError)) else \
-        f'{type(exc).__name__}: {text}'
 
 
 class GroundingNode(LifecycleNode):
@@ -87,14 +78,12 @@ class GroundingNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_set)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.writes = Writes(self.get_logger())
-        self.executor_errors = 0
+        self.callback_errors = CallbackErrors(self.get_logger())  # for the executor loop
         self._queries = QueryServer(self, self.writes, self._session, self._on_query_result)
         self._follow = FollowServer(self, self.writes, self._session, self._read_phrase,
                                     self._now, lambda: self._tracking, self._starting)
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diag_timer = self.create_timer(self.get_parameter('diagnostics_period').value,
-                                             self._publish_diagnostics,
-                                             callback_group=MutuallyExclusiveCallbackGroup())
+        self._diagnostics = DiagnosticsPublisher(
+            self, self.get_parameter('diagnostics_period').value, self._status, self.writes)
         self._sweep_timer = self.create_timer(SWEEP_PERIOD, self._sweep_goals,
                                               callback_group=MutuallyExclusiveCallbackGroup())
         self._transitions = TransitionRunner(self)
@@ -155,7 +144,7 @@ class GroundingNode(LifecycleNode):
     def _apply_parameters(self, params: list[Any]) -> None:
         for p in params:
             if p.name == 'diagnostics_period':
-                self._diag_timer.timer_period_ns = int(p.value * 1e9)
+                self._diagnostics.set_period(p.value)
         self._params = self._store.applied(params, self._params)
         if self._params is None or self._worker is None or self._engine is None:
             return
@@ -185,7 +174,7 @@ class GroundingNode(LifecycleNode):
         except Exception as exc:  # the transition's boundary: report, undo, stay unconfigured
             if not self._closing:
                 self._release()
-                self.get_logger().error(f'configure failed: {_reason(exc)}; the node stays '
+                self.get_logger().error(f'configure failed: {reason(exc)}; the node stays '
                                         'unconfigured (fix the cause, then configure)')
             return TransitionCallbackReturn.FAILURE
         self._state = 'inactive'
@@ -221,7 +210,7 @@ class GroundingNode(LifecycleNode):
         except Exception as exc:  # the transition's boundary: report, undo, stay inactive
             self._stop_cameras()
             if not self._closing:
-                self.get_logger().error(f'activate failed: {_reason(exc)}; the node stays '
+                self.get_logger().error(f'activate failed: {reason(exc)}; the node stays '
                                         'inactive with its model loaded (to change camera '
                                         'parameters: cleanup, set, configure, activate)')
             return TransitionCallbackReturn.FAILURE
@@ -382,9 +371,9 @@ class GroundingNode(LifecycleNode):
 
     # -- diagnostics -------------------------------------------------------------------------
 
-    def _publish_diagnostics(self) -> None:
+    def _status(self) -> NodeStatus:
         params, queries = self._params, self._queries
-        status = NodeStatus(
+        return NodeStatus(
             state=self._state, engine=self._engine, worker=self._worker,
             camera_timeout=float(params.camera_timeout) if params is not None else 0.0,
             intakes={n: c.intake for n, c in self._cameras.items() if c.intake is not None},
@@ -394,26 +383,12 @@ class GroundingNode(LifecycleNode):
                       'busy refusals': queries.busy_refused,
                       'follow goals running': self._follow.running,
                       'DDS writes refused': self.writes.refused,
-                      'executor errors': self.executor_errors,
+                      'executor errors': self.callback_errors.count,
                       'cameras tracked': len(self._tracking.tracked)
                       if self._tracking is not None else 0})
-        array = diagnostics_msg(self.get_fully_qualified_name(),
-                                self.get_clock().now().to_msg(), status)
-        for item in array.status[1:]:
-            if item.level == DiagnosticStatus.WARN:
-                self.get_logger().warning(f'camera {item.hardware_id}: {item.message}',
-                                          throttle_duration_sec=max(status.camera_timeout, 1.0))
-        self.writes.publish(self._diagnostics, array, '/diagnostics')
 
     def _sweep_goals(self) -> None:
         if self._closing:  # the action servers may be destroyed under the sweep
             return
         self.writes.sweep(self._queries.action, '~/ground')
         self.writes.sweep(self._follow.action, '~/follow')
-
-    def on_executor_error(self, exc: Exception) -> None:
-        """Report an exception a callback raised out of the executor (:mod:`.spinning`)."""
-        self.executor_errors += 1
-        self.get_logger().error(
-            f'a callback raised {type(exc).__name__} ({self.executor_errors} so far); the node '
-            f'goes on serving: {exc}\n' + ''.join(traceback.format_exception(exc)).rstrip())

@@ -62,8 +62,8 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     halt = threading.Event()
-    spinner = threading.Thread(target=spin, args=(executor, halt.is_set, node.on_executor_error),
-                               name='kosmos_executor', daemon=True)
+    spinner = threading.Thread(target=spin, name='kosmos_executor', daemon=True,
+                               args=(executor, halt.is_set, node.callback_errors.report))
     spinner.start()
     node.autostart()
     status = 0
@@ -75,10 +75,10 @@ def main(args: list[str] | None = None) -> int:
     # before the process ends, and a second Ctrl-C (launch sends its own) would then kill it.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    node.close()  # pending requests are answered as cancelled...
-    executor.shutdown(timeout_sec=5.0)  # ...while the executor finishes what it runs
-    halt.set()
-    spinner.join(timeout=5.0)  # nothing may run on the node once it is destroyed
+    node.close()  # pending requests are answered as cancelled, while the executor spins
+    halt.set()  # no more spinning: once shut down, spin_once would still hand out work
+    spinner.join(timeout=5.0)
+    executor.shutdown(timeout_sec=5.0)  # nothing may run on the node once it is destroyed
     loading = node.transition_running  # e.g. a model load, in native code
     node.destroy_node()
     rclpy.try_shutdown()

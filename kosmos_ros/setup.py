@@ -31,10 +31,10 @@ setup(
             'grounding_node = kosmos_ros.node.main:main',
             'build_tiny_model = kosmos_ros.testing.tiny_model:main',
             'make_sample_bag = kosmos_ros.bag.sample:main',
-            'ground_bag = kosmos_ros.bag.ground_bag:entry',
+            'ground_bag = kosmos_ros.early_signals:ground_bag',
             'play_bag = kosmos_ros.bag.player:main',
-            'kosmos_corpus = kosmos_ros.corpus.cli:entry',
-            'kosmos_eval = kosmos_ros.evaluation.cli:entry',
+            'kosmos_corpus = kosmos_ros.early_signals:kosmos_corpus',
+            'kosmos_eval = kosmos_ros.early_signals:kosmos_eval',
         ],
     },
 )

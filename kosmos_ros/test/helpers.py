@@ -231,3 +231,15 @@ def skip_unless_measured(measured, what):
     if not all(measured):
         pytest.skip(f'{what}: peak memory not measured ({peak_memory_unmeasurable()}); '
                     'everything else was checked')
+
+
+class Finaliser:
+    """Sends its process SIGINT while it is finalised, as a signal landing in ``__del__`` does.
+
+    Python drops an exception raised in a finaliser (it goes to ``sys.unraisablehook``): the
+    KeyboardInterrupt of the signal handler is lost.
+    """
+
+    def __del__(self):
+        import signal
+        signal.raise_signal(signal.SIGINT)

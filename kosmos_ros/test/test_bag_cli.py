@@ -109,3 +109,72 @@ def test_old_spellings_are_hidden(parser):
     text = parser().format_help()
     assert '--rate ' not in text and '--rate\n' not in text and '--topics' not in text
     assert '--tiny ' not in text and '--playback-rate' not in text
+
+
+def test_a_signal_whose_exception_was_lost_is_still_seen(monkeypatch):
+    """Python drops an exception raised in ``__del__``: Interrupts keeps the signal anyway."""
+    import signal
+    import sys
+
+    from helpers import Finaliser
+    from kosmos_ros.cli_options import Interrupts
+
+    lost = []
+    monkeypatch.setattr(sys, 'unraisablehook', lost.append)  # where Python reports it
+    before = signal.getsignal(signal.SIGINT)
+    with Interrupts() as interrupts:
+        interrupts.check()  # nothing came yet
+        Finaliser()  # finalised at once: its KeyboardInterrupt goes nowhere
+        assert [item.exc_type for item in lost] == [KeyboardInterrupt]
+        assert interrupts.received == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        with pytest.raises(KeyboardInterrupt):  # raised where it lands, when it is not lost
+            signal.raise_signal(signal.SIGTERM)
+        assert interrupts.received == signal.SIGTERM
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+EARLY = '''
+import importlib, os, signal, sys
+from kosmos_ros import early_signals
+early_signals.hold()
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # as if it came while the modules import
+entry = importlib.import_module(sys.argv[2]).entry
+early_signals.release()
+sys.argv = sys.argv[2:]
+entry()
+'''
+
+
+@pytest.mark.parametrize('module, args', [
+    ('kosmos_ros.corpus.cli', ['ground', 'bags', '-o', 'run']),
+    ('kosmos_ros.bag.ground_bag', ['input.mcap', '-o', 'out']),
+    ('kosmos_ros.evaluation.cli', ['coco', 'labels.json', '-o', 'out'])])
+@pytest.mark.parametrize('signum', ['SIGINT', 'SIGTERM'])
+def test_a_signal_while_a_command_imports_is_exit_130_once_it_starts(tmp_path, module, args,
+                                                                     signum):
+    """Held from the command's first line (kosmos_ros.early_signals), delivered by its main."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, '-c', EARLY, signum, module, *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert 'interrupted' in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing begun
+
+
+def test_the_commands_start_through_the_signal_holder():
+    """The console scripts are early_signals' launchers, which run the command's entry."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    setup = (Path(__file__).resolve().parents[1] / 'setup.py').read_text()
+    for name in ('kosmos_corpus', 'ground_bag', 'kosmos_eval'):
+        assert f"'{name} = kosmos_ros.early_signals:{name}'" in setup
+    proc = subprocess.run([sys.executable, '-c', 'import sys; sys.argv = ["kosmos_corpus", '
+                           '"--help"]; from kosmos_ros.early_signals import kosmos_corpus; '
+                           'kosmos_corpus()'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and 'usage: kosmos_corpus' in proc.stdout, proc.stderr

@@ -316,6 +316,20 @@ def test_sigint_while_writing_a_frame_finishes_that_frame(originals, quick, tmp_
     assert read_bag(out) == {DETECTIONS: 1, GROUNDING: 1}
 
 
+def test_a_signal_whose_exception_was_lost_stops_the_run_at_the_next_check(monkeypatch):
+    from helpers import Finaliser
+
+    lost = []
+    monkeypatch.setattr(sys, 'unraisablehook', lost.append)  # where Python reports it
+    with SigintGuard() as guard:
+        Finaliser()  # finalised at once: the KeyboardInterrupt of its SIGINT goes nowhere
+        assert [item.exc_type for item in lost] == [KeyboardInterrupt] and guard.requested
+        with pytest.raises(KeyboardInterrupt):
+            guard.check()  # where the run looks between two messages
+        guard.check()  # once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_guard_outside_the_main_thread_does_nothing():
     result = []
 

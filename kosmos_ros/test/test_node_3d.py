@@ -44,7 +44,8 @@ def cat_box(width, height):
 def publish_scene(h, rgb, offset=0.0, depth_offset=0.0, fill=None):
     """Publish a colour frame, its depth (plane with the steered 'a cat' box closer) and info."""
     height, width = rgb.shape[:2]
-    color = h.image(rgb, offset=offset)
+    stamp = h.now(offset)  # the depth's stamp is this one's plus depth_offset, however busy
+    color = h.image(rgb, stamp)
     depth = np.full((height, width), PLANE, np.float32)
     box = cat_box(width, height)
     depth[int(box.y1):int(np.ceil(box.y2)), int(box.x1):int(np.ceil(box.x2))] = OBJECT
@@ -52,7 +53,7 @@ def publish_scene(h, rgb, offset=0.0, depth_offset=0.0, fill=None):
         depth[:] = fill
     depth_msg = Image(height=height, width=width, encoding='32FC1', step=width * 4,
                       data=depth.tobytes())
-    h.set_stamp(depth_msg, h.now(offset + depth_offset), color.header.frame_id)
+    h.set_stamp(depth_msg, stamp + depth_offset, color.header.frame_id)
     info = CameraInfo(width=width, height=height, k=[FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0])
     info.header = depth_msg.header
     h.info_pubs['front'].publish(info)

@@ -46,6 +46,10 @@ This module is the command line; the run is :func:`kosmos_ros.bag.offline.ground
 
 from __future__ import annotations
 
+if __name__ == '__main__':  # a command: SIGINT and SIGTERM held while the modules import
+    from kosmos_ros import early_signals
+    early_signals.hold()
+
 import argparse
 import os
 from pathlib import Path
@@ -60,6 +64,7 @@ from kosmos_ros.bag.records import BagSummary, FrameOutcome, GroundBagOptions, T
 from kosmos_ros.bag.safety import SigintGuard
 from kosmos_ros.cli_options import (add_depth_topic_arguments, add_grounding_arguments,
                                     exit_with, grounding_options, model_options)
+from kosmos_ros.early_signals import replay
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.threads import quiet_openmp
 
@@ -138,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_openmp()  # before torch loads (kosmos_ros.threads)
     with SigintGuard(ignore_after=True) as sigint:
         try:
+            replay()  # one that came while the modules imported (kosmos_ros.early_signals)
             return _command(args, sigint)
         except KeyboardInterrupt:
             print('ground_bag: interrupted', file=sys.stderr)
@@ -172,4 +178,5 @@ def entry() -> None:
 
 
 if __name__ == '__main__':
+    early_signals.release()
     entry()

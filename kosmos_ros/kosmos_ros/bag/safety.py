@@ -207,9 +207,10 @@ class SigintGuard:
         if self.requested:
             return
         self.requested = True
-        if self._shields:
-            self._deferred = True
-        else:
+        # Also when raised at once: an exception raised in a finaliser (``__del__``) is lost,
+        # and :meth:`check` then raises it where the run looks next.
+        self._deferred = True
+        if not self._shields:
             raise KeyboardInterrupt
 
     @contextmanager
@@ -222,7 +223,7 @@ class SigintGuard:
             self._shields -= 1
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt (once) when a SIGINT was deferred by :meth:`shield`."""
+        """Raise KeyboardInterrupt (once) for a signal deferred by :meth:`shield` (or lost)."""
         if self._deferred:
             self._deferred = False
             raise KeyboardInterrupt

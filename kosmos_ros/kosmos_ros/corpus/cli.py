@@ -16,6 +16,10 @@ left incomplete by lost workers); 130 interrupted (the run resumes when given ag
 
 from __future__ import annotations
 
+if __name__ == '__main__':  # a command: SIGINT and SIGTERM held while the modules import
+    from kosmos_ros import early_signals
+    early_signals.hold()
+
 import argparse
 import json
 from pathlib import Path
@@ -42,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import threading
 
     from kosmos_ros.corpus.ray_env import signals_held
+    from kosmos_ros.early_signals import replay
 
     forward = threading.current_thread() is threading.main_thread() and \
         signal.getsignal(signal.SIGINT) is signal.default_int_handler and \
@@ -52,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             with signals_held():
+                replay()  # one that came while the modules imported (kosmos_ros.early_signals)
                 args = parser().parse_args(argv)
                 quiet_openmp()  # before torch loads
                 import pyarrow.compute  # noqa: F401 (the C extensions the command loads)
@@ -268,4 +274,5 @@ def entry() -> None:
 
 
 if __name__ == '__main__':
+    early_signals.release()
     entry()

@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from kosmos_ros.errors import KosmosError, ModelLoadError
 
@@ -114,12 +114,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kosmos_ros.cli_options import Interrupts
+
     args = parser().parse_args(argv)
-    return run_command(args)
+    with Interrupts() as interrupts:
+        return run_command(args, interrupts.check)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; print errors; return the exit status."""
+def run_command(args: argparse.Namespace, check_interrupt: Callable[..., None]) -> int:
+    """Run a parsed command; print errors; return the exit status.
+
+    ``check_interrupt`` raises KeyboardInterrupt if a signal came (:class:`Interrupts`): called
+    after every image and before anything is written.
+    """
+    args.check_interrupt = check_interrupt
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -152,11 +160,10 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def _progress(args: argparse.Namespace, what: str) -> Any:
-    if args.quiet:
-        return None
-
+    """Return the per-image callback: a signal that came ends the run; a line every 50."""
     def show(images: int, samples: int) -> None:
-        if images % 50 == 0:
+        args.check_interrupt()
+        if not args.quiet and images % 50 == 0:
             print(f'{PROG}: {what}: {images} images, {samples} samples grounded',
                   file=sys.stderr)
     return show
@@ -188,6 +195,7 @@ def _labelled(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any
 def _finish(args: argparse.Namespace, result: dict[str, Any], out: Path) -> int:
     from kosmos_ros.evaluation.benchmarks import write_benchmark
 
+    args.check_interrupt()
     path = write_benchmark(_labelled(args, result), out)
     print(summary_line(result, args.tiny_model))
     print(f'{PROG}: wrote {path} and {path.with_name("rows.jsonl")}')
@@ -288,11 +296,13 @@ def _article(args: argparse.Namespace) -> int:
             samples, kind, dataset = data.samples(args.limit), 'refcoco', data.dataset
         result = run_benchmark(kind, samples, engine, split=split, dataset=dataset,
                                skipped=data.skipped, progress=_progress(args, name))
+        args.check_interrupt()
         write_benchmark(_labelled(args, result), out / name)
         print(summary_line(result, args.tiny_model))
         table.append({k: result[k] for k in ('benchmark', 'dataset', 'split', 'metric',
                                              'overall', 'article', 'skipped', 'model')})
     path = out / 'article.json'
+    args.check_interrupt()
     path.write_text(json.dumps(table, indent=1, allow_nan=False) + '\n', encoding='utf-8')
     print(f'{PROG}: wrote {path}')
     return 0
@@ -312,6 +322,7 @@ def _report(args: argparse.Namespace) -> int:
         raise EvaluationError(f'{source}: no such file') from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvaluationError(f'{source}: not JSON: {exc}') from None
+    args.check_interrupt()
     write_report(result, html)
     print(f'{PROG}: wrote {html} and {figures}')
     return 0

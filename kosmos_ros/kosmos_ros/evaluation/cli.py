@@ -26,6 +26,10 @@ interrupted (nothing written).
 
 from __future__ import annotations
 
+if __name__ == '__main__':  # a command: SIGINT and SIGTERM held while the modules import
+    from kosmos_ros import early_signals
+    early_signals.hold()
+
 import argparse
 import os
 from pathlib import Path
@@ -33,7 +37,8 @@ import sys
 from typing import Any, Sequence
 
 from kosmos_ros.cli_options import (add_grounding_arguments, exit_with, grounding_options,
-                                    model_options)
+                                    Interrupts, model_options)
+from kosmos_ros.early_signals import replay
 from kosmos_ros.errors import KosmosError, ModelLoadError
 from kosmos_ros.evaluation import EvaluationError
 from kosmos_ros.evaluation.labels import DEFAULT_MAX_LABELS_BYTES
@@ -206,7 +211,8 @@ def _coco(args: argparse.Namespace) -> int:
     keeper = WorstFrames(labels.categories, options.min_score, MAX_WORST) if bags else None
     grounded = ground_labels(labels, folder if files else None, engine,
                              max_new_tokens=options.max_new_tokens, limit=args.limit or 0,
-                             progress=not args.no_progress, sources=sources, keeper=keeper)
+                             progress=not args.no_progress, sources=sources, keeper=keeper,
+                             on_image=args.check_interrupt)
     for note in grounded.notes:
         print(f'{PROG}: skipped {note}', file=sys.stderr)
     if not grounded.images:
@@ -214,6 +220,7 @@ def _coco(args: argparse.Namespace) -> int:
                               f'(skipped: {dict(grounded.skipped)})')
     evaluation = evaluate(grounded, model, options.min_score, target)
     check_output(output, args.overwrite)
+    args.check_interrupt()
     frames = keeper.write(evaluation.record['worst'], output) if keeper else []
     paths = write(output, evaluation, args.overwrite) + frames
     print(describe(evaluation, grounded.elapsed_s, grounded.queries))
@@ -258,6 +265,7 @@ def _coco_run(args: argparse.Namespace, min_score: float) -> int:
     evaluation = evaluate(grounded, source['model'], min_score, target_of(args))
     evaluation.record.update(task=run.task, source=source)
     check_output(output, args.overwrite)
+    args.check_interrupt()
     paths = write(output, evaluation, args.overwrite)
     print(f'{PROG}: {source["statement"]} (run {source["run"]})')
     print(describe(evaluation, grounded.elapsed_s, grounded.queries))
@@ -273,29 +281,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT and SIGTERM both interrupt it (even where the shell that started it ignores
     SIGINT, as it does for a background job): nothing is written, exit status 130.
     """
-    import signal
-
     args = parser().parse_args(argv)
     quiet_openmp()  # before torch loads (kosmos_ros.threads)
-
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if args.command != 'coco':
-            from kosmos_ros.evaluation.benchmark_cli import run_command
-            return run_command(args)
-        return _coco(args)
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted; nothing written', file=sys.stderr)
-        return 130
-    except (KosmosError, ValueError, OSError) as exc:
-        print(f'{PROG}: error: {exc}', file=sys.stderr)
-        return 2
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with Interrupts() as interrupts:
+        try:
+            replay()  # one that came while the modules imported (kosmos_ros.early_signals)
+            if args.command != 'coco':
+                from kosmos_ros.evaluation.benchmark_cli import run_command
+                return run_command(args, interrupts.check)
+            args.check_interrupt = interrupts.check  # between images, before writing
+            return _coco(args)
+        except KeyboardInterrupt:
+            print(f'{PROG}: interrupted; nothing written', file=sys.stderr)
+            return 130
+        except (KosmosError, ValueError, OSError) as exc:
+            print(f'{PROG}: error: {exc}', file=sys.stderr)
+            return 2
 
 
 def entry() -> None:
@@ -304,4 +305,5 @@ def entry() -> None:
 
 
 if __name__ == '__main__':
+    early_signals.release()
     entry()

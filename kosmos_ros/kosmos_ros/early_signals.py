@@ -9,7 +9,8 @@ inside an import. Now the command records them from its first line (:func:`hold`
 handlers back before ``main()`` runs (:func:`release`), and ``main()`` delivers the first one
 recorded (:func:`replay`) once its own handling is in place: exit 130, nothing begun.
 
-Only the interpreter's own start (about 30 ms on a quiet machine) comes before the first line.
+Only the interpreter's own start comes before the first line: a SIGTERM 30 ms after the
+start still ends the process (-15), from 50 ms on it is exit 130 (measured on a quiet machine).
 A signal the parent ignores (SIGINT for a background job) stays ignored. ``kosmos_corpus``,
 ``ground_bag`` and ``kosmos_eval`` start through :func:`launch` (their console scripts) or hold
 at the top of their module (``python -m``).

@@ -65,9 +65,10 @@ ROS_FREE = frozenset({
 
 # The slowest modules (pytest --durations, summed by module), slowest first: make test runs
 # them first, so that under xdist (whole modules per worker) none starts last and runs alone.
-SLOWEST_FIRST = ('test_corpus', 'test_corpus_leftovers', 'test_corpus_cluster', 'test_node',
-                 'test_corpus_ray', 'test_tracks_node', 'test_faults', 'test_follow_goals',
-                 'test_bag_safety', 'test_packaging', 'test_engine', 'test_process')
+SLOWEST_FIRST = ('test_corpus', 'test_corpus_leftovers', 'test_node', 'test_corpus_cluster',
+                 'test_corpus_ray', 'test_tracks_node', 'test_bag_safety', 'test_dds_writes',
+                 'test_process', 'test_bags', 'test_follow_goals', 'test_engine',
+                 'test_packaging', 'test_faults', 'test_faults_lifecycle')
 
 
 def pytest_collection_modifyitems(config, items):

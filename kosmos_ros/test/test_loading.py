@@ -220,6 +220,31 @@ def test_engine_load_and_close(model_options):
     assert engine.model is None
 
 
+def test_an_engine_without_weights_reads_prompts_as_the_loaded_one_and_runs_nothing(
+        model_options):
+    """``weights=False`` (``kosmos_eval coco --run``): the modules on ``meta``, no weights."""
+    from kosmos_ros.datatypes import Query, Task
+    from kosmos_ros.errors import InferenceError
+    from kosmos_ros.images import Frame
+    import numpy as np
+
+    loaded = GroundingEngine.load(model_options)
+    text = GroundingEngine.load(replace(model_options, quantization='4bit', device='cuda'),
+                                weights=False)  # device and quantization matter to no weight
+    assert text.loaded.text_only  # and not one weight in memory:
+    assert all(p.device.type == 'meta' for p in text.model.parameters())
+    assert text.describe().endswith('(processor and configuration only, no weights)')
+    for phrase in ('a cat', '  A  Cat ', '＜s＞ a ＣＵＰ', 'the\x07dog', '<phrase>x</phrase>',
+                   'caf\u00e9 au lait', '\u0627\u0644\u0642\u0637'):
+        assert text.read_phrase(phrase) == loaded.read_phrase(phrase)
+        query = Query(Task.FIND, phrase)
+        assert text.prepare(query, 640, 480) == loaded.prepare(query, 640, 480)
+    frame = Frame(np.zeros((32, 32, 3), np.uint8), 'rgb')
+    with pytest.raises(InferenceError, match='loaded to read prompts, it runs nothing'):
+        text.ground(frame, Query(Task.CAPTION))
+    loaded.close()
+
+
 # Damaged and hostile model folders: copies of the tiny model with one thing changed.
 
 def torch_load_spy(monkeypatch):

@@ -136,15 +136,18 @@ def target_of(args: argparse.Namespace) -> Any:
     return Target('precision', DEFAULT_TARGET_PRECISION if precision is None else precision)
 
 
-def load_engine(args: argparse.Namespace) -> tuple[Any, str]:
-    """Load the model the flags name; return the engine and its label; ModelLoadError."""
+def load_engine(args: argparse.Namespace, weights: bool = True) -> tuple[Any, str]:
+    """Load the model the flags name; return the engine and its label; ModelLoadError.
+
+    ``weights=False``: its processor and configuration only, to read phrases (``--run``).
+    """
     from kosmos_ros.model.engine import EngineOptions, GroundingEngine
     from kosmos_ros.testing.tiny_model import TINY_LABEL
 
     if args.tiny_model:
         print(f'{PROG}: using the {TINY_LABEL}', file=sys.stderr)
     engine = GroundingEngine.load(model_options(args), EngineOptions(
-        max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads))
+        max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads), weights=weights)
     label = engine.describe()
     return engine, f'{TINY_LABEL}: {label}' if args.tiny_model else label
 
@@ -251,7 +254,7 @@ def _coco_run(args: argparse.Namespace, min_score: float) -> int:
         [('the phrase map', Path(args.phrases))] if args.phrases else [])
     check_apart_from_inputs(output, inputs)
     try:
-        engine, _ = load_engine(args)  # reads the phrases as the model spells them
+        engine, _ = load_engine(args, weights=False)  # reads phrases as the model spells them
     except ModelLoadError as exc:
         print(f'{PROG}: cannot load the model: {exc}', file=sys.stderr)
         return 1

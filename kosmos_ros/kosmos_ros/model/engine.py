@@ -131,9 +131,14 @@ class GroundingEngine:
 
     @classmethod
     def load(cls, model_options: ModelOptions | None = None,
-             options: EngineOptions | None = None) -> GroundingEngine:
-        """Load the model (raises ModelLoadError) and wrap it in an engine."""
-        return cls(load_model(model_options or ModelOptions()), options)
+             options: EngineOptions | None = None, weights: bool = True) -> GroundingEngine:
+        """Load the model (raises ModelLoadError) and wrap it in an engine.
+
+        ``weights=False``: the processor and configuration only (no memory for the weights):
+        the engine builds and reads prompts (:meth:`prepare`, :meth:`read_phrase`) exactly as a
+        loaded one does, and refuses to run (InferenceError).
+        """
+        return cls(load_model(model_options or ModelOptions(), weights=weights), options)
 
     def with_options(self, **changes: Any) -> GroundingEngine:
         """Return an engine sharing this model (and its decode buffers) with new options."""
@@ -146,10 +151,15 @@ class GroundingEngine:
     def describe(self) -> str:
         return self.loaded.describe()
 
+    def _need_weights(self) -> None:
+        if self.loaded.text_only:
+            raise InferenceError(f'{self.describe()}: loaded to read prompts, it runs nothing')
+
     # -- preprocessing and vision ------------------------------------------------------------
 
     def encode(self, frames: Sequence[Frame]) -> list[EncodedImage]:
         """Preprocess frames and run the vision encoder once for all of them."""
+        self._need_weights()
         if not frames:
             return []
         for frame in frames:
@@ -225,6 +235,7 @@ class GroundingEngine:
             should_stop: Callable[[], bool] | None = None,
             on_stage: StageCallback | None = None) -> list[GroundingResult]:
         """Answer queries on encoded frames; queries are validated first, then batched."""
+        self._need_weights()
         use_cpu_threads(self.options.cpu_threads)
         prepared = [self._prepared(enc, q) for enc, q in requests]
         results: list[GroundingResult] = []

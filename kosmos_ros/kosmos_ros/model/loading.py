@@ -78,8 +78,11 @@ class LoadedModel:
     dtype: torch.dtype
     options: ModelOptions
     revision: str | None = None  # the hub commit the files came from; None for a folder
+    text_only: bool = False  # loaded without weights (load_model(weights=False))
 
     def describe(self) -> str:
+        if self.text_only:
+            return f'{self.options.model} (processor and configuration only, no weights)'
         return (f'{self.options.model} on {self.device} ({str(self.dtype).replace("torch.", "")}'
                 f', quantization {self.options.quantization})')
 
@@ -126,19 +129,27 @@ def _describe_failure(exc: BaseException, options: ModelOptions, local: bool) ->
     return f'cannot load {options.model!r}: {text}'
 
 
-def load_model(options: ModelOptions) -> LoadedModel:
-    """Load KOSMOS-2 and its processor as ``options`` say; raise ModelLoadError on failure."""
+def load_model(options: ModelOptions, weights: bool = True) -> LoadedModel:
+    """Load KOSMOS-2 and its processor as ``options`` say; raise ModelLoadError on failure.
+
+    ``weights=False``: the processor and the configuration only, the model's modules made on
+    the ``meta`` device (no memory, nothing read from the weight files): enough to build and
+    read prompts, for tools that only compare phrases (``kosmos_eval coco --run``).
+    """
     quiet_torchao_import()
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if options.attn_implementation not in ATTENTION:
         raise ModelLoadError(f'unknown attention implementation '
                              f'{options.attn_implementation!r}; expected sdpa or eager')
-    device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
-    if options.quantization == 'int4' and (options.dtype or 'auto').strip().lower() == 'auto':
-        dtype = torch.bfloat16  # torchao's int4 kernels take bfloat16 activations
-    quantization = quantization_config(options.quantization, device, dtype)
+    device, dtype, quantization = torch.device('cpu'), torch.float32, None
+    if weights:  # device, dtype and quantization matter only to the weights
+        device = resolve_device(options.device)
+        dtype = resolve_dtype(options.dtype, device)
+        if options.quantization == 'int4' and \
+                (options.dtype or 'auto').strip().lower() == 'auto':
+            dtype = torch.bfloat16  # torchao's int4 kernels take bfloat16 activations
+        quantization = quantization_config(options.quantization, device, dtype)
     if '\0' in str(options.model):  # before expanduser, which raises ValueError on it
         raise ModelLoadError(f'the model path {shown(str(options.model))} holds a NUL byte, '
                              'which no file name can')
@@ -154,10 +165,13 @@ def load_model(options: ModelOptions) -> LoadedModel:
         common = dict(revision=revision, local_files_only=options.local_files_only,
                       cache_dir=options.cache_dir, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(source, **common)
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=dtype, quantization_config=quantization, use_safetensors=True,
-            attn_implementation=options.attn_implementation,
-            device_map={'': str(device)} if device.type == 'cuda' else None, **common)
+        if not weights:
+            model = _model_without_weights(source, common)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=dtype, quantization_config=quantization, use_safetensors=True,
+                attn_implementation=options.attn_implementation,
+                device_map={'': str(device)} if device.type == 'cuda' else None, **common)
     except torch.cuda.OutOfMemoryError as exc:
         raise ModelLoadError(f'out of memory loading {options.model!r} on {device} as '
                              f'{dtype} with quantization {options.quantization}: '
@@ -170,8 +184,26 @@ def load_model(options: ModelOptions) -> LoadedModel:
     if not hasattr(processor, 'post_process_generation'):
         raise ModelLoadError(f'{options.model!r} has a {type(processor).__name__}, not a '
                              'KOSMOS-2 processor')
+    if not weights:
+        return LoadedModel(model=model, processor=processor, device=torch.device('meta'),
+                           dtype=torch.float32, options=replace(options), revision=revision,
+                           text_only=True)
     if options.quantization in TORCHAO_QUANTIZATIONS:
         apply_torchao(model, options.quantization, LOAD_ERRORS)
     model.eval()
     return LoadedModel(model=model, processor=processor, device=device, dtype=dtype,
                        options=replace(options), revision=revision)
+
+
+def _model_without_weights(source: str, common: dict[str, Any]) -> Any:
+    """Return the model's modules on the ``meta`` device, with its generation settings."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+
+    config = AutoConfig.from_pretrained(source, **common)
+    with torch.device('meta'):
+        model = AutoModelForImageTextToText.from_config(config)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(source, **common)
+    except OSError:  # no generation_config.json: what from_pretrained would have made
+        model.generation_config = GenerationConfig.from_model_config(config)
+    return model

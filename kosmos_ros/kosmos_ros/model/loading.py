@@ -166,7 +166,7 @@ def load_model(options: ModelOptions, weights: bool = True) -> LoadedModel:
                       cache_dir=options.cache_dir, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(source, **common)
         if not weights:
-            model = _model_without_weights(source, common)
+            model = _model_without_weights(source, revision, options)
         else:
             model = AutoModelForImageTextToText.from_pretrained(
                 source, dtype=dtype, quantization_config=quantization, use_safetensors=True,
@@ -195,10 +195,12 @@ def load_model(options: ModelOptions, weights: bool = True) -> LoadedModel:
                        options=replace(options), revision=revision)
 
 
-def _model_without_weights(source: str, common: dict[str, Any]) -> Any:
+def _model_without_weights(source: str, revision: str | None, options: ModelOptions) -> Any:
     """Return the model's modules on the ``meta`` device, with its generation settings."""
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
 
+    common = dict(revision=revision, local_files_only=options.local_files_only,
+                  cache_dir=options.cache_dir, trust_remote_code=False)
     config = AutoConfig.from_pretrained(source, **common)
     with torch.device('meta'):
         model = AutoModelForImageTextToText.from_config(config)

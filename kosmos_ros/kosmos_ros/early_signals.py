@@ -11,7 +11,9 @@ recorded (:func:`replay`) once its own handling is in place: exit 130, nothing b
 
 Only the interpreter's own start comes before the first line: a SIGTERM 30 ms after the
 start still ends the process (-15), from 50 ms on it is exit 130 (measured on a quiet machine).
-A signal the parent ignores (SIGINT for a background job) stays ignored. ``kosmos_corpus``,
+A second signal before ``main()`` ends the process at once (exit 130): a start that hangs (an
+import on a stalled file system) can still be stopped. A signal the parent ignores (SIGINT for
+a background job) stays ignored. ``kosmos_corpus``,
 ``ground_bag`` and ``kosmos_eval`` start through :func:`launch` (their console scripts) or hold
 at the top of their module (``python -m``).
 """
@@ -19,6 +21,7 @@ at the top of their module (``python -m``).
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 from typing import Any
 
@@ -28,6 +31,9 @@ _previous: dict[int, Any] = {}
 
 
 def _record(signum: int, _frame: Any) -> None:
+    if _received:  # a second one: the start hangs (an import on a stalled file system, say)
+        os.write(2, b'interrupted while starting\n')
+        os._exit(130)  # nothing has begun: nothing to finish
     _received.append(signum)
 
 

@@ -178,3 +178,27 @@ def test_the_commands_start_through_the_signal_holder():
                            '"--help"]; from kosmos_ros.early_signals import kosmos_corpus; '
                            'kosmos_corpus()'], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and 'usage: kosmos_corpus' in proc.stdout, proc.stderr
+
+
+def test_a_second_signal_while_a_command_starts_ends_it_at_once():
+    """A start that hangs (an import on a stalled file system) can still be stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hung = ('import os, signal, time\nfrom kosmos_ros import early_signals\n'
+            'early_signals.hold()\nos.kill(os.getpid(), signal.SIGINT)\n'
+            'print("held", flush=True)\ntime.sleep(60)  # an import that hangs\n')
+    proc = subprocess.Popen([sys.executable, '-c', hung], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'held'  # the first one was held
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and time.monotonic() - started < 10, err
+    assert 'interrupted while starting' in err

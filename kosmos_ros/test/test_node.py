@@ -21,7 +21,7 @@ from kosmos_ros.node.debug import DebugImages
 from kosmos_ros.testing.tiny_model import build_tiny_model
 
 from helpers import wait_for  # noqa: I100
-from node_harness import CANCELED, NODE_TESTS, NodeHarness, Stream  # noqa: I100
+from node_harness import CANCELED, NO_SUB_EVENTS, NODE_TESTS, NodeHarness, Stream  # noqa: I100
 
 
 def node_harness(ros, model_dir, **params):
@@ -450,7 +450,8 @@ def test_debug_image_only_with_a_subscriber(harness, photos, monkeypatch):
         assert wait_for(lambda: any(d.header == msg.header for d in h.detections['front']), 30)
     assert (offered, drawn, published) == ([], [], []), 'debug image made without a subscriber'
     debug = []
-    sub = h.client.create_subscription(Image, 'front/debug_image', debug.append, 10)
+    sub = h.client.create_subscription(Image, 'front/debug_image', debug.append, 10,
+                                       **NO_SUB_EVENTS)
     assert wait_for(lambda: publisher.get_subscription_count())
     msg = h.image(photos['coffee'], offset=2.0)
     h.pubs['front'].publish(msg)

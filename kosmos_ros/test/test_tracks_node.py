@@ -20,7 +20,7 @@ from vision_msgs.msg import Detection2DArray
 from kosmos_ros.model.boxes import normalized_to_pixels, patch_indices_to_normalized
 
 from helpers import wait_for  # noqa: I100
-from node_harness import ABORTED, CANCELED, NodeHarness, Stream  # noqa: I100
+from node_harness import ABORTED, CANCELED, NO_SUB_EVENTS, NodeHarness, Stream  # noqa: I100
 
 FRAME_HZ = 15.0
 
@@ -133,7 +133,8 @@ def test_tracking_costs_nothing_until_someone_subscribes(ros, tiny_model_dir, st
         assert wait_for(lambda: len(h.results['front']) >= 2, 30.0)
         assert not pump.owns('front') and pump.streams['front'].frames_tracked == 0
         got = []
-        sub = h.client.create_subscription(Detection2DArray, 'front/tracks', got.append, 10)
+        sub = h.client.create_subscription(Detection2DArray, 'front/tracks', got.append, 10,
+                                           **NO_SUB_EVENTS)
         assert wait_for(lambda: len(got) >= 10, 10.0), 'no tracks after subscribing'
         assert pump.owns('front')
         h.client.destroy_subscription(sub)

@@ -80,9 +80,9 @@ def write_bag(path, photos, frames=FRAMES, storage=StoragePlugin.MCAP):
     return path
 
 
-def labels_for(path, entries, boxes):
-    """Write a label file: entries are image entries (id from 1); boxes {id: [(cat, box)]}."""
-    ids = {'cat': 1, 'cup': 2, 'dog': 3}
+def labels_for(path, entries, boxes, names=('cat', 'cup', 'dog')):
+    """Write a label file: image entries (id from 1), boxes {id: [(name, box)]}, categories."""
+    ids = {name: n for n, name in enumerate(names, 1)}
     annotations = [{'id': n, 'image_id': image_id, 'category_id': ids[category],
                     'bbox': xywh(box), 'iscrowd': 0}
                    for n, (image_id, category, box) in enumerate(

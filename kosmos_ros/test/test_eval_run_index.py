@@ -27,7 +27,7 @@ from kosmos_ros.evaluation.record import evaluate
 from kosmos_ros.evaluation.run import ground_labels, SKIP_LABELS_OF_SKIPPED
 
 from test_eval import phrase_steered, SIZE  # noqa: I100
-from test_eval_bags import frame_entry, FRAMES, RAW, T0, write_bag
+from test_eval_bags import frame_entry, FRAMES, labels_for, RAW, T0, write_bag
 
 GROUNDED = [FRAMES[n][:2] for n in (0, 2, 3)]  # the raw frames; the run skips the JPEG topic
 
@@ -36,17 +36,8 @@ BOX = (10.0, 10.0, 60.0, 60.0)
 
 
 def write_labels(path, entries, boxes, names=('cat',)):
-    """Write a label file: entries (id from 1), boxes {id: [(name, box)]}, categories names."""
-    ids = {name: n for n, name in enumerate(names, 1)}
-    annotations = [{'id': n, 'image_id': i, 'category_id': ids[c], 'iscrowd': 0,
-                    'bbox': [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
-                   for n, (i, c, b) in enumerate(
-                       ((i, c, b) for i, pairs in boxes.items() for c, b in pairs), 1)]
-    path.write_text(json.dumps({
-        'images': [dict(entry, id=n) for n, entry in enumerate(entries, 1)],
-        'annotations': annotations,
-        'categories': [{'id': n, 'name': name} for name, n in ids.items()]}))
-    return path
+    """Write a label file (:func:`test_eval_bags.labels_for`) of the category ``cat`` only."""
+    return labels_for(path, entries, boxes, names)
 
 
 @pytest.fixture(scope='module')

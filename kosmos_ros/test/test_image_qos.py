@@ -169,10 +169,13 @@ def tracked_share(camera, tracks, frames):
 def test_default_image_qos_tracks_every_frame_of_a_default_qos_camera(ros, tiny_model_dir):
     """A reliable (rclpy default QoS) 640x480 camera: tracks on >= 85 % of its frames.
 
-    The old default (best effort, depth 1) tracked 40-50 % of them: the frames that did not
-    fit Fast DDS's shared-memory segment whole were lost. On a quiet machine every frame gets
-    its tracks; with four test processes on two cores the tracking thread itself passes over a
-    frame for a newer one now and then (by design: the newest frame wins), 92 % at worst seen.
+    The old default (best effort, depth 1) tracked 40-50 % of them in every window: the frames
+    that did not fit Fast DDS's shared-memory segment whole were lost. On a quiet machine every
+    frame gets its tracks; with four test processes on two cores the tracking thread itself
+    passes over a frame for a newer one now and then (by design: the newest frame wins), 80 %
+    of a window at worst seen (once, in CI). Load only ever lowers the share, so the test looks
+    at up to three windows of 3 s and needs one of them at >= 85 %; a loss in the transport,
+    which the old default had, is in every window.
     The camera starts after the node subscribed, so the node subscribed before any publisher
     was known (best effort) and must have followed the camera's reliable QoS since.
     """
@@ -180,8 +183,12 @@ def test_default_image_qos_tracks_every_frame_of_a_default_qos_camera(ros, tiny_
         camera = Camera(topic, 'default')
         try:
             warm_up(camera, tracks)
-            share, sent = tracked_share(camera, tracks, 60)  # 3 s at 20 Hz
-            assert share >= 0.85, f'tracks on {share:.0%} of {sent} frames'
+            shares = []
+            while len(shares) < 3 and (not shares or shares[-1] < 0.85):
+                share, sent = tracked_share(camera, tracks, 60)  # 3 s at 20 Hz
+                shares.append(share)
+            assert max(shares) >= 0.85, \
+                f'tracks on {", ".join(f"{s:.0%}" for s in shares)} of {sent} frames each'
             intake = node._cameras['front'].intake
             assert intake.reliability == 'reliable'
             assert intake.qos_changes == 1 and intake.subscribed_count == 1

@@ -142,10 +142,11 @@ def test_ros_free_test_modules_use_no_ros():
     finally:
         sys.path.pop(0)
     tests = PACKAGE / 'test'
-    assert ROS_FREE <= {p.stem for p in tests.glob('test_*.py')}, 'a listed module is gone'
+    modules = {p.stem: p for p in tests.rglob('test_*.py')}
+    assert ROS_FREE <= set(modules), 'a listed module is gone'
     names = set(ROS_FREE)
     for stem in ROS_FREE:
-        source = (tests / f'{stem}.py').read_text()
+        source = modules[stem].read_text()
         names.update(re.findall(r"'(kosmos_ros(?:\.[a-z_]+)+)'", source))
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
@@ -153,7 +154,7 @@ def test_ros_free_test_modules_use_no_ros():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module)
     script = ('import importlib, json, sys\n'
-              f'sys.path.insert(0, {str(tests)!r})\n'
+              f'sys.path[:0] = {sorted({str(p.parent) for p in modules.values()})!r}\n'
               f'for name in {sorted(names)!r}:\n'
               '    try:\n'
               '        importlib.import_module(name)\n'
@@ -168,3 +169,21 @@ def test_ros_free_test_modules_use_no_ros():
               if ROS_MODULE.match(m)]
     ros_named = sorted(n for n in names if ROS_MODULE.match(n))
     assert not ros_named and not loaded, (ros_named, loaded[:20])
+
+
+def test_test_folders_mirror_the_package():
+    """Each folder of tests is a subpackage of kosmos_ros, and its tests use that subpackage.
+
+    Tests of the top-level modules and of the whole project sit in test/ itself.
+    """
+    tests = PACKAGE / 'test'
+    folders = {p.name for p in tests.iterdir()
+               if p.is_dir() and p.name not in ('data', '__pycache__')}
+    packages = {p.parent.name for p in (PACKAGE / 'kosmos_ros').glob('*/__init__.py')}
+    assert folders and folders <= packages, sorted(folders - packages)
+    for path in sorted(tests.glob('*/test_*.py')):
+        text, package = path.read_text(), path.parent.name
+        harness = package == 'node' and 'from node_harness import' in text
+        assert re.search(rf'kosmos_ros(\.| import ){package}\b', text) or harness, \
+            f'{path.relative_to(tests)} does not use kosmos_ros.{package}'
+    assert not list(tests.glob('*/*/test_*.py')), 'one level of folders, as the package has'

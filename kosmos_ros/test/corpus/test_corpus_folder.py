@@ -22,7 +22,7 @@ from kosmos_ros.corpus.cli import main as corpus_main
 from kosmos_ros.corpus.options import CorpusOptions
 from kosmos_ros.corpus.run import run_corpus
 
-SOURCE = Path(__file__).resolve().parent.parent / 'kosmos_ros'
+SOURCE = Path(__file__).resolve().parents[2] / 'kosmos_ros'
 
 
 def spec(photo, frames=3):

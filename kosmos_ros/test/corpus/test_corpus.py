@@ -39,7 +39,7 @@ from kosmos_ros.model.engine import EngineOptions
 
 from helpers import chromium as _browser, open_in_browser, read_bag, steer_for  # noqa: I100
 
-TEST_DIR = Path(__file__).resolve().parent
+TEST_DIR = Path(__file__).resolve().parents[1]  # helpers.py (Steer)
 # 'a cat' narrowed from patch columns 12..31 to 16..31 (IoU 0.8: moved), one cup fewer (lost).
 CHANGED = ('<phrase> a cat</phrase><object><patch_index_0048><patch_index_0863></object> and'
            '<phrase> two cups</phrase><object><patch_index_0100><patch_index_0300></object> on')

@@ -171,7 +171,7 @@ def test_the_commands_start_through_the_signal_holder():
     import sys
     from pathlib import Path
 
-    setup = (Path(__file__).resolve().parents[1] / 'setup.py').read_text()
+    setup = (Path(__file__).resolve().parents[2] / 'setup.py').read_text()
     for name in ('kosmos_corpus', 'ground_bag', 'kosmos_eval'):
         assert f"'{name} = kosmos_ros.early_signals:{name}'" in setup
     proc = subprocess.run([sys.executable, '-c', 'import sys; sys.argv = ["kosmos_corpus", '

@@ -12,7 +12,7 @@ from kosmos_ros.node.parameter_table import CAMERA_SPECS, SPECS
 
 from helpers import optional_module  # noqa: I100
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]
 
 
 def test_config_lists_every_parameter_with_its_default():

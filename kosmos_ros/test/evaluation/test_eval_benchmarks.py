@@ -28,7 +28,7 @@ from kosmos_ros.evaluation.benchmark_metrics import (box_in_image, hit, iou, phr
 
 from helpers import steer_for  # noqa: I100
 
-ROOT = __import__('pathlib').Path(__file__).resolve().parents[2]
+ROOT = __import__('pathlib').Path(__file__).resolve().parents[3]
 # The README of github.com/BryanPlummer/flickr30k_entities and its examples.
 README_SENTENCE = ('[/EN#1/people Two young guys] with [/EN#2/bodyparts shaggy hair] look at '
                    '[/EN#3/bodyparts their hands] while hanging out in [/EN#8/scene the yard] .')

@@ -37,7 +37,7 @@ from kosmos_ros.corpus.run import run_corpus
 
 from helpers import chromium, dump_dom, steer_for  # noqa: I100
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOT = ROOT / 'docs' / 'images' / 'compare_report.png'
 # 'a cat' narrowed (IoU 0.8: moved), one cup fewer (lost); as test_corpus.CHANGED.
 CHANGED = ('<phrase> a cat</phrase><object><patch_index_0048><patch_index_0863></object> and'

@@ -20,8 +20,12 @@ setup:
 
 # Whole test modules go to one worker (--dist loadfile): a module shares its node and model.
 # Modules go out in collection order, the slowest first (test/conftest.py), not by test count.
+# Bytecode is cached (__pycache__, git-ignored) even where PYTHONDONTWRITEBYTECODE is set:
+# otherwise each Python process of the suite (workers, nodes, commands) compiles the project
+# and the tests anew.
 test: setup
-	@$(IN_ENV) python -m pytest kosmos_ros/test -n $(TEST_WORKERS) --dist loadfile \
+	@env -u PYTHONDONTWRITEBYTECODE $(IN_ENV) python -m pytest kosmos_ros/test \
+		-n $(TEST_WORKERS) --dist loadfile \
 		--no-loadscope-reorder $(PYTEST_ARGS)
 
 # Tests marked fast (pytest -m fast): they need neither DDS nor a model.
